@@ -1,0 +1,49 @@
+# kscmp: make build | test | bench | lint | demo | generate
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin/kscmp
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+# Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
+FUZZTIME ?= 15s
+
+.PHONY: build test unit fuzz bench lint generate verify-generated demo deps clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
+
+deps:
+	hack/deps.sh test
+
+# The README's test command: installs what the tests need, then runs every
+# test (privileged ones too: run as root) and a bounded fuzz run.
+test: deps unit fuzz
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./api
+	$(GO) test -run='^$$' -fuzz='^FuzzMerge$$' -fuzztime=$(FUZZTIME) ./merge
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./merge/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+generate:
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/... crd:crdVersions=v1 output:crd:dir=deploy/manifests/crd
+
+# Regenerates into the tree and fails when anything changed.
+verify-generated: generate
+	@git diff --exit-code -- api deploy/manifests/crd || { echo "generated files are stale: run make generate"; exit 1; }
+
+demo: build
+	hack/deps.sh demo
+	hack/demo.sh $(BIN)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,8 @@
+// Package api defines the KubeArmorSeccompPolicy (short name kscmp): its Go
+// types, the CRD, parsing of policy files in the CRD form and in the flat form
+// of the original design note, and validation.
+//
+// +kubebuilder:object:generate=true
+// +groupName=security.kubearmor.com
+// +versionName=v1
+package api

@@ -1,0 +1,228 @@
+package api
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Group, Version, Kind and the names under which the policy is served.
+const (
+	Group     = "security.kubearmor.com"
+	Version   = "v1"
+	Kind      = "KubeArmorSeccompPolicy"
+	ListKind  = "KubeArmorSeccompPolicyList"
+	Plural    = "kubearmorseccomppolicies"
+	Singular  = "kubearmorseccomppolicy"
+	ShortName = "kscmp"
+)
+
+// APIVersion is the apiVersion string of a policy in the CRD form.
+const APIVersion = Group + "/" + Version
+
+// KubeArmorSeccompPolicy selects workloads and says which system calls they
+// may or may not make.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=kscmp,scope=Namespaced,categories=kubearmor
+// +kubebuilder:printcolumn:name="Severity",type=integer,JSONPath=`.spec.severity`
+// +kubebuilder:printcolumn:name="Action",type=string,JSONPath=`.spec.seccomp.action`
+// +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodes`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type KubeArmorSeccompPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   PolicySpec   `json:"spec"`
+	Status PolicyStatus `json:"status,omitempty"`
+}
+
+// KubeArmorSeccompPolicyList is a list of policies.
+//
+// +kubebuilder:object:root=true
+type KubeArmorSeccompPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KubeArmorSeccompPolicy `json:"items"`
+}
+
+// PolicySpec is what a policy asks for.
+type PolicySpec struct {
+	// Severity ranks the policy for people and alerts, from 1 (low) to 10.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10
+	// +optional
+	Severity int `json:"severity,omitempty"`
+
+	// Selector chooses the pods the policy applies to, by their labels.
+	Selector Selector `json:"selector"`
+
+	// Containers, when given, limits the policy to containers of these
+	// names inside the selected pods.
+	// +listType=set
+	// +optional
+	Containers []string `json:"containers,omitempty"`
+
+	// Seccomp holds the architectures and the system call rules.
+	Seccomp SeccompSpec `json:"seccomp"`
+}
+
+// Selector chooses workloads by their labels. At least one of MatchLabels
+// and MatchExpressions must be given; all of them must match.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.matchLabels) || has(self.matchExpressions)",message="a policy must select workloads by matchLabels or matchExpressions"
+type Selector struct {
+	// MatchLabels is a map of label keys and the values they must have.
+	// +optional
+	MatchLabels map[string]string `json:"matchLabels,omitempty"`
+
+	// MatchExpressions are label selector requirements, as in a Kubernetes
+	// LabelSelector.
+	// +optional
+	MatchExpressions []metav1.LabelSelectorRequirement `json:"matchExpressions,omitempty"`
+}
+
+// SeccompSpec holds the rules: either Syscalls with Action (one group) or
+// Rules (several groups), not both.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.syscalls) && has(self.action) && !has(self.rules)) || (has(self.rules) && !has(self.syscalls) && !has(self.action))",message="give either syscalls with action, or rules, not both"
+type SeccompSpec struct {
+	// Arch lists the system call ABIs the profile covers. When empty, the
+	// node's family is used (amd64: x86_64, x86, x32; arm64: aarch64, arm).
+	// +optional
+	Arch []Arch `json:"arch,omitempty"`
+
+	// Syscalls is one group of system call names sharing Action.
+	// +kubebuilder:validation:MinItems=1
+	// +optional
+	Syscalls []string `json:"syscalls,omitempty"`
+
+	// Action applies to Syscalls.
+	// +optional
+	Action Action `json:"action,omitempty"`
+
+	// Rules are several groups of system calls, each with its action.
+	// +kubebuilder:validation:MinItems=1
+	// +optional
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// Rule is one group of system calls and the action taken when they are made.
+type Rule struct {
+	// Syscalls are system call names.
+	// +kubebuilder:validation:MinItems=1
+	Syscalls []string `json:"syscalls"`
+	// Action is taken when one of Syscalls is made.
+	Action Action `json:"action"`
+}
+
+// PolicyStatus is written by the kscmp agents.
+type PolicyStatus struct {
+	// Nodes is the number of nodes on which the policy is installed.
+	// +optional
+	Nodes int32 `json:"nodes,omitempty"`
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions describe the policy's state (Accepted, Installed).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Action is what happens when a selected workload makes a system call.
+//
+// +kubebuilder:validation:Enum=Allow;Audit;Block;Deny;Kill
+type Action string
+
+// The actions, from the weakest to the strongest. Deny is a synonym of Block.
+const (
+	ActionAllow Action = "Allow" // the call runs (SCMP_ACT_ALLOW)
+	ActionAudit Action = "Audit" // the call runs and is logged (SCMP_ACT_LOG)
+	ActionBlock Action = "Block" // the call fails with EPERM (SCMP_ACT_ERRNO)
+	ActionDeny  Action = "Deny"  // synonym of Block
+	ActionKill  Action = "Kill"  // the process is killed (SCMP_ACT_KILL_PROCESS)
+)
+
+// Actions lists the valid actions in the order of their precedence, weakest
+// first (Deny, Block's synonym, is not listed).
+var Actions = [...]Action{ActionAllow, ActionAudit, ActionBlock, ActionKill}
+
+// Canonical returns the action with synonyms resolved (Deny → Block).
+func (a Action) Canonical() Action {
+	if a == ActionDeny {
+		return ActionBlock
+	}
+	return a
+}
+
+// Valid reports whether a is one of the known actions.
+func (a Action) Valid() bool {
+	switch a {
+	case ActionAllow, ActionAudit, ActionBlock, ActionDeny, ActionKill:
+		return true
+	}
+	return false
+}
+
+// Precedence ranks actions when several policies name one system call: the
+// higher wins (Kill > Block > Audit > Allow). Unknown actions rank 0.
+func (a Action) Precedence() int {
+	switch a.Canonical() {
+	case ActionAllow:
+		return 1
+	case ActionAudit:
+		return 2
+	case ActionBlock:
+		return 3
+	case ActionKill:
+		return 4
+	}
+	return 0
+}
+
+// SeccompAction returns the OCI seccomp action of a ("SCMP_ACT_…"), or "" for
+// an unknown action.
+func (a Action) SeccompAction() string {
+	switch a.Canonical() {
+	case ActionAllow:
+		return "SCMP_ACT_ALLOW"
+	case ActionAudit:
+		return "SCMP_ACT_LOG"
+	case ActionBlock:
+		return "SCMP_ACT_ERRNO"
+	case ActionKill:
+		return "SCMP_ACT_KILL_PROCESS"
+	}
+	return ""
+}
+
+// ActionFromSeccomp is the inverse of Action.SeccompAction. It reports false
+// for actions kscmp does not produce.
+func ActionFromSeccomp(s string) (Action, bool) {
+	for _, a := range Actions {
+		if a.SeccompAction() == s {
+			return a, true
+		}
+	}
+	if s == "SCMP_ACT_KILL" || s == "SCMP_ACT_KILL_THREAD" {
+		return ActionKill, true
+	}
+	return "", false
+}
+
+// AllRules returns the policy's rules in one shape: the Syscalls/Action group
+// (if any) first, then Rules. The slices are shared with the policy.
+func (s *SeccompSpec) AllRules() []Rule {
+	if len(s.Syscalls) == 0 && s.Action == "" {
+		return s.Rules
+	}
+	out := make([]Rule, 0, 1+len(s.Rules))
+	out = append(out, Rule{Syscalls: s.Syscalls, Action: s.Action})
+	return append(out, s.Rules...)
+}
+
+// Key returns "namespace/name", the policy's identity.
+func (p *KubeArmorSeccompPolicy) Key() string {
+	return p.Namespace + "/" + p.Name
+}

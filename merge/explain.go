@@ -1,0 +1,93 @@
+package merge
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kubearmor/kscmp/api"
+)
+
+// Explain writes, for people, what the rule set does and where each system
+// call's action came from.
+func (r *RuleSet) Explain(w io.Writer) error {
+	ew := &errWriter{w: w}
+	if r.AllowList() {
+		ew.printf("default action: %s (allow-list: every system call not listed fails with EPERM)\n", r.DefaultAction.SeccompAction())
+	} else {
+		ew.printf("default action: %s (deny-list: every system call not listed runs)\n", r.DefaultAction.SeccompAction())
+	}
+	arches := make([]string, len(r.Arches))
+	for i, a := range r.Arches {
+		arches[i] = string(a)
+	}
+	ew.printf("architectures: %s\n", strings.Join(arches, " "))
+	if len(r.Policies) > 0 {
+		ew.printf("policies: %s\n", strings.Join(r.Policies, " "))
+	}
+	if r.Runtime != "" && r.Runtime != RuntimeNone {
+		ew.printf("runtime start-up set: %s (%s)\n", r.Runtime, plural(len(startup[r.Runtime]), "system call"))
+	}
+	counts := make([]string, 0, len(api.Actions))
+	for _, a := range api.Actions {
+		if n := len(r.Names(a)); n > 0 {
+			counts = append(counts, fmt.Sprintf("%d %s", n, a))
+		}
+	}
+	ew.printf("%s (%s)\n", plural(len(r.Syscalls), "system call"), strings.Join(counts, ", "))
+	for _, warn := range r.Warnings {
+		ew.printf("warning: %s\n", warn)
+	}
+	ew.printf("\n")
+	if ew.err != nil {
+		return ew.err
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SYSCALL\tACTION\tFROM")
+	for _, s := range r.Syscalls {
+		var won, lost []string
+		for _, src := range s.Sources {
+			desc := describe(src)
+			if src.Action == s.Action {
+				won = append(won, desc)
+			} else {
+				lost = append(lost, desc+" "+string(src.Action))
+			}
+		}
+		from := strings.Join(won, ", ")
+		if len(lost) > 0 {
+			from += "; overrides " + strings.Join(lost, ", ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.Action, from)
+	}
+	return tw.Flush()
+}
+
+func describe(s Source) string {
+	switch s.Kind {
+	case SourceRuntime:
+		return "runtime " + s.Name + " (start-up)"
+	default:
+		return string(s.Kind) + " " + s.Name
+	}
+}
+
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

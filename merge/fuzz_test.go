@@ -1,0 +1,74 @@
+package merge
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/kubearmor/kscmp/api"
+)
+
+// FuzzMerge checks the merger's invariants on random policy sets: the
+// profile is valid JSON that reads back; a system call that any applicable
+// policy blocks (or kills) is never allowed; the output does not depend on
+// the order of the policies; Set.Merge and Merge agree.
+func FuzzMerge(f *testing.F) {
+	f.Add(uint64(1), uint64(2), uint8(10), uint8(20), uint8(0), "a0")
+	f.Add(uint64(7), uint64(9), uint8(40), uint8(80), uint8(1), "a1")
+	f.Add(uint64(0), uint64(0), uint8(1), uint8(1), uint8(2), "")
+	f.Fuzz(func(t *testing.T, s1, s2 uint64, n, k, rt uint8, app string) {
+		r := rand.New(rand.NewPCG(s1, s2))
+		ps := randomPolicies(r, 1+int(n%60), 1+int(k%100))
+		tg := Target{Namespace: "ns", Labels: map[string]string{"app": app, "tier": "t0"}, Runtime: Runtimes[int(rt)%len(Runtimes)]}
+		rs, err := Merge(ps, tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := rs.MarshalOCI()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(out) {
+			t.Fatalf("invalid JSON: %s", out)
+		}
+		if _, err := ParseOCI(out, "fuzz.json"); err != nil {
+			t.Fatalf("profile does not read back: %v", err)
+		}
+		// Deny wins.
+		for _, p := range ps {
+			if !Selects(p, tg) {
+				continue
+			}
+			for _, rule := range p.Spec.Seccomp.AllRules() {
+				for _, name := range rule.Syscalls {
+					e := rs.Lookup(name)
+					if e == nil {
+						t.Fatalf("%s from %s missing", name, p.Key())
+					}
+					if e.Action.Precedence() < rule.Action.Canonical().Precedence() {
+						t.Fatalf("%s: %s by %s, but the profile says %s", name, rule.Action, p.Key(), e.Action)
+					}
+				}
+			}
+		}
+		if rs.AllowList() != slices.ContainsFunc(rs.Syscalls, func(s Syscall) bool {
+			return slices.ContainsFunc(s.Sources, func(src Source) bool { return src.Kind == SourcePolicy && src.Action == api.ActionAllow })
+		}) {
+			t.Fatal("default action does not follow the allow rules")
+		}
+		// Order independence.
+		rev := slices.Clone(ps)
+		slices.Reverse(rev)
+		r.Shuffle(len(rev), func(i, j int) { rev[i], rev[j] = rev[j], rev[i] })
+		rs2, err := NewSet(rev).Merge(tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out2, _ := rs2.MarshalOCI()
+		if !bytes.Equal(out, out2) || !bytes.Equal(rs.Systemd(), rs2.Systemd()) {
+			t.Fatal("output depends on the order of the policies")
+		}
+	})
+}

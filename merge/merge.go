@@ -1,0 +1,313 @@
+package merge
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubearmor/kscmp/api"
+)
+
+// Target is one container for which a profile is merged.
+type Target struct {
+	Namespace string
+	Labels    map[string]string // the pod's labels
+	Container string            // "" matches only policies without a containers filter
+	Family    api.Family        // the node's family; "" is amd64
+	Runtime   Runtime           // whose start-up set to add; "" is runc
+}
+
+// String describes the target for people.
+func (t Target) String() string {
+	keys := make([]string, 0, len(t.Labels))
+	for k := range t.Labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + t.Labels[k]
+	}
+	s := fmt.Sprintf("namespace %s, labels {%s}", t.Namespace, strings.Join(keys, ","))
+	if t.Container != "" {
+		s += ", container " + t.Container
+	}
+	return s
+}
+
+// Selects reports whether the policy applies to the target: same namespace,
+// the selector matches the labels, and the containers filter (if any) names
+// the container.
+func Selects(p *api.KubeArmorSeccompPolicy, t Target) bool {
+	if p.Namespace != t.Namespace {
+		return false
+	}
+	if len(p.Spec.Containers) > 0 && !slices.Contains(p.Spec.Containers, t.Container) {
+		return false
+	}
+	return selectorMatches(&p.Spec.Selector, t.Labels)
+}
+
+func selectorMatches(s *api.Selector, labels map[string]string) bool {
+	if len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0 {
+		return false // an empty selector selects nothing, never everything
+	}
+	for k, v := range s.MatchLabels {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	for _, r := range s.MatchExpressions {
+		v, ok := labels[r.Key]
+		switch r.Operator {
+		case metav1.LabelSelectorOpIn:
+			if !ok || !slices.Contains(r.Values, v) {
+				return false
+			}
+		case metav1.LabelSelectorOpNotIn:
+			if ok && slices.Contains(r.Values, v) {
+				return false
+			}
+		case metav1.LabelSelectorOpExists:
+			if !ok {
+				return false
+			}
+		case metav1.LabelSelectorOpDoesNotExist:
+			if ok {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Set is an immutable, indexed set of valid policies: Merge finds the
+// policies of a target without looking at the others. Build a new Set when
+// the policies change.
+type Set struct {
+	policies []*api.KubeArmorSeccompPolicy
+	byNS     map[string]*nsIndex
+}
+
+type nsIndex struct {
+	byLabel map[string][]int // "key\x00value" → policies indexed under that pair
+	scan    []int            // policies without matchLabels
+}
+
+// NewSet indexes the policies. The policies must be valid (api.Validate) and
+// are not copied: do not change them while the Set is in use.
+func NewSet(policies []*api.KubeArmorSeccompPolicy) *Set {
+	s := &Set{policies: policies, byNS: make(map[string]*nsIndex)}
+	for i, p := range policies {
+		ix := s.byNS[p.Namespace]
+		if ix == nil {
+			ix = &nsIndex{byLabel: make(map[string][]int)}
+			s.byNS[p.Namespace] = ix
+		}
+		if len(p.Spec.Selector.MatchLabels) == 0 {
+			ix.scan = append(ix.scan, i)
+			continue
+		}
+		// A target must carry every matchLabels pair, so indexing under one
+		// of them (the smallest key, for determinism) finds it.
+		var key string
+		for k := range p.Spec.Selector.MatchLabels {
+			if key == "" || k < key {
+				key = k
+			}
+		}
+		pair := key + "\x00" + p.Spec.Selector.MatchLabels[key]
+		ix.byLabel[pair] = append(ix.byLabel[pair], i)
+	}
+	return s
+}
+
+// Len returns the number of policies in the set.
+func (s *Set) Len() int { return len(s.policies) }
+
+// Select returns the policies that apply to the target, in the Set's order.
+func (s *Set) Select(t Target) []*api.KubeArmorSeccompPolicy {
+	ix := s.byNS[t.Namespace]
+	if ix == nil {
+		return nil
+	}
+	var idx []int
+	for k, v := range t.Labels {
+		idx = append(idx, ix.byLabel[k+"\x00"+v]...)
+	}
+	idx = append(idx, ix.scan...)
+	slices.Sort(idx)
+	var out []*api.KubeArmorSeccompPolicy
+	for _, i := range idx {
+		if Selects(s.policies[i], t) {
+			out = append(out, s.policies[i])
+		}
+	}
+	return out
+}
+
+// Merge computes the rule set of a target from the policies that select it.
+// See the package documentation and Merge.
+func (s *Set) Merge(t Target) (*RuleSet, error) {
+	return mergeSelected(s.Select(t), t)
+}
+
+// Merge computes the rule set of a target from every policy that selects it:
+//
+//   - deny wins: when policies give one system call different actions, the
+//     strongest applies (Kill > Block > Audit > Allow);
+//   - the default action is Block (EPERM) when any applicable rule allows,
+//     else Allow; Block, Kill and Audit rules stay listed either way;
+//   - architectures are the union of the policies' arch lists, or the
+//     target family's when no policy gives one;
+//   - an allow-list gets the runtime's start-up set, shown as its source.
+//
+// The policies must be valid (api.Validate). The result does not depend on
+// their order; with no applicable policy it is Empty.
+func Merge(policies []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error) {
+	var sel []*api.KubeArmorSeccompPolicy
+	for _, p := range policies {
+		if Selects(p, t) {
+			sel = append(sel, p)
+		}
+	}
+	return mergeSelected(sel, t)
+}
+
+func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error) {
+	family := t.Family
+	if family == "" {
+		family = api.FamilyAMD64
+	}
+	familyArches, err := family.Arches()
+	if err != nil {
+		return nil, err
+	}
+	runtime := t.Runtime
+	if runtime == "" {
+		runtime = RuntimeRunc
+	}
+	if !slices.Contains(Runtimes[:], runtime) {
+		return nil, fmt.Errorf("unknown runtime %q (want runc, crun or none)", runtime)
+	}
+
+	rs := &RuleSet{DefaultAction: api.ActionAllow}
+	// Sources are collected in one slab and handed out as sub-slices at the
+	// end: one allocation instead of one per system call.
+	type contribution struct {
+		idx int32
+		src Source
+	}
+	n := len(startup[runtime])
+	for _, p := range sel {
+		for _, r := range p.Spec.Seccomp.AllRules() {
+			n += len(r.Syscalls)
+		}
+	}
+	distinct := min(n, 512) // no ABI has many more system calls
+	index := make(map[string]int32, distinct)
+	contribs := make([]contribution, 0, n)
+	rs.Syscalls = make([]Syscall, 0, distinct)
+	add := func(name string, src Source) {
+		i, ok := index[name]
+		if !ok {
+			i = int32(len(rs.Syscalls))
+			index[name] = i
+			rs.Syscalls = append(rs.Syscalls, Syscall{Name: name, Action: src.Action})
+		}
+		if e := &rs.Syscalls[i]; src.Action.Precedence() > e.Action.Precedence() {
+			e.Action = src.Action
+		}
+		contribs = append(contribs, contribution{i, src})
+	}
+
+	var arches [len(api.Arches)]bool
+	anyArch := false
+	for _, p := range sel {
+		rs.Policies = append(rs.Policies, p.Key())
+		for _, a := range p.Spec.Seccomp.Arch {
+			if i := a.Index(); i >= 0 {
+				arches[i], anyArch = true, true
+			}
+		}
+		for _, r := range p.Spec.Seccomp.AllRules() {
+			act := r.Action.Canonical()
+			if act == api.ActionAllow {
+				rs.DefaultAction = api.ActionBlock
+			}
+			src := Source{Kind: SourcePolicy, Name: p.Key(), Action: act}
+			for _, name := range r.Syscalls {
+				add(name, src)
+			}
+		}
+	}
+	if len(sel) == 0 {
+		return &RuleSet{DefaultAction: api.ActionAllow, Arches: familyArches}, nil
+	}
+	if !anyArch {
+		for _, a := range familyArches {
+			arches[a.Index()] = true
+		}
+	}
+	for i, ok := range arches {
+		if ok {
+			rs.Arches = append(rs.Arches, api.Arches[i])
+		}
+	}
+
+	if rs.AllowList() {
+		rs.Runtime = runtime
+		src := Source{Kind: SourceRuntime, Name: string(runtime), Action: api.ActionAllow}
+		for _, name := range startup[runtime] {
+			add(name, src)
+			if e := &rs.Syscalls[index[name]]; e.Action == api.ActionBlock || e.Action == api.ActionKill {
+				rs.Warnings = append(rs.Warnings, fmt.Sprintf("%s is %s by policy, but %s calls it while starting the container: the container may not start", name, verb(e.Action), runtime))
+			}
+		}
+	}
+
+	// Counting sort of the contributions by system call, into one slab.
+	start := make([]int32, len(rs.Syscalls)+1)
+	for _, c := range contribs {
+		start[c.idx+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	slab := make([]Source, len(contribs))
+	fill := slices.Clone(start[:len(rs.Syscalls)])
+	for _, c := range contribs {
+		slab[fill[c.idx]] = c.src
+		fill[c.idx]++
+	}
+	order := make([]int32, len(rs.Syscalls))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(rs.Syscalls[a].Name, rs.Syscalls[b].Name) })
+	sorted := make([]Syscall, len(rs.Syscalls))
+	for k, i := range order {
+		srcs := slab[start[i]:start[i+1]:start[i+1]]
+		slices.SortFunc(srcs, compareSource)
+		sorted[k] = Syscall{Name: rs.Syscalls[i].Name, Action: rs.Syscalls[i].Action, Sources: slices.Compact(srcs)}
+	}
+	rs.Syscalls = sorted
+	slices.Sort(rs.Policies)
+	slices.Sort(rs.Warnings)
+	return rs, nil
+}
+
+func verb(a api.Action) string {
+	switch a {
+	case api.ActionBlock:
+		return "blocked"
+	case api.ActionKill:
+		return "killed"
+	case api.ActionAudit:
+		return "audited"
+	}
+	return "allowed"
+}

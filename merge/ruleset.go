@@ -1,0 +1,88 @@
+// Package merge is kscmp's one merger: every policy that selects a container
+// becomes one rule set (deny wins), compiled to the OCI/Docker seccomp JSON,
+// a systemd drop-in and an in-process BPF filter.
+//
+// The rule set is a pure function of the current policies and the target:
+// recomputed from scratch, independent of the order of the policies, and
+// byte-identical when compiled twice from the same input.
+package merge
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/kubearmor/kscmp/api"
+)
+
+// SourceKind says what put a system call into a rule set.
+type SourceKind string
+
+// The kinds of sources.
+const (
+	SourcePolicy  SourceKind = "policy"  // a KubeArmorSeccompPolicy; Name is namespace/name
+	SourceRuntime SourceKind = "runtime" // the container runtime's start-up set; Name is the runtime
+	SourceProfile SourceKind = "profile" // a compiled profile read back; Name is its file
+)
+
+// Source is one contribution to a system call's entry.
+type Source struct {
+	Kind   SourceKind `json:"kind"`
+	Name   string     `json:"name"`
+	Action api.Action `json:"action"`
+}
+
+// Syscall is one system call in a rule set: the action that won and every
+// source that named it, the overridden ones included.
+type Syscall struct {
+	Name    string     `json:"name"`
+	Action  api.Action `json:"action"`
+	Sources []Source   `json:"sources"`
+}
+
+// RuleSet is the merged result for one target.
+type RuleSet struct {
+	// DefaultAction is Block (an allow-list profile: anything not listed
+	// fails with EPERM) when any applicable rule allows, else Allow.
+	DefaultAction api.Action `json:"defaultAction"`
+	// Arches are the ABIs the profile covers, in canonical order.
+	Arches []api.Arch `json:"arches"`
+	// Syscalls are sorted by name; each name appears once.
+	Syscalls []Syscall `json:"syscalls"`
+	// Policies are the keys (namespace/name) of the policies that apply,
+	// sorted.
+	Policies []string `json:"policies"`
+	// Runtime is the container runtime whose start-up set was added.
+	Runtime Runtime `json:"runtime,omitempty"`
+	// Warnings say what may not work as the policies intend.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// AllowList reports whether the rule set is an allow-list (default Block).
+func (r *RuleSet) AllowList() bool { return r.DefaultAction == api.ActionBlock }
+
+// Lookup returns the entry of a system call, or nil.
+func (r *RuleSet) Lookup(name string) *Syscall {
+	i, ok := slices.BinarySearchFunc(r.Syscalls, name, func(s Syscall, n string) int { return cmp.Compare(s.Name, n) })
+	if !ok {
+		return nil
+	}
+	return &r.Syscalls[i]
+}
+
+// Names returns the names of the system calls whose action is a, sorted.
+func (r *RuleSet) Names(a api.Action) []string {
+	var out []string
+	for _, s := range r.Syscalls {
+		if s.Action == a {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+// Empty reports whether no policy applies.
+func (r *RuleSet) Empty() bool { return len(r.Policies) == 0 && len(r.Syscalls) == 0 }
+
+func compareSource(a, b Source) int {
+	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Action.Precedence(), b.Action.Precedence()))
+}
