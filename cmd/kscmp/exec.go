@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 
@@ -37,7 +38,7 @@ calls of other ABIs get the profile's default action.`,
 				return invalidErr(err)
 			}
 			err = deploy.Exec(rs, args, os.Environ())
-			if errors.Is(err, exec.ErrNotFound) {
+			if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 				return &exitError{exitNotFound, err}
 			}
 			return &exitError{exitCannotExec, err}

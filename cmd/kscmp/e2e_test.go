@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildKscmp builds the real binary once per test.
+func buildKscmp(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kscmp")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestREADMETour runs the README's tour with the built binary: validate,
+// merge to a file, and exec a command under the profile.
+func TestREADMETour(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("go not on PATH")
+	}
+	bin := buildKscmp(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	kscmp := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		return string(out), err
+	}
+
+	if out, err := kscmp("validate", examples); err != nil {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	policy := filepath.Join(dir, "no-mkdir.yaml")
+	os.WriteFile(policy, []byte("kind: KubeArmorSeccompPolicy\nname: no-mkdir\nnamespace: demo\napp: tool\nsyscalls: [mkdir, mkdirat]\naction: Block\n"), 0o644)
+	prof, err := kscmp("merge", "-f", policy, "-n", "demo", "-l", "app=tool")
+	if err != nil {
+		t.Fatalf("merge: %v\n%s", err, prof)
+	}
+	profile := filepath.Join(dir, "profile.json")
+	os.WriteFile(profile, []byte(prof), 0o644)
+
+	if out, err := kscmp("exec", "--profile", profile, "--", "echo", "allowed"); err != nil || out != "allowed\n" {
+		t.Fatalf("allowed command: %v: %q", err, out)
+	}
+	target := filepath.Join(dir, "made")
+	out, err := kscmp("exec", "--profile", profile, "--", "mkdir", target)
+	if err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Fatalf("mkdir under the profile: want EPERM, got %v: %q", err, out)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Fatal("directory made despite the profile")
+	}
+	// Exit codes of exec itself.
+	out, err = kscmp("exec", "--profile", profile, "--", "/nonexistent/cmd")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitNotFound {
+		t.Errorf("missing command: want exit %d, got %v: %s", exitNotFound, err, out)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"defaultAction":"SCMP_ACT_TRACE"}`), 0o644)
+	out, err = kscmp("exec", "--profile", bad, "--", "true")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitInvalid || !strings.Contains(out, "defaultAction") {
+		t.Errorf("bad profile: want exit %d, got %v: %s", exitInvalid, err, out)
+	}
+}
