@@ -1,0 +1,381 @@
+//go:build ignore
+
+/* recorder.c: the kscmp syscall recorder. One program, one job: the set of
+ * syscall numbers, per ABI, that each workload makes.
+ *
+ * A workload is keyed by its mount namespace (containers; the namespace's
+ * unique id, see recorder.h), or, for tasks in the host mount namespace, by
+ * its cgroup (so systemd services are told apart); the host is skipped unless
+ * the loader asks for it.
+ *
+ * Hot path (key known, bit already set): a few loads from the current task, a
+ * per-CPU cache slot (an array lookup the verifier inlines) and one bit test;
+ * no map call, no write. On a cache miss the hash map is read, the bit is set
+ * with an atomic OR only if it is not set yet, and the cache slot learns the
+ * bit. The first syscall of a new key inserts a zeroed set and sends one event
+ * to user space; nothing else crosses to user space.
+ *
+ * Like every sys_enter hook, the recorder runs after seccomp: calls a filter
+ * already denies are never seen. Record without a profile.
+ */
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "recorder.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define EEXIST 17
+
+/* x86: thread_info.status bit of a task in a 32-bit (int 0x80 or compat)
+ * syscall; not in BTF, from arch/x86/include/asm/thread_info.h. */
+#define X86_TS_COMPAT 0x0002
+/* x86: the x32 marker in the syscall number (__X32_SYSCALL_BIT). */
+#define X86_X32_SYSCALL_BIT 0x40000000UL
+/* arm64: pstate bit of a task running AArch32 code (PSR_MODE32_BIT). */
+#define ARM64_PSR_MODE32_BIT 0x10
+
+/* Set at load time by user space. */
+volatile const __u32 host_mntns = 0;  /* inode of the host mount namespace */
+volatile const __u8 include_host = 0; /* record tasks in host_mntns, keyed by cgroup */
+volatile const __u8 include_runtime = 0; /* also record the container runtime's own calls */
+
+/* Bumped by user space around deleting keys: cache slots of an older
+ * generation are not trusted. */
+volatile __u64 generation = 0;
+
+/* The set inserted for a new key. */
+const struct syscall_set zero_set = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192); /* overridden at load: RecorderOptions.MaxKeys */
+	__type(key, __u64);
+	__type(value, struct syscall_set);
+} sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* overridden at load: RecorderOptions.RingBufferSize */
+	__type(value, struct new_key_event); /* documents the records; not sent to the kernel */
+} events SEC(".maps");
+
+/* The per-CPU cache. Safe without atomics: programs on syscall tracepoints
+ * run with preemption disabled and never nest on one CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KSCMP_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cache_slot);
+} cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KSCMP_LOST_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* arm64's pt_regs, for the compat test; CO-RE finds pstate by name. */
+struct user_pt_regs___arm64 {
+	__u64 pstate;
+} __attribute__((preserve_access_index));
+
+/* mnt_namespace before 6.18 kept its unique id in seq. */
+struct mnt_namespace___pre618 {
+	__u64 seq;
+} __attribute__((preserve_access_index));
+
+/* kernfs_node before 6.15 named its parent "parent". */
+struct kernfs_node___pre615 {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline void count_lost(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
+
+	if (n)
+		*n += 1; /* per-CPU slot; the program does not nest on one CPU */
+}
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
+}
+
+/* The path walks keep their write offset in the event itself and reload it
+ * through a volatile read: the verifier then sees an unknown but bounded
+ * offset, so the states of all paths through one iteration are equal and
+ * pruned, instead of growing with every combination of branches. */
+#define RELOAD(x) (*(volatile typeof(x) *)&(x))
+
+/* read_cgroup_path stores the components of the task's cgroup v2 path,
+ * leaf first, each NUL-terminated. */
+static __always_inline void read_cgroup_path(struct task_struct *task, struct new_key_event *ev)
+{
+	struct kernfs_node *kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+	struct kernfs_node *parent;
+	__u32 off;
+	long n;
+
+	ev->cgroup_len = 0;
+	for (int i = 0; i < KSCMP_PATH_DEPTH; i++) {
+		if (!kn)
+			return;
+		parent = kn_parent(kn);
+		if (!parent) /* the root, named "/": the path is complete */
+			return;
+		off = RELOAD(ev->cgroup_len);
+		if (off >= KSCMP_CGROUP_BUF)
+			break;
+		n = bpf_probe_read_kernel_str(&ev->cgroup[off], KSCMP_NAME_READ, BPF_CORE_READ(kn, name));
+		if (n <= 0)
+			break;
+		ev->cgroup_len = off + n;
+		kn = parent;
+	}
+	ev->flags |= KSCMP_EV_CGROUP_TRUNCATED;
+}
+
+/* read_exe_path stores the components of the task's executable path, leaf
+ * first, each NUL-terminated, crossing mounts up to the root of the task's
+ * mount namespace. */
+static __always_inline void read_exe_path(struct task_struct *task, struct new_key_event *ev)
+{
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	struct dentry *d, *parent;
+	struct mount *mnt, *mnt_parent;
+	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	__u32 off;
+	long n;
+
+	ev->exe_len = 0;
+	if (!exe) {
+		ev->flags |= KSCMP_EV_EXE_TRUNCATED;
+		return;
+	}
+	d = BPF_CORE_READ(exe, f_path.dentry);
+	mnt = (void *)BPF_CORE_READ(exe, f_path.mnt) - mnt_off;
+
+	for (int i = 0; i < KSCMP_PATH_DEPTH; i++) {
+		if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
+			mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (mnt_parent == mnt) /* root of the namespace: complete */
+				return;
+			d = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = mnt_parent;
+			continue;
+		}
+		parent = BPF_CORE_READ(d, d_parent);
+		if (d == parent) /* root of a file system not mounted here */
+			return;
+		off = RELOAD(ev->exe_len);
+		if (off >= KSCMP_EXE_BUF)
+			break;
+		n = bpf_probe_read_kernel_str(&ev->exe[off], KSCMP_NAME_READ, BPF_CORE_READ(d, d_name.name));
+		if (n <= 0)
+			break;
+		ev->exe_len = off + n;
+		d = parent;
+	}
+	ev->flags |= KSCMP_EV_EXE_TRUNCATED;
+}
+
+/* new_key inserts an empty set for key and, if this CPU created it, tells user
+ * space who made the first syscall. Rare: once per key. */
+static __noinline struct syscall_set *new_key(struct task_struct *task, __u64 key, __u32 abi, __u32 nr)
+{
+	struct new_key_event *ev;
+	__u32 mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	struct syscall_set *set;
+	__u64 pid_tgid;
+	long err;
+
+	err = bpf_map_update_elem(&sets, &key, &zero_set, BPF_NOEXIST);
+	if (err && err != -EEXIST) {
+		count_lost(KSCMP_LOST_MAP_FULL);
+		return 0;
+	}
+	if (!err) {
+		ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+		if (!ev) {
+			count_lost(KSCMP_LOST_RINGBUF_FULL);
+		} else {
+			pid_tgid = bpf_get_current_pid_tgid();
+			ev->key = key;
+			ev->cgroup_id = bpf_get_current_cgroup_id();
+			ev->start_boottime = BPF_CORE_READ(task, start_boottime);
+			ev->mntns = mntns;
+			ev->pid = (__u32)pid_tgid;
+			ev->tgid = pid_tgid >> 32;
+			ev->abi = abi;
+			ev->nr = nr;
+			ev->flags = 0;
+			bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+			read_exe_path(task, ev);
+			read_cgroup_path(task, ev);
+			bpf_ringbuf_submit(ev, 0);
+		}
+	}
+	set = bpf_map_lookup_elem(&sets, &key);
+	if (set && !err)
+		set->mntns = mntns;
+	return set;
+}
+
+/* runtime_init reports whether the current thread is a container runtime
+ * setting up a container: runc's init ("runc:[1:CHILD]", "runc:[2:INIT]")
+ * or crun's child ("crun"), before it executes the workload. Their calls in
+ * the container's namespace are the runtime's, not the workload's; the
+ * merger adds the runtime's start-up set back. Checked only on the slow
+ * path, so it costs the hot path nothing. */
+static __always_inline bool runtime_init(void)
+{
+	char comm[16];
+
+	if (include_runtime)
+		return false;
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (comm[0] == 'r' && comm[1] == 'u' && comm[2] == 'n' && comm[3] == 'c' && comm[4] == ':' && comm[5] == '[')
+		return true;
+	return comm[0] == 'c' && comm[1] == 'r' && comm[2] == 'u' && comm[3] == 'n' && comm[4] == 0;
+}
+
+/* record_slow records a syscall the cache did not know, and teaches it. */
+static __noinline int record_slow(struct task_struct *task, struct cache_slot *c, __u64 key, __u32 abi, __u32 nr)
+{
+	struct syscall_set *set;
+	__u64 *word, bit, gen;
+
+	if (abi >= KSCMP_ABI_COUNT || nr >= KSCMP_NR_BITS)
+		return 0;
+	if (runtime_init())
+		return 0;
+	set = bpf_map_lookup_elem(&sets, &key);
+	if (!set) {
+		set = new_key(task, key, abi, nr);
+		if (!set)
+			return 0;
+	}
+	bit = 1ULL << (nr & 63);
+	word = &set->bits[abi][nr / 64];
+	if (!(*word & bit))
+		__sync_fetch_and_or(word, bit);
+
+	gen = generation;
+	if (c->key != key || c->gen != gen) {
+		for (int i = 0; i < KSCMP_NR_WORDS; i++) {
+			c->bits[KSCMP_ABI_NATIVE][i] = 0;
+			c->bits[KSCMP_ABI_COMPAT][i] = 0;
+			c->bits[KSCMP_ABI_X32][i] = 0;
+		}
+		c->key = key;
+		c->gen = gen;
+	}
+	c->bits[abi][nr / 64] |= bit;
+	return 0;
+}
+
+static __always_inline int record(struct task_struct *task, __u64 key, __u32 abi, __u64 nr)
+{
+	__u32 slot = key & (KSCMP_CACHE_SLOTS - 1);
+	struct cache_slot *c;
+
+	/* Unsigned: a negative number must fail the test too. */
+	if (nr >= KSCMP_NR_BITS) {
+		count_lost(KSCMP_LOST_OUT_OF_RANGE);
+		return 0;
+	}
+	c = bpf_map_lookup_elem(&cache, &slot);
+	if (!c)
+		return 0;
+	if (c->key == key && c->gen == generation && (c->bits[abi][nr / 64] & (1ULL << (nr & 63))))
+		return 0;
+	return record_slow(task, c, key, abi, nr);
+}
+
+/* abi_of returns the ABI of the syscall being entered and strips ABI markers
+ * from its number. */
+static __always_inline __u32 abi_of(__u32 status, __u64 pstate, __u64 *nr)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (status & X86_TS_COMPAT)
+		return KSCMP_ABI_COMPAT;
+	if (*nr & X86_X32_SYSCALL_BIT) {
+		*nr &= ~X86_X32_SYSCALL_BIT;
+		return KSCMP_ABI_X32;
+	}
+#elif defined(__TARGET_ARCH_arm64)
+	if (pstate & ARM64_PSR_MODE32_BIT)
+		return KSCMP_ABI_COMPAT;
+#endif
+	return KSCMP_ABI_NATIVE;
+}
+
+/* sys_enter_btf: BTF-enabled tracepoint, direct reads of kernel memory. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mnt_namespace *ns = task->nsproxy->mnt_ns;
+	__u32 mntns = ns->ns.inum;
+	__u32 status = 0;
+	__u64 pstate = 0, nr = id, key;
+
+	if (mntns != host_mntns) {
+		if (!mntns) /* exiting task: namespaces already gone */
+			return 0;
+		if (bpf_core_field_exists(ns->ns.ns_id))
+			key = ns->ns.ns_id;
+		else
+			key = ((struct mnt_namespace___pre618 *)ns)->seq;
+		key = KSCMP_KEY_MNTNS | (key & KSCMP_KEY_ID_MASK);
+	} else if (include_host) {
+		key = KSCMP_KEY_CGROUP | (task->cgroups->dfl_cgrp->kn->id & KSCMP_KEY_ID_MASK);
+	} else {
+		return 0;
+	}
+#if defined(__TARGET_ARCH_x86)
+	status = task->thread_info.status;
+#elif defined(__TARGET_ARCH_arm64)
+	pstate = BPF_CORE_READ((struct user_pt_regs___arm64 *)regs, pstate);
+#endif
+	return record(task, key, abi_of(status, pstate, &nr), nr);
+}
+
+/* sys_enter_raw: the fallback for kernels without tp_btf; CO-RE probe reads. */
+SEC("raw_tp/sys_enter")
+int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct mnt_namespace *ns = BPF_CORE_READ(task, nsproxy, mnt_ns);
+	__u32 mntns = BPF_CORE_READ(ns, ns.inum);
+	__u32 status = 0;
+	__u64 pstate = 0, nr = id, key;
+
+	if (mntns != host_mntns) {
+		if (!mntns)
+			return 0;
+		if (bpf_core_field_exists(ns->ns.ns_id))
+			key = BPF_CORE_READ(ns, ns.ns_id);
+		else
+			key = BPF_CORE_READ((struct mnt_namespace___pre618 *)ns, seq);
+		key = KSCMP_KEY_MNTNS | (key & KSCMP_KEY_ID_MASK);
+	} else if (include_host) {
+		key = KSCMP_KEY_CGROUP | (bpf_get_current_cgroup_id() & KSCMP_KEY_ID_MASK);
+	} else {
+		return 0;
+	}
+#if defined(__TARGET_ARCH_x86)
+	status = BPF_CORE_READ(task, thread_info.status);
+#elif defined(__TARGET_ARCH_arm64)
+	pstate = BPF_CORE_READ((struct user_pt_regs___arm64 *)regs, pstate);
+#endif
+	return record(task, key, abi_of(status, pstate, &nr), nr);
+}

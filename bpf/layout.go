@@ -1,0 +1,60 @@
+package bpf
+
+// Layout constants mirrored from c/recorder.h. TestLayout checks them against
+// the compiled object.
+const (
+	// NrBits is the number of syscall numbers a set holds per ABI: numbers
+	// 0..NrBits-1 are recorded, larger ones are counted as LostOutOfRange.
+	NrBits = 1024
+	// NrWords is the number of 64-bit words of one ABI's bitset.
+	NrWords = NrBits / 64
+)
+
+// ABI indexes: the first index of RecorderSyscallSet.Bits and the value of
+// RecorderNewKeyEvent.Abi.
+const (
+	// ABINative is the kernel's own ABI (x86_64, aarch64).
+	ABINative = 0
+	// ABICompat is the 32-bit compat ABI (i386 on x86_64, AArch32 on aarch64).
+	ABICompat = 1
+	// ABIX32 is x86_64's x32 ABI (syscall numbers with bit 30 set; the bit is
+	// stripped before recording).
+	ABIX32 = 2
+	// ABICount is the number of ABIs in a set.
+	ABICount = 3
+)
+
+// Key layout: a map key is a uint64 with the kind in the top two bits.
+const (
+	// KeyKindShift is the position of the key kind.
+	KeyKindShift = 62
+	// KeyMountNS marks a key whose id is a mount namespace inode.
+	KeyMountNS uint64 = 1 << KeyKindShift
+	// KeyCgroup marks a key whose id is a cgroup (v2) id, used for tasks in
+	// the host mount namespace.
+	KeyCgroup uint64 = 2 << KeyKindShift
+	// KeyIDMask extracts the id from a key.
+	KeyIDMask uint64 = 1<<KeyKindShift - 1
+)
+
+// Indexes of the per-CPU counters in the "lost" map.
+const (
+	// LostMapFull counts syscalls not recorded because their new key found
+	// the set map full.
+	LostMapFull = 0
+	// LostRingBufFull counts new-key events dropped because the ring buffer
+	// was full (the key's syscalls are still recorded).
+	LostRingBufFull = 1
+	// LostOutOfRange counts syscalls whose number was negative or >= NrBits.
+	LostOutOfRange = 2
+	// LostCount is the number of counter slots in the map.
+	LostCount = 4
+)
+
+// Flags of RecorderNewKeyEvent.Flags.
+const (
+	// EventExeTruncated: the in-kernel executable path is incomplete.
+	EventExeTruncated = 1 << 0
+	// EventCgroupTruncated: the in-kernel cgroup path is incomplete.
+	EventCgroupTruncated = 1 << 1
+)

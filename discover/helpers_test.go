@@ -1,0 +1,121 @@
+package discover
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// requireKernel skips (or, with CI=true, fails) a test whose prerequisites
+// for loading the recorder are missing.
+func requireKernel(tb testing.TB, tools ...string) {
+	tb.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		missing = append(missing, "kernel BTF (/sys/kernel/btf/vmlinux)")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool+" in PATH")
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("missing prerequisites (CI=true, not skipping): %v", missing)
+	}
+	tb.Skipf("missing prerequisites: %v", missing)
+}
+
+// newTestRecorder starts a recorder and a Run loop that collects events.
+func newTestRecorder(tb testing.TB, opts RecorderOptions) (*Recorder, *eventLog) {
+	tb.Helper()
+	r, err := NewRecorder(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log := &eventLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, log.add) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			tb.Errorf("Run: %v", err)
+		}
+		if err := r.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return r, log
+}
+
+// eventLog collects NewKey events.
+type eventLog struct {
+	mu     sync.Mutex
+	events []NewKey
+}
+
+func (l *eventLog) add(ev NewKey) {
+	l.mu.Lock()
+	l.events = append(l.events, ev)
+	l.mu.Unlock()
+}
+
+// wait returns the first event that match accepts, waiting up to 5 s.
+func (l *eventLog) wait(tb testing.TB, what string, match func(NewKey) bool) NewKey {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		for _, ev := range l.events {
+			if match(ev) {
+				l.mu.Unlock()
+				return ev
+			}
+		}
+		l.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	tb.Fatalf("no new-key event for %s", what)
+	return NewKey{}
+}
+
+// keySet returns the snapshot of key.
+func keySet(tb testing.TB, r *Recorder, key Key) KeySet {
+	tb.Helper()
+	sets, err := r.Snapshot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, ks := range sets {
+		if ks.Key == key {
+			return ks
+		}
+	}
+	tb.Fatalf("key %s not in snapshot", key)
+	return KeySet{}
+}
+
+// buildC compiles testdata/<src> with gcc and extra flags into dir.
+func buildC(tb testing.TB, dir, src, out string, flags ...string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, out)
+	args := append([]string{"-O2", "-static", "-Wall", "-Werror", "-o", bin, filepath.Join("testdata", src)}, flags...)
+	if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "true" {
+			tb.Skipf("gcc %v: %v\n%s (for -m32: apt-get install gcc-multilib)", args, err, b)
+		}
+		tb.Fatalf("gcc %v: %v\n%s", args, err, b)
+	}
+	return bin
+}

@@ -1,0 +1,202 @@
+package discover
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Report versions and kind.
+const (
+	ReportAPIVersion = "kscmp/v1"
+	ReportKind       = "ObservationReport"
+)
+
+// Report is what `kscmp discover` writes: per workload, the system calls it
+// made, per ABI, with names from that ABI's own table.
+type Report struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Node is the host name; Kernel its kernel release; Arch the kernel's
+	// machine name (x86_64, aarch64).
+	Node   string `json:"node"`
+	Kernel string `json:"kernel"`
+	Arch   string `json:"arch"`
+	// Hook is the kernel hook the recorder used (tp_btf or raw_tp).
+	Hook string `json:"hook,omitempty"`
+	// Start and End bound the recording.
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Workloads are sorted by identity.
+	Workloads []Workload `json:"workloads"`
+	// Lost counts what the recorder could not record; all zero means the
+	// recording is complete.
+	Lost Lost `json:"lost"`
+}
+
+// Workload is one workload's observations.
+type Workload struct {
+	Identity Identity `json:"identity"`
+	// Syscalls maps an ABI's table name ("x86_64", "i386", "x32",
+	// "aarch64", "arm") to the sorted names of the calls made with it.
+	Syscalls map[string][]string `json:"syscalls"`
+	// Unknown maps an ABI to call numbers its table has no name for.
+	Unknown map[string][]int `json:"unknown,omitempty"`
+	// FirstSeen is when its first call was recorded; LastSeen when its set
+	// last grew.
+	FirstSeen time.Time `json:"firstSeen"`
+	LastSeen  time.Time `json:"lastSeen"`
+}
+
+// Lost is the report's form of LostCounters.
+type Lost struct {
+	MapFull     uint64 `json:"mapFull"`
+	RingBufFull uint64 `json:"ringBufFull"`
+	OutOfRange  uint64 `json:"outOfRange"`
+	// Unattributed counts workloads whose identity could not be read
+	// (their process was gone before its new-key event was read).
+	Unattributed uint64 `json:"unattributed"`
+}
+
+// Total sums the counters.
+func (l Lost) Total() uint64 { return l.MapFull + l.RingBufFull + l.OutOfRange + l.Unattributed }
+
+// Count returns the number of distinct system calls over all ABIs.
+func (w *Workload) Count() int {
+	n := 0
+	for _, names := range w.Syscalls {
+		n += len(names)
+	}
+	return n
+}
+
+// identityKey orders and groups workloads: equal keys are one workload.
+func identityKey(id Identity) string {
+	return strings.Join([]string{id.Kind, id.Namespace, id.Pod, id.Container, id.ContainerID, id.Unit, exeKey(id)}, "\x00")
+}
+
+// exeKey: plain processes are told apart by executable; containers and
+// units are not (their processes run many executables).
+func exeKey(id Identity) string {
+	if id.Kind == KindProcess {
+		return id.Exe + "\x00" + id.Cgroup
+	}
+	return ""
+}
+
+// Add merges w into the report: a workload with the same identity gets the
+// union of the calls and the widest time span.
+func (r *Report) Add(w Workload) {
+	k := identityKey(w.Identity)
+	for i := range r.Workloads {
+		if identityKey(r.Workloads[i].Identity) == k {
+			r.Workloads[i].merge(w)
+			return
+		}
+	}
+	w.normalize()
+	r.Workloads = append(r.Workloads, w)
+}
+
+func (w *Workload) merge(o Workload) {
+	if w.Syscalls == nil {
+		w.Syscalls = map[string][]string{}
+	}
+	for abi, names := range o.Syscalls {
+		w.Syscalls[abi] = append(w.Syscalls[abi], names...)
+	}
+	for abi, nrs := range o.Unknown {
+		if w.Unknown == nil {
+			w.Unknown = map[string][]int{}
+		}
+		w.Unknown[abi] = append(w.Unknown[abi], nrs...)
+	}
+	if !o.FirstSeen.IsZero() && (w.FirstSeen.IsZero() || o.FirstSeen.Before(w.FirstSeen)) {
+		w.FirstSeen = o.FirstSeen
+	}
+	if o.LastSeen.After(w.LastSeen) {
+		w.LastSeen = o.LastSeen
+	}
+	if len(w.Identity.Labels) == 0 {
+		w.Identity.Labels = o.Identity.Labels
+	}
+	w.normalize()
+}
+
+func (w *Workload) normalize() {
+	if w.Syscalls == nil {
+		w.Syscalls = map[string][]string{}
+	}
+	for abi, names := range w.Syscalls {
+		slices.Sort(names)
+		w.Syscalls[abi] = slices.Compact(names)
+	}
+	for abi, nrs := range w.Unknown {
+		slices.Sort(nrs)
+		w.Unknown[abi] = slices.Compact(nrs)
+	}
+}
+
+// Sort orders the workloads by identity, for deterministic output.
+func (r *Report) Sort() {
+	slices.SortFunc(r.Workloads, func(a, b Workload) int {
+		return cmp.Compare(identityKey(a.Identity), identityKey(b.Identity))
+	})
+}
+
+// Marshal returns the report as indented JSON with sorted names and
+// workloads and a trailing newline.
+func (r *Report) Marshal() ([]byte, error) {
+	r.Sort()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, fmt.Errorf("encode report: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// ReadReport parses a report, checking its version and kind, the ABI names
+// and that every workload has a known identity kind. name is used in
+// errors.
+func ReadReport(rd io.Reader, name string) (*Report, error) {
+	dec := json.NewDecoder(rd)
+	dec.DisallowUnknownFields()
+	var r Report
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%s: not an observation report: %w", name, err)
+	}
+	if r.APIVersion != ReportAPIVersion || r.Kind != ReportKind {
+		return nil, fmt.Errorf("%s: apiVersion %q kind %q: want %s %s", name, r.APIVersion, r.Kind, ReportAPIVersion, ReportKind)
+	}
+	for i, w := range r.Workloads {
+		switch w.Identity.Kind {
+		case KindPod, KindContainer, KindSystemd, KindProcess:
+		default:
+			return nil, fmt.Errorf("%s: workloads[%d].identity.kind: %q: want pod, container, systemd or process", name, i, w.Identity.Kind)
+		}
+		for _, abi := range slices.Sorted(maps.Keys(w.Syscalls)) {
+			if !knownABIName(abi) {
+				return nil, fmt.Errorf("%s: workloads[%d].syscalls: %q: unknown ABI (want x86_64, i386, x32, aarch64 or arm)", name, i, abi)
+			}
+		}
+		r.Workloads[i].normalize()
+	}
+	return &r, nil
+}
+
+func knownABIName(s string) bool {
+	switch s {
+	case "x86_64", "i386", "x32", "aarch64", "arm":
+		return true
+	}
+	return false
+}
