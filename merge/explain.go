@@ -27,7 +27,7 @@ func (r *RuleSet) Explain(w io.Writer) error {
 		ew.printf("policies: %s\n", strings.Join(r.Policies, " "))
 	}
 	if r.Runtime != "" && r.Runtime != RuntimeNone {
-		ew.printf("runtime start-up set: %s (%s)\n", r.Runtime, plural(len(startup[r.Runtime]), "system call"))
+		ew.printf("runtime start-up set: %s (%s)\n", r.Runtime, plural(len(r.Runtime.StartupSyscalls()), "system call"))
 	}
 	counts := make([]string, 0, len(api.Actions))
 	for _, a := range api.Actions {

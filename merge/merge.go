@@ -201,7 +201,7 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		idx int32
 		src Source
 	}
-	n := len(startup[runtime])
+	n := len(startup[runtime].required) + len(startup[runtime].extra)
 	for _, p := range sel {
 		for _, r := range p.Spec.Seccomp.AllRules() {
 			n += len(r.Syscalls)
@@ -261,7 +261,7 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 	if rs.AllowList() {
 		rs.Runtime = runtime
 		src := Source{Kind: SourceRuntime, Name: string(runtime), Action: api.ActionAllow}
-		for _, name := range startup[runtime] {
+		for _, name := range runtime.StartupSyscalls() {
 			add(name, src)
 			if e := &rs.Syscalls[index[name]]; e.Action == api.ActionBlock || e.Action == api.ActionKill {
 				rs.Warnings = append(rs.Warnings, fmt.Sprintf("%s is %s by policy, but %s calls it while starting the container: the container may not start", name, verb(e.Action), runtime))
