@@ -47,4 +47,3 @@ func ExitProgram(code byte) []byte {
 	b.Write(text)
 	return b.Bytes()
 }
-
