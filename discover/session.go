@@ -137,7 +137,7 @@ func Discover(ctx context.Context, opts Options) (*Report, error) {
 	go func() {
 		runDone <- rec.Run(runCtx, func(ev NewKey) {
 			id := opts.Resolver.FromCgroup(ev.Cgroup(), ev.Exe(), ev.Key.Kind() == KeyMountNS)
-			if id.Kind == KindPod && opts.Pods != nil {
+			if opts.Pods != nil && (id.Kind == KindPod || id.Kind == KindContainer) {
 				opts.Pods.Complete(&id)
 			}
 			mu.Lock()
@@ -273,6 +273,11 @@ loop:
 			report.Lost.Unattributed++
 			opts.Logger.Warn("discover: workload without identity (its process was gone before it was resolved)", "key", ks.Key)
 			continue
+		}
+		// The kubelet may publish a container's id in the pod status after
+		// the container's first call: try again.
+		if opts.Pods != nil && (st.id.Kind == KindPod || st.id.Kind == KindContainer) && (st.id.Pod == "" || st.id.Container == "") {
+			opts.Pods.Complete(&st.id)
 		}
 		if !opts.Filter.Match(ks.Key, st.id) {
 			continue

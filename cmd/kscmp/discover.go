@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"io"
 	"os"
 	"path/filepath"
@@ -28,6 +30,8 @@ func newDiscoverCmd() *cobra.Command {
 		cgroup    string
 		all       bool
 		withRT    bool
+		kubecfg   string
+		node      string
 		output    string
 		maxKeys   int
 		interval  time.Duration
@@ -79,6 +83,22 @@ recorder cannot be loaded.`,
 				opts.Filter.Keys = append(opts.Filter.Keys, key)
 			}
 			stderr := cmd.ErrOrStderr()
+			client, err := kubeClient(kubecfg)
+			switch {
+			case errors.Is(err, errNoCluster):
+				slog.Debug("discover: pods are not resolved", "reason", err)
+			case err != nil:
+				return usageErr("%w", err)
+			default:
+				w, err := discover.NewPodWatcher(client, nodeName(node))
+				if err != nil {
+					return err
+				}
+				if err := w.Start(cmd.Context(), 30*time.Second); err != nil {
+					return err
+				}
+				opts.Pods = w
+			}
 			opts.Progress = progressPrinter(stderr, isTerminal(stderr), duration)
 			report, err := discover.Discover(cmd.Context(), opts)
 			if err != nil {
@@ -111,6 +131,8 @@ recorder cannot be loaded.`,
 	f.BoolVar(&all, "all", false, "also record processes in the host's mount namespace, by cgroup")
 	f.BoolVar(&withRT, "include-runtime", false, "also record runc's and crun's own calls while they set up a container (to find a runtime's start-up set)")
 	f.StringVarP(&output, "output", "o", "-", "report file (JSON), - for stdout")
+	f.StringVar(&kubecfg, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
+	f.StringVar(&node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
 	f.IntVar(&maxKeys, "max-keys", discover.DefaultMaxKeys, "workloads the kernel map holds; more are counted as lost")
 	f.DurationVar(&interval, "interval", time.Second, "how often to read the kernel's sets and show progress")
 	return cmd

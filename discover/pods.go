@@ -1,0 +1,146 @@
+package discover
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+const (
+	byPodUID      = "podUID"
+	byContainerID = "containerID"
+)
+
+// PodWatcher keeps the pods of one node in memory, from an informer that
+// watches only that node's pods (a field selector on spec.nodeName: one LIST
+// at start, then a WATCH; never a LIST per event), and completes the
+// identities of containers from them. It implements PodLookup.
+type PodWatcher struct {
+	factory  informers.SharedInformerFactory
+	informer cache.SharedIndexInformer
+	node     string
+}
+
+// NewPodWatcher watches the pods of node through client.
+func NewPodWatcher(client kubernetes.Interface, node string) (*PodWatcher, error) {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Minute,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
+		}))
+	inf := factory.Core().V1().Pods().Informer()
+	err := inf.AddIndexers(cache.Indexers{
+		byPodUID: func(obj any) ([]string, error) {
+			if p, ok := obj.(*corev1.Pod); ok {
+				return []string{string(p.UID)}, nil
+			}
+			return nil, nil
+		},
+		byContainerID: func(obj any) ([]string, error) {
+			p, ok := obj.(*corev1.Pod)
+			if !ok {
+				return nil, nil
+			}
+			var ids []string
+			for _, st := range allStatuses(p) {
+				if id := bareContainerID(st.ContainerID); id != "" {
+					ids = append(ids, id)
+				}
+			}
+			return ids, nil
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pod watcher: %w", err)
+	}
+	return &PodWatcher{factory: factory, informer: inf, node: node}, nil
+}
+
+// Start runs the informer until ctx is done and waits at most timeout for
+// its first list.
+func (w *PodWatcher) Start(ctx context.Context, timeout time.Duration) error {
+	w.factory.Start(ctx.Done())
+	wait, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(wait.Done(), w.informer.HasSynced) {
+		return fmt.Errorf("pod watcher: pods of node %s not listed within %s", w.node, timeout)
+	}
+	return nil
+}
+
+// Complete fills the namespace, pod, container name, labels and owner of a
+// container from its pod, found by container id or else by pod UID. It
+// reports whether a pod was found.
+func (w *PodWatcher) Complete(id *Identity) bool {
+	var pod *corev1.Pod
+	if id.ContainerID != "" {
+		if objs, _ := w.informer.GetIndexer().ByIndex(byContainerID, id.ContainerID); len(objs) > 0 {
+			pod = objs[0].(*corev1.Pod)
+		}
+	}
+	if pod == nil && id.PodUID != "" {
+		if objs, _ := w.informer.GetIndexer().ByIndex(byPodUID, id.PodUID); len(objs) > 0 {
+			pod = objs[0].(*corev1.Pod)
+		}
+	}
+	if pod == nil {
+		return false
+	}
+	id.Kind = KindPod
+	id.Namespace, id.Pod, id.PodUID = pod.Namespace, pod.Name, string(pod.UID)
+	id.Labels = maps.Clone(pod.Labels)
+	for _, st := range allStatuses(pod) {
+		if id.ContainerID != "" && bareContainerID(st.ContainerID) == id.ContainerID {
+			id.Container = st.Name
+			if rt, _, ok := strings.Cut(st.ContainerID, "://"); ok && id.Runtime == "" {
+				id.Runtime = rt
+			}
+		}
+	}
+	if id.Container == "" && len(pod.Spec.Containers) == 1 && len(pod.Spec.InitContainers) == 0 {
+		id.Container = pod.Spec.Containers[0].Name
+	}
+	id.Owner = ownerOf(pod)
+	return true
+}
+
+// ownerOf returns the pod's controller; a ReplicaSet that a Deployment made
+// (named <deployment>-<pod-template-hash>) is reported as that Deployment.
+func ownerOf(pod *corev1.Pod) *Owner {
+	for _, ref := range pod.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			continue
+		}
+		if ref.Kind == "ReplicaSet" {
+			if hash := pod.Labels["pod-template-hash"]; hash != "" {
+				if name, ok := strings.CutSuffix(ref.Name, "-"+hash); ok {
+					return &Owner{Kind: "Deployment", Name: name}
+				}
+			}
+		}
+		return &Owner{Kind: ref.Kind, Name: ref.Name}
+	}
+	return nil
+}
+
+func allStatuses(p *corev1.Pod) []corev1.ContainerStatus {
+	out := append([]corev1.ContainerStatus{}, p.Status.ContainerStatuses...)
+	out = append(out, p.Status.InitContainerStatuses...)
+	return append(out, p.Status.EphemeralContainerStatuses...)
+}
+
+// bareContainerID strips the "<runtime>://" prefix of a container status id.
+func bareContainerID(s string) string {
+	if _, id, ok := strings.Cut(s, "://"); ok {
+		return id
+	}
+	return s
+}
