@@ -8,7 +8,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
 FUZZTIME ?= 15s
 
-.PHONY: build test unit fuzz bench lint generate verify-generated demo deps clean
+.PHONY: build test unit fuzz bench bench-overhead lint generate verify-generated demo deps testbin clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
@@ -16,9 +16,15 @@ build:
 deps:
 	hack/deps.sh test
 
-# The README's test command: installs what the tests need, then runs every
-# test (privileged ones too: run as root) and a bounded fuzz run.
-test: deps unit fuzz
+# The README's test command: installs what the tests need (Debian packages;
+# kube-apiserver and etcd built from the Go module proxy into
+# ~/.cache/kscmp-testbin, reused), then runs every test (privileged ones too:
+# run as root) and a bounded fuzz run.
+test: deps testbin unit fuzz
+
+# kube-apiserver and etcd for the integration tests (cold: ~13 min on 2 cores).
+testbin:
+	hack/testbin.sh >/dev/null
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
@@ -30,16 +36,22 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./merge/...
 
+# The recorder's cost per system call against no tracing and an empty
+# program on the same hook (root; run on an idle machine).
+bench-overhead:
+	$(GO) test -count=1 -run='^$$' -bench=Overhead -benchtime=1x ./discover/
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 
 generate:
+	$(GO) generate ./bpf/...
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/... crd:crdVersions=v1 output:crd:dir=deploy/manifests/crd
 
 # Regenerates into the tree and fails when anything changed.
 verify-generated: generate
-	@git diff --exit-code -- api deploy/manifests/crd || { echo "generated files are stale: run make generate"; exit 1; }
+	@git diff --exit-code -- api bpf deploy/manifests/crd || { echo "generated files are stale: run make generate"; exit 1; }
 
 demo: build
 	hack/deps.sh demo

@@ -1,0 +1,99 @@
+package discover
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubearmor/kscmp/internal/apitest"
+)
+
+// TestPodWatcher resolves containers to pods through a real API server: only
+// the node's pods are watched, status updates arrive, the Deployment behind a
+// ReplicaSet is named.
+func TestPodWatcher(t *testing.T) {
+	srv := apitest.Start(t)
+	srv.CreateNamespace(t, "shop")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const idA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	const idB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	yes := true
+	mkPod := func(name, node, id string) *corev1.Pod {
+		t.Helper()
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
+				Labels:          map[string]string{"app": "web", "pod-template-hash": "5d8f9"},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-5d8f9", UID: "11111111-2222-3333-4444-555555555555", Controller: &yes}}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "nginx", Image: "nginx"}, {Name: "sidecar", Image: "busybox"}}},
+		}
+		p, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	setStatus := func(p *corev1.Pod, id string) {
+		t.Helper()
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "nginx", ContainerID: "containerd://" + id}}
+		if _, err := srv.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := mkPod("web-5d8f9-abcde", "node-a", idA)
+	setStatus(a, idA)
+	b := mkPod("web-5d8f9-fghij", "node-b", idB)
+	setStatus(b, idB)
+
+	w, err := NewPodWatcher(srv.Client, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{Kind: KindPod, ContainerID: idA}
+	if !w.Complete(&id) {
+		t.Fatal("pod of node-a not found by container id")
+	}
+	want := Identity{Kind: KindPod, Namespace: "shop", Pod: a.Name, PodUID: string(a.UID), Container: "nginx",
+		Labels: map[string]string{"app": "web", "pod-template-hash": "5d8f9"}, Owner: &Owner{Kind: "Deployment", Name: "web"},
+		ContainerID: idA, Runtime: "containerd"}
+	if !reflect.DeepEqual(id, want) {
+		t.Errorf("got  %+v\nwant %+v", id, want)
+	}
+	// Pods of other nodes are not watched.
+	if other := (Identity{ContainerID: idB, PodUID: string(b.UID)}); w.Complete(&other) {
+		t.Errorf("a pod of node-b was resolved: %+v", other)
+	}
+	// A pod created later, found by UID before its status names the
+	// container, and by container id once it does.
+	c := mkPod("web-5d8f9-klmno", "node-a", "")
+	const idC = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	byUID := Identity{PodUID: string(c.UID), ContainerID: idC}
+	deadline := time.Now().Add(20 * time.Second)
+	for !w.Complete(&byUID) {
+		if time.Now().After(deadline) {
+			t.Fatal("new pod not seen by UID")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if byUID.Pod != c.Name || byUID.Container != "" {
+		t.Errorf("by UID before the status: %+v (two containers: the name is unknown yet)", byUID)
+	}
+	setStatus(c, idC)
+	for {
+		got := Identity{ContainerID: idC}
+		if w.Complete(&got) && got.Container == "nginx" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("status update not seen")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
