@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -206,4 +206,3 @@ func endProgress(w io.Writer) {
 		fmt.Fprint(w, "\r\033[K")
 	}
 }
-
