@@ -66,10 +66,13 @@ type PolicySpec struct {
 	Seccomp SeccompSpec `json:"seccomp"`
 }
 
-// Selector chooses workloads by their labels. At least one of MatchLabels
-// and MatchExpressions must be given; all of them must match.
+// Selector chooses the workloads a policy applies to: pods by their labels
+// (MatchLabels and MatchExpressions, all of which must match), or workloads
+// that run on a host without Kubernetes (SystemdUnits, ContainerNames, any
+// of which may match). A selector selects pods or host workloads, not both.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.matchLabels) || has(self.matchExpressions)",message="a policy must select workloads by matchLabels or matchExpressions"
+// +kubebuilder:validation:XValidation:rule="has(self.matchLabels) || has(self.matchExpressions) || has(self.systemdUnits) || has(self.containerNames)",message="a policy must select workloads by matchLabels, matchExpressions, systemdUnits or containerNames"
+// +kubebuilder:validation:XValidation:rule="!((has(self.matchLabels) || has(self.matchExpressions)) && (has(self.systemdUnits) || has(self.containerNames)))",message="a selector selects pods (matchLabels, matchExpressions) or host workloads (systemdUnits, containerNames), not both"
 type Selector struct {
 	// MatchLabels is a map of label keys and the values they must have.
 	// +optional
@@ -79,7 +82,24 @@ type Selector struct {
 	// LabelSelector.
 	// +optional
 	MatchExpressions []metav1.LabelSelectorRequirement `json:"matchExpressions,omitempty"`
+
+	// SystemdUnits selects systemd services on hosts, by unit name
+	// ("nginx.service"; "nginx" means "nginx.service").
+	// +optional
+	// +listType=set
+	SystemdUnits []string `json:"systemdUnits,omitempty"`
+
+	// ContainerNames selects containers that run without Kubernetes, by
+	// name: docker's or podman's container name, runc's or crun's
+	// container id.
+	// +optional
+	// +listType=set
+	ContainerNames []string `json:"containerNames,omitempty"`
 }
+
+// Host reports whether the selector selects host workloads (systemd units,
+// plain containers) rather than pods.
+func (s *Selector) Host() bool { return len(s.SystemdUnits) > 0 || len(s.ContainerNames) > 0 }
 
 // SeccompSpec holds the rules: either Syscalls with Action (one group) or
 // Rules (several groups), not both.

@@ -75,9 +75,30 @@ func validateSelector(sel *Selector) ErrorList {
 	add := func(field, value, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Value: value, Detail: fmt.Sprintf(format, args...)})
 	}
-	if len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0 {
-		add("spec.selector", "", "empty: a policy must select workloads by matchLabels or matchExpressions")
+	pods := len(sel.MatchLabels) > 0 || len(sel.MatchExpressions) > 0
+	switch {
+	case !pods && !sel.Host():
+		add("spec.selector", "", "empty: a policy must select workloads by matchLabels, matchExpressions, systemdUnits or containerNames")
 		return errs
+	case pods && sel.Host():
+		add("spec.selector", "", "selects pods (matchLabels, matchExpressions) and host workloads (systemdUnits, containerNames): use two policies")
+		return errs
+	}
+	for i, u := range sel.SystemdUnits {
+		f := fmt.Sprintf("spec.selector.systemdUnits[%d]", i)
+		if !validUnitName(u) {
+			add(f, u, "not a valid systemd unit name (letters, digits, \":-_.\\@\", at most 255 characters, no \"/\")")
+		} else if slices.Index(sel.SystemdUnits, u) < i {
+			add(f, u, "listed twice")
+		}
+	}
+	for i, c := range sel.ContainerNames {
+		f := fmt.Sprintf("spec.selector.containerNames[%d]", i)
+		if !validContainerName(c) {
+			add(f, c, "not a valid container name (a letter or digit, then letters, digits, \"_.-\", at most 253 characters)")
+		} else if slices.Index(sel.ContainerNames, c) < i {
+			add(f, c, "listed twice")
+		}
 	}
 	for _, k := range sortedKeys(sel.MatchLabels) {
 		f := "spec.selector.matchLabels." + k
@@ -197,4 +218,41 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// validUnitName follows systemd's unit name rules (unit_name_is_valid): the
+// characters [a-zA-Z0-9:_.\\@-], at most 255 bytes, not starting with a dot.
+func validUnitName(u string) bool {
+	if u == "" || len(u) > 255 || u[0] == '.' || u == ".." {
+		return false
+	}
+	for _, c := range u {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(":_.\\@-", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validContainerName accepts docker's and podman's container names and runc's
+// and crun's ids: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 253 characters.
+func validContainerName(c string) bool {
+	if c == "" || len(c) > 253 {
+		return false
+	}
+	for i, r := range c {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("_.-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// UnitName returns u with ".service" added when it has no unit type suffix.
+func UnitName(u string) string {
+	if strings.Contains(u, ".") {
+		return u
+	}
+	return u + ".service"
 }

@@ -10,14 +10,26 @@ import (
 	"github.com/kubearmor/kscmp/api"
 )
 
-// Target is one container for which a profile is merged.
+// Target is one container (of a pod, or on a host) or one systemd service
+// for which a profile is merged. A pod target has Namespace and Labels; a
+// host target has Unit or ContainerName instead, and is selected only by
+// host policies (selector.systemdUnits, selector.containerNames), whatever
+// their namespace.
 type Target struct {
 	Namespace string
 	Labels    map[string]string // the pod's labels
-	Container string            // "" matches only policies without a containers filter
-	Family    api.Family        // the node's family; "" is amd64
-	Runtime   Runtime           // whose start-up set to add; "" is runc
+	Container string            // the container's name in the pod; "" matches only policies without a containers filter
+	// Unit is a systemd service on a host ("nginx" means "nginx.service").
+	Unit string
+	// ContainerName is a container run without Kubernetes: docker's or
+	// podman's name, runc's or crun's id.
+	ContainerName string
+	Family        api.Family // the node's family; "" is amd64
+	Runtime       Runtime    // whose start-up set to add; "" is runc
 }
+
+// Host reports whether the target is a host workload.
+func (t Target) Host() bool { return t.Unit != "" || t.ContainerName != "" }
 
 // String describes the target for people.
 func (t Target) String() string {
@@ -28,6 +40,12 @@ func (t Target) String() string {
 	slices.Sort(keys)
 	for i, k := range keys {
 		keys[i] = k + "=" + t.Labels[k]
+	}
+	switch {
+	case t.Unit != "":
+		return "systemd unit " + api.UnitName(t.Unit)
+	case t.ContainerName != "":
+		return "host container " + t.ContainerName
 	}
 	s := fmt.Sprintf("namespace %s, labels {%s}", t.Namespace, strings.Join(keys, ","))
 	if t.Container != "" {
@@ -40,6 +58,9 @@ func (t Target) String() string {
 // the selector matches the labels, and the containers filter (if any) names
 // the container.
 func Selects(p *api.KubeArmorSeccompPolicy, t Target) bool {
+	if sel := &p.Spec.Selector; sel.Host() || t.Host() {
+		return sel.Host() && t.Host() && hostMatches(sel, t)
+	}
 	if p.Namespace != t.Namespace {
 		return false
 	}
@@ -47,6 +68,18 @@ func Selects(p *api.KubeArmorSeccompPolicy, t Target) bool {
 		return false
 	}
 	return selectorMatches(&p.Spec.Selector, t.Labels)
+}
+
+func hostMatches(s *api.Selector, t Target) bool {
+	if t.Unit != "" {
+		unit := api.UnitName(t.Unit)
+		for _, u := range s.SystemdUnits {
+			if api.UnitName(u) == unit {
+				return true
+			}
+		}
+	}
+	return t.ContainerName != "" && slices.Contains(s.ContainerNames, t.ContainerName)
 }
 
 func selectorMatches(s *api.Selector, labels map[string]string) bool {
@@ -90,6 +123,7 @@ func selectorMatches(s *api.Selector, labels map[string]string) bool {
 type Set struct {
 	policies []*api.KubeArmorSeccompPolicy
 	byNS     map[string]*nsIndex
+	host     []int // host policies (few: scanned)
 }
 
 type nsIndex struct {
@@ -102,6 +136,10 @@ type nsIndex struct {
 func NewSet(policies []*api.KubeArmorSeccompPolicy) *Set {
 	s := &Set{policies: policies, byNS: make(map[string]*nsIndex)}
 	for i, p := range policies {
+		if p.Spec.Selector.Host() {
+			s.host = append(s.host, i)
+			continue
+		}
 		ix := s.byNS[p.Namespace]
 		if ix == nil {
 			ix = &nsIndex{byLabel: make(map[string][]int)}
@@ -130,6 +168,15 @@ func (s *Set) Len() int { return len(s.policies) }
 
 // Select returns the policies that apply to the target, in the Set's order.
 func (s *Set) Select(t Target) []*api.KubeArmorSeccompPolicy {
+	if t.Host() {
+		var out []*api.KubeArmorSeccompPolicy
+		for _, i := range s.host {
+			if Selects(s.policies[i], t) {
+				out = append(out, s.policies[i])
+			}
+		}
+		return out
+	}
 	ix := s.byNS[t.Namespace]
 	if ix == nil {
 		return nil

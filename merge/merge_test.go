@@ -363,3 +363,33 @@ func randomPolicies(r *rand.Rand, n, k int) []*api.KubeArmorSeccompPolicy {
 	}
 	return out
 }
+
+func TestHostSelection(t *testing.T) {
+	unit := selPolicy("ops", "nginx", api.Selector{SystemdUnits: []string{"nginx"}}, nil, "Allow:read")
+	ctr := selPolicy("ops", "web", api.Selector{ContainerNames: []string{"web-1"}}, nil, "Allow:write")
+	pod := policy("ops", "pod", web, nil, "Allow:mkdir")
+	ps := []*api.KubeArmorSeccompPolicy{unit, ctr, pod}
+	set := NewSet(ps)
+	cases := []struct {
+		t    Target
+		want []string
+	}{
+		{Target{Unit: "nginx.service"}, []string{"ops/nginx"}},
+		{Target{Unit: "nginx"}, []string{"ops/nginx"}},
+		{Target{Unit: "redis.service"}, nil},
+		{Target{ContainerName: "web-1"}, []string{"ops/web"}},
+		// A pod target is never selected by a host policy, and the other way round.
+		{Target{Namespace: "ops", Labels: web}, []string{"ops/pod"}},
+		{Target{ContainerName: "web-1", Namespace: "ops", Labels: web}, []string{"ops/web"}},
+	}
+	for _, c := range cases {
+		a, err := Merge(ps, c.t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := set.Merge(c.t)
+		if !slices.Equal(a.Policies, c.want) || !slices.Equal(b.Policies, c.want) {
+			t.Errorf("%s: Merge %v, Set.Merge %v, want %v", c.t, a.Policies, b.Policies, c.want)
+		}
+	}
+}

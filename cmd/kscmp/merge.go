@@ -18,13 +18,15 @@ func newMergeCmd() *cobra.Command {
 		namespace string
 		labels    string
 		container string
+		unit      string
+		hostName  string
 		rt        string
 		family    string
 		output    string
 		explain   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "merge -f PATH... --namespace NS --labels k=v[,k=v]",
+		Use:   "merge -f PATH... (--namespace NS --labels k=v[,k=v] | --systemd-unit U | --container-name N)",
 		Short: "Merge the policies that select one container into its seccomp profile",
 		Long: `Merge reads policies, keeps those that select the target (namespace, pod labels,
 container name) and merges them into one profile: deny wins (Kill > Block >
@@ -49,8 +51,14 @@ Invalid policies make it exit 2 and print nothing.`,
 			if len(files) == 0 {
 				return usageErr("no policies given: use -f PATH (a file or a directory)")
 			}
-			if namespace == "" {
-				return usageErr("--namespace is required")
+			host := unit != "" || hostName != ""
+			switch {
+			case host && (namespace != "" || labels != "" || container != ""):
+				return usageErr("--systemd-unit and --container-name select a host workload: give no --namespace, --labels or --container with them")
+			case unit != "" && hostName != "":
+				return usageErr("give --systemd-unit or --container-name, not both")
+			case !host && namespace == "":
+				return usageErr("--namespace is required (or --systemd-unit / --container-name for a host workload)")
 			}
 			lbls, err := parseLabels(labels)
 			if err != nil {
@@ -72,7 +80,7 @@ Invalid policies make it exit 2 and print nothing.`,
 			for i, d := range docs {
 				policies[i] = d.Policy
 			}
-			target := merge.Target{Namespace: namespace, Labels: lbls, Container: container, Family: fam, Runtime: r}
+			target := merge.Target{Namespace: namespace, Labels: lbls, Container: container, Unit: unit, ContainerName: hostName, Family: fam, Runtime: r}
 			rs, err := merge.Merge(policies, target)
 			if err != nil {
 				return err
@@ -109,6 +117,8 @@ Invalid policies make it exit 2 and print nothing.`,
 	f.StringVarP(&namespace, "namespace", "n", "", "the target's namespace (required)")
 	f.StringVarP(&labels, "labels", "l", "", "the target pod's labels, k=v[,k=v]")
 	f.StringVarP(&container, "container", "c", "", "the target container's name (policies with a containers list apply only to those)")
+	f.StringVar(&unit, "systemd-unit", "", "target a systemd service on a host (policies with selector.systemdUnits)")
+	f.StringVar(&hostName, "container-name", "", "target a container run without Kubernetes: docker/podman name or runc/crun id (policies with selector.containerNames)")
 	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "container runtime whose start-up system calls an allow-list needs: runc, crun or none")
 	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family when no policy names architectures: amd64 or arm64")
 	f.StringVarP(&output, "output", "o", "json", "output format: json (OCI seccomp profile) or systemd (unit drop-in)")
