@@ -114,6 +114,29 @@ func (a Arch) Table() *arch.Info {
 	return nil
 }
 
+// aliases are names libseccomp and the C libraries use that the
+// go-seccomp-bpf tables spell differently: aarch64's call 79 is newfstatat
+// (asm-generic's 64-bit name), which the table lists as fstatat.
+var aliases = map[Arch]map[string]string{
+	ArchAARCH64: {"newfstatat": "fstatat"},
+}
+
+// Has reports whether name is a system call of the ABI.
+func (a Arch) Has(name string) bool {
+	t := a.Table()
+	if t == nil {
+		return false
+	}
+	if _, ok := t.SyscallNames[name]; ok {
+		return true
+	}
+	if alt, ok := aliases[a][name]; ok {
+		_, ok = t.SyscallNames[alt]
+		return ok
+	}
+	return false
+}
+
 // SyscallKnown reports whether name is a system call of at least one of the
 // ABIs; with no ABIs, of any ABI kscmp knows.
 func SyscallKnown(name string, arches []Arch) bool {
@@ -121,10 +144,8 @@ func SyscallKnown(name string, arches []Arch) bool {
 		arches = Arches[:]
 	}
 	for _, a := range arches {
-		if t := a.Table(); t != nil {
-			if _, ok := t.SyscallNames[name]; ok {
-				return true
-			}
+		if a.Has(name) {
+			return true
 		}
 	}
 	return false

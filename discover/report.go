@@ -153,6 +153,9 @@ func (r *Report) Sort() {
 // Marshal returns the report as indented JSON with sorted names and
 // workloads and a trailing newline.
 func (r *Report) Marshal() ([]byte, error) {
+	for i := range r.Workloads {
+		r.Workloads[i].normalize()
+	}
 	r.Sort()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

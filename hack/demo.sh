@@ -67,6 +67,24 @@ echo "# The report: the container, by id, and every system call it made (the run
 jq '{node, kernel, arch, hook, lost, workloads: [.workloads[] | {identity, calls: (.syscalls | map_values(length)), syscalls}]}' "$work/report.json"
 grep -q '"mknodat"' "$work/report.json" || { echo "demo FAILED: mkfifo's mknodat not recorded" >&2; exit 1; }
 
+
 echo
-echo "demo OK: the allowed commands ran, mkdir was refused (EPERM) only under the profile,"
-echo "and discovery recorded the container's system calls under its id."
+echo "# Recommend: the report becomes a policy to review, with a summary for the pull request."
+step "$kscmp" recommend --from "$work/report.json" -o "$work/policies" --summary "$work/summary.md"
+cat "$work/policies/_host/$id.yaml"
+echo
+echo "# Merge the recommended policy (plus runc's start-up set) and run the same container under it:"
+printf '\n\033[1m$ %s\033[0m\n' "kscmp merge -f policies/ --container-name $id --runtime runc > recommended.json"
+"$kscmp" merge -f "$work/policies" --container-name "$id" --runtime runc > "$work/profile.json"
+container profile /bin/busybox sh -c 'mkfifo /tmp/fifo2 && ls / >/dev/null && echo hello from the recorded container'
+echo "# A call the container never made (mkdir) is refused:"
+if container profile /bin/busybox mkdir /tmp/never; then
+  echo "demo FAILED: mkdir was not refused under the recommended profile" >&2; exit 1
+fi
+echo
+echo "# The review summary:"
+cat "$work/summary.md"
+
+echo
+echo "demo OK: the allowed commands ran, mkdir was refused (EPERM) only under the profile;"
+echo "discovery recorded the container's calls, the recommended policy runs it and refuses the rest."

@@ -1,0 +1,74 @@
+package discover
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func sampleReport() *Report {
+	t0 := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+	return &Report{APIVersion: ReportAPIVersion, Kind: ReportKind, Node: "n", Kernel: "6.18", Arch: "x86_64", Hook: "tp_btf",
+		Start: t0, End: t0.Add(time.Minute), Workloads: []Workload{
+			{Identity: Identity{Kind: KindPod, Namespace: "ns", Pod: "p", Container: "c", Labels: map[string]string{"app": "x"}, Owner: &Owner{Kind: "Deployment", Name: "x"}},
+				Syscalls: map[string][]string{"x86_64": {"write", "read"}, "i386": {"exit_group"}}, FirstSeen: t0, LastSeen: t0},
+			{Identity: Identity{Kind: KindSystemd, Unit: "nginx.service"}, Syscalls: map[string][]string{"x86_64": {"epoll_wait"}}},
+		}}
+}
+
+func TestReportRoundTrip(t *testing.T) {
+	r := sampleReport()
+	data, err := r.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadReport(bytes.NewReader(data), "r.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := back.Marshal()
+	if !bytes.Equal(data, again) {
+		t.Errorf("report changed in a round trip:\n%s\n%s", data, again)
+	}
+	if got := back.Workloads[0].Syscalls["x86_64"]; !reflect.DeepEqual(got, []string{"read", "write"}) && !reflect.DeepEqual(back.Workloads[1].Syscalls["x86_64"], []string{"read", "write"}) {
+		t.Errorf("names not sorted: %v", back.Workloads)
+	}
+	for in, want := range map[string]string{
+		`{"apiVersion":"kscmp/v2","kind":"ObservationReport"}`:                                                                        `apiVersion "kscmp/v2"`,
+		`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[{"identity":{"kind":"vm"}}]}`:                               `workloads[0].identity.kind: "vm"`,
+		`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[{"identity":{"kind":"pod"},"syscalls":{"mips":["read"]}}]}`: `"mips": unknown ABI`,
+		`{"apiVersion":"kscmp/v1","kind":"ObservationReport","extra":1}`:                                                              `unknown field "extra"`,
+	} {
+		if _, err := ReadReport(bytes.NewReader([]byte(in)), "r.json"); err == nil || !bytes.Contains([]byte(err.Error()), []byte(want)) {
+			t.Errorf("%s: got %v, want %q", in, err, want)
+		}
+	}
+}
+
+// FuzzReadReport: the report reader never panics, and what it accepts
+// survives a write and a read unchanged.
+func FuzzReadReport(f *testing.F) {
+	data, _ := sampleReport().Marshal()
+	f.Add(data)
+	f.Add([]byte(`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[]}`))
+	f.Add([]byte(`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[{"identity":{"kind":"process","exe":"/bin/sh"},"syscalls":{"x86_64":["read","read"]},"unknown":{"x86_64":[999]}}]}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, err := ReadReport(bytes.NewReader(in), "fuzz.json")
+		if err != nil {
+			return
+		}
+		out, err := r.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ReadReport(bytes.NewReader(out), "again.json")
+		if err != nil {
+			t.Fatalf("written report is refused: %v\n%s", err, out)
+		}
+		again, _ := back.Marshal()
+		if !bytes.Equal(out, again) {
+			t.Fatalf("not stable:\n%s\n%s", out, again)
+		}
+	})
+}

@@ -1,0 +1,559 @@
+// Package recommend turns observation reports (kscmp discover) into the
+// smallest KubeArmorSeccompPolicy per workload: files a person reviews as a
+// pull request, with a summary of what changed and which risky system calls
+// are allowed.
+package recommend
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/merge"
+)
+
+// DockerDefaultCount is the number of system calls Docker's default profile
+// allows unconditionally on x86_64: the yardstick of the summary.
+const DockerDefaultCount = 300
+
+// DefaultHostNamespace is the namespace of recommended host policies.
+const DefaultHostNamespace = "kscmp-host"
+
+// ManagedByLabel marks the policies kscmp recommended.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+// volatileLabels change from pod to pod of one workload and never select it.
+var volatileLabels = []string{
+	"pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name",
+	"apps.kubernetes.io/pod-index", "controller-uid", "batch.kubernetes.io/controller-uid",
+	"job-name", "batch.kubernetes.io/job-name", "batch.kubernetes.io/job-completion-index",
+}
+
+// Source is one report and where it was read from.
+type Source struct {
+	Name   string // file name, for comments and messages
+	Report *discover.Report
+}
+
+// Options tunes Recommend.
+type Options struct {
+	// Portable adds, for each observed ABI, the other family's ABI with the
+	// calls the same program makes there (open → openat on aarch64, …).
+	Portable bool
+	// Runtime is the container runtime whose start-up set the merger adds;
+	// it is only named in comments and the summary.
+	Runtime merge.Runtime
+	// HostNamespace is the namespace of host policies; DefaultHostNamespace
+	// if empty.
+	HostNamespace string
+	// Existing are the policies already reviewed (e.g. the files of the
+	// target directory); a recommendation for the same policy is their
+	// union with what was observed, unless Prune.
+	Existing []api.Document
+	// Prune makes a recommendation replace an existing policy's allowed
+	// calls with exactly what was observed.
+	Prune bool
+}
+
+// File is one recommended policy file.
+type File struct {
+	// Path is relative to the output directory: <namespace>/<name>.yaml,
+	// or _host/<name>.yaml for host workloads.
+	Path   string
+	Data   []byte
+	Policy *api.KubeArmorSeccompPolicy
+	// Workload describes the workload for people.
+	Workload string
+	// Observed are the calls observed, per ABI.
+	Observed map[api.Arch][]string
+	// Portable are the calls added for the other family.
+	Portable []Equivalent
+	// Added and Removed compare the allowed calls with the existing
+	// policy's; Kept are existing calls not observed this time and kept
+	// (no Prune). New says there was no existing policy.
+	Added, Removed, Kept []string
+	New                  bool
+}
+
+// Result is what Recommend produces.
+type Result struct {
+	Files   []File // sorted by Path
+	Skipped []string
+	Summary []byte // Markdown, fit for a pull request description
+}
+
+// group collects the observations of one policy-to-be.
+type group struct {
+	namespace, name string
+	host            bool
+	selector        api.Selector
+	container       string // set when the policy is for one container of a pod
+	describe        string
+	pods            map[string]bool
+	podLabels       []map[string]string
+	byContainer     map[string]map[api.Arch]map[string]bool
+	nodes, reports  map[string]bool
+	start, end      time.Time
+}
+
+// Recommend groups the workloads of all reports into policies: pods by
+// workload (app.kubernetes.io/name or app label, else their owner), the
+// union over replicas, nodes and reports; a policy per container when the
+// containers of a pod differ; host policies for systemd services and
+// containers run without Kubernetes. The output is deterministic.
+func Recommend(sources []Source, opts Options) (*Result, error) {
+	if opts.HostNamespace == "" {
+		opts.HostNamespace = DefaultHostNamespace
+	}
+	res := &Result{}
+	groups := map[string]*group{}
+	for _, src := range sources {
+		for _, w := range src.Report.Workloads {
+			g, why := groupFor(groups, w.Identity, opts.HostNamespace)
+			if g == nil {
+				res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s", describeIdentity(w.Identity), why))
+				continue
+			}
+			g.add(src, w)
+		}
+	}
+	slices.Sort(res.Skipped)
+	res.Skipped = slices.Compact(res.Skipped)
+
+	existing := map[string]*api.KubeArmorSeccompPolicy{}
+	for _, d := range opts.Existing {
+		existing[d.Policy.Key()] = d.Policy
+	}
+	used := map[string]bool{}
+	for _, key := range slices.Sorted(maps.Keys(groups)) {
+		g := groups[key]
+		files, err := g.files(opts, existing, used)
+		if err != nil {
+			return nil, err
+		}
+		res.Files = append(res.Files, files...)
+	}
+	slices.SortFunc(res.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	res.Summary = summary(res, sources, opts)
+	return res, nil
+}
+
+// groupFor finds or makes the group of a workload, or says why it has none.
+func groupFor(groups map[string]*group, id discover.Identity, hostNS string) (*group, string) {
+	var g group
+	switch {
+	case id.Kind == discover.KindPod && id.Namespace != "":
+		name, sel := workloadName(id)
+		if name == "" {
+			return nil, "a pod without labels or owner: nothing stable selects it"
+		}
+		g = group{namespace: id.Namespace, name: name, selector: sel}
+		switch {
+		case id.Owner != nil:
+			g.describe = fmt.Sprintf("%s %s/%s", id.Owner.Kind, id.Namespace, id.Owner.Name)
+		default:
+			g.describe = fmt.Sprintf("pods %s/%s", id.Namespace, name)
+		}
+	case id.Kind == discover.KindPod:
+		return nil, "a pod that could not be resolved (run discover with a kubeconfig)"
+	case id.Kind == discover.KindSystemd && id.Unit != "":
+		g = group{namespace: hostNS, name: strings.TrimSuffix(id.Unit, ".service"), host: true,
+			selector: api.Selector{SystemdUnits: []string{id.Unit}}, describe: "systemd service " + id.Unit}
+	case id.Kind == discover.KindContainer && id.ContainerID != "":
+		g = group{namespace: hostNS, name: id.ContainerID, host: true,
+			selector: api.Selector{ContainerNames: []string{id.ContainerID}}, describe: "host container " + id.ContainerID}
+		if id.Runtime != "" {
+			g.describe += " (" + id.Runtime + ")"
+		}
+	default:
+		return nil, "a plain process: record it as a systemd service (--systemd-unit) to get a policy"
+	}
+	key := g.namespace + "/" + g.name
+	if g.host {
+		key = "\x00host/" + g.name
+	}
+	if prev := groups[key]; prev != nil {
+		return prev, ""
+	}
+	g.pods, g.nodes, g.reports = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	g.byContainer = map[string]map[api.Arch]map[string]bool{}
+	groups[key] = &g
+	return &g, ""
+}
+
+// workloadName names a pod's workload and the labels that select it: the
+// stable labels app.kubernetes.io/name or app, else the owner (whose pods'
+// common labels select it, computed when the group is complete).
+func workloadName(id discover.Identity) (string, api.Selector) {
+	for _, k := range []string{"app.kubernetes.io/name", "app"} {
+		if v := id.Labels[k]; v != "" {
+			return v, api.Selector{MatchLabels: map[string]string{k: v}}
+		}
+	}
+	if id.Owner != nil {
+		return id.Owner.Name, api.Selector{}
+	}
+	if len(stableLabels(id.Labels)) > 0 {
+		return id.Pod, api.Selector{}
+	}
+	return "", api.Selector{}
+}
+
+func stableLabels(l map[string]string) map[string]string {
+	out := maps.Clone(l)
+	for _, k := range volatileLabels {
+		delete(out, k)
+	}
+	return out
+}
+
+func (g *group) add(src Source, w discover.Workload) {
+	r := src.Report
+	g.reports[src.Name] = true
+	if r.Node != "" {
+		g.nodes[r.Node] = true
+	}
+	if g.start.IsZero() || r.Start.Before(g.start) {
+		g.start = r.Start
+	}
+	if r.End.After(g.end) {
+		g.end = r.End
+	}
+	if w.Identity.Pod != "" && !g.pods[w.Identity.Pod] {
+		g.pods[w.Identity.Pod] = true
+		g.podLabels = append(g.podLabels, w.Identity.Labels)
+	}
+	c := w.Identity.Container
+	if g.byContainer[c] == nil {
+		g.byContainer[c] = map[api.Arch]map[string]bool{}
+	}
+	for abi, names := range w.Syscalls {
+		a, ok := archOfABI(abi)
+		if !ok {
+			continue
+		}
+		if g.byContainer[c][a] == nil {
+			g.byContainer[c][a] = map[string]bool{}
+		}
+		for _, n := range names {
+			g.byContainer[c][a][n] = true
+		}
+	}
+}
+
+// archOfABI maps a report's ABI names to policy architectures.
+func archOfABI(abi string) (api.Arch, bool) {
+	switch abi {
+	case "x86_64":
+		return api.ArchX86_64, true
+	case "i386":
+		return api.ArchX86, true
+	case "x32":
+		return api.ArchX32, true
+	case "aarch64":
+		return api.ArchAARCH64, true
+	case "arm":
+		return api.ArchARM, true
+	}
+	return "", false
+}
+
+// files makes the group's policy files: one, or one per container when the
+// containers of its pods make different calls.
+func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPolicy, used map[string]bool) ([]File, error) {
+	if !g.host && g.selector.MatchLabels == nil {
+		common := commonLabels(g.podLabels)
+		if len(common) == 0 {
+			return nil, nil
+		}
+		g.selector = api.Selector{MatchLabels: common}
+	}
+	containers := slices.Sorted(maps.Keys(g.byContainer))
+	split := len(containers) > 1 && !allEqual(g.byContainer, containers)
+	var out []File
+	if !split {
+		merged := map[api.Arch]map[string]bool{}
+		for _, c := range containers {
+			for a, set := range g.byContainer[c] {
+				if merged[a] == nil {
+					merged[a] = map[string]bool{}
+				}
+				maps.Copy(merged[a], set)
+			}
+		}
+		f, err := g.file(g.name, "", merged, opts, existing, used)
+		if err != nil {
+			return nil, err
+		}
+		return append(out, f), nil
+	}
+	for _, c := range containers {
+		name := g.name + "-" + c
+		if c == "" {
+			name = g.name + "-unnamed"
+		}
+		f, err := g.file(name, c, g.byContainer[c], opts, existing, used)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func allEqual(m map[string]map[api.Arch]map[string]bool, keys []string) bool {
+	first := m[keys[0]]
+	for _, k := range keys[1:] {
+		other := m[k]
+		if len(other) != len(first) {
+			return false
+		}
+		for a, set := range first {
+			if !maps.Equal(set, other[a]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// commonLabels are the stable labels every pod of a group carries.
+func commonLabels(pods []map[string]string) map[string]string {
+	if len(pods) == 0 {
+		return nil
+	}
+	common := stableLabels(pods[0])
+	for _, l := range pods[1:] {
+		for k, v := range common {
+			if l[k] != v {
+				delete(common, k)
+			}
+		}
+	}
+	return common
+}
+
+// policyName makes a DNS-1123 name of s.
+func policyName(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	n := strings.Trim(b.String(), "-.")
+	if len(n) > 200 {
+		n = strings.Trim(n[:200], "-.")
+	}
+	if n == "" {
+		n = "workload"
+	}
+	return n
+}
+
+func (g *group) file(name, container string, observed map[api.Arch]map[string]bool, opts Options,
+	existing map[string]*api.KubeArmorSeccompPolicy, used map[string]bool) (File, error) {
+	name = policyName(name)
+	dir := g.namespace
+	if g.host {
+		dir = "_host"
+	}
+	base := name
+	for i := 2; used[dir+"/"+name]; i++ {
+		name = fmt.Sprintf("%s-%d", base, i)
+	}
+	used[dir+"/"+name] = true
+
+	f := File{Path: dir + "/" + name + ".yaml", Observed: map[api.Arch][]string{}, Workload: g.describe}
+	if container != "" {
+		f.Workload += ", container " + container
+	}
+	allowed := map[string]bool{}
+	var arches []api.Arch
+	for _, a := range api.Arches {
+		if set := observed[a]; len(set) > 0 {
+			f.Observed[a] = slices.Sorted(maps.Keys(set))
+			arches = append(arches, a)
+			maps.Copy(allowed, set)
+		}
+	}
+	if opts.Portable {
+		for _, a := range slices.Clone(arches) {
+			other, ok := otherFamily(a)
+			if !ok {
+				continue
+			}
+			if !slices.Contains(arches, other) {
+				arches = append(arches, other)
+			}
+			eq, _ := Equivalents(a, other, f.Observed[a])
+			for _, e := range eq {
+				if !allowed[e.Name] {
+					f.Portable = append(f.Portable, e)
+				}
+			}
+		}
+		for _, e := range f.Portable {
+			allowed[e.Name] = true
+		}
+	}
+	slices.SortFunc(arches, func(a, b api.Arch) int { return a.Index() - b.Index() })
+
+	p := &api.KubeArmorSeccompPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: api.APIVersion, Kind: api.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: g.namespace,
+			Labels: map[string]string{ManagedByLabel: "kscmp"}},
+		Spec: api.PolicySpec{Selector: g.selector, Seccomp: api.SeccompSpec{Arch: arches, Action: api.ActionAllow}},
+	}
+	if container != "" {
+		p.Spec.Containers = []string{container}
+	}
+
+	old := existing[p.Key()]
+	f.New = old == nil
+	var others []api.Rule
+	if old != nil {
+		oldAllowed := map[string]bool{}
+		for _, r := range old.Spec.Seccomp.AllRules() {
+			if r.Action.Canonical() == api.ActionAllow {
+				for _, n := range r.Syscalls {
+					oldAllowed[n] = true
+				}
+				continue
+			}
+			// Reviewed Block, Kill and Audit rules stay, and win over what
+			// was observed.
+			others = append(others, r)
+			for _, n := range r.Syscalls {
+				delete(allowed, n)
+			}
+		}
+		for n := range allowed {
+			if !oldAllowed[n] {
+				f.Added = append(f.Added, n)
+			}
+		}
+		for n := range oldAllowed {
+			if !allowed[n] {
+				if opts.Prune {
+					f.Removed = append(f.Removed, n)
+				} else {
+					f.Kept = append(f.Kept, n)
+					allowed[n] = true
+				}
+			}
+		}
+		slices.Sort(f.Added)
+		slices.Sort(f.Removed)
+		slices.Sort(f.Kept)
+		for _, a := range old.Spec.Seccomp.Arch {
+			if !slices.Contains(p.Spec.Seccomp.Arch, a) {
+				p.Spec.Seccomp.Arch = append(p.Spec.Seccomp.Arch, a)
+			}
+		}
+		slices.SortFunc(p.Spec.Seccomp.Arch, func(a, b api.Arch) int { return a.Index() - b.Index() })
+		p.Spec.Severity = old.Spec.Severity
+	}
+	names := slices.Sorted(maps.Keys(allowed))
+	if len(names) == 0 {
+		return File{}, fmt.Errorf("recommend: %s: no system calls observed", f.Workload)
+	}
+	if len(others) == 0 {
+		p.Spec.Seccomp.Syscalls = names
+	} else {
+		p.Spec.Seccomp.Action = ""
+		p.Spec.Seccomp.Rules = append([]api.Rule{{Syscalls: names, Action: api.ActionAllow}}, others...)
+	}
+	if errs := api.Validate(p); len(errs) > 0 {
+		return File{}, fmt.Errorf("recommend: %s: the recommended policy is invalid: %w", f.Path, errs)
+	}
+	f.Policy = p
+	data, err := render(p, g, &f, opts)
+	if err != nil {
+		return File{}, err
+	}
+	f.Data = data
+	return f, nil
+}
+
+// policyDoc is the written form: no status, no server-side metadata.
+type policyDoc struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Metadata   docMeta        `json:"metadata"`
+	Spec       api.PolicySpec `json:"spec"`
+}
+
+type docMeta struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]byte, error) {
+	body, err := yaml.Marshal(policyDoc{APIVersion: p.APIVersion, Kind: p.Kind,
+		Metadata: docMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels}, Spec: p.Spec})
+	if err != nil {
+		return nil, fmt.Errorf("recommend: render %s: %w", f.Path, err)
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Recommended by kscmp from observations: review it before applying.\n")
+	fmt.Fprintf(&b, "# Workload: %s", f.Workload)
+	if len(g.pods) > 0 {
+		fmt.Fprintf(&b, " (%d pods)", len(g.pods))
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "# Observed: %s", strings.Join(slices.Sorted(maps.Keys(g.reports)), ", "))
+	if len(g.nodes) > 0 {
+		fmt.Fprintf(&b, " on %s", strings.Join(slices.Sorted(maps.Keys(g.nodes)), ", "))
+	}
+	fmt.Fprintf(&b, ", %s to %s\n", g.start.UTC().Format(time.RFC3339), g.end.UTC().Format(time.RFC3339))
+	for _, a := range api.Arches {
+		if n := len(f.Observed[a]); n > 0 {
+			fmt.Fprintf(&b, "# %s: %d system calls observed\n", a, n)
+		}
+	}
+	if len(f.Portable) > 0 {
+		var adds []string
+		for _, e := range f.Portable {
+			adds = append(adds, fmt.Sprintf("%s (%s, for %s)", e.Name, e.Arch, e.For))
+		}
+		fmt.Fprintf(&b, "# Portable: added for the other architecture family: %s\n", strings.Join(adds, ", "))
+	}
+	if len(f.Kept) > 0 {
+		fmt.Fprintf(&b, "# Kept from the reviewed policy, not observed this time: %s\n", strings.Join(f.Kept, ", "))
+	}
+	rt := opts.Runtime
+	if rt == "" {
+		rt = merge.RuntimeRunc
+	}
+	if rt != merge.RuntimeNone && len(g.selector.SystemdUnits) == 0 {
+		fmt.Fprintf(&b, "# kscmp merge adds the container runtime's start-up set (%s: %s).\n", rt, strings.Join(rt.StartupSyscalls(), " "))
+	}
+	b.Write(body)
+	return b.Bytes(), nil
+}
+
+func describeIdentity(id discover.Identity) string {
+	switch {
+	case id.Pod != "":
+		return fmt.Sprintf("pod %s/%s", id.Namespace, id.Pod)
+	case id.ContainerID != "":
+		return "container " + id.ContainerID
+	case id.Unit != "":
+		return "unit " + id.Unit
+	case id.Exe != "":
+		return "process " + id.Exe
+	}
+	return "workload in cgroup " + id.Cgroup
+}
