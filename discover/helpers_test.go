@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // requireKernel skips (or, with CI=true, fails) a test whose prerequisites
@@ -27,13 +29,7 @@ func requireKernel(tb testing.TB, tools ...string) {
 			missing = append(missing, tool+" in PATH")
 		}
 	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf("missing prerequisites (CI=true, not skipping): %v", missing)
-	}
-	tb.Skipf("missing prerequisites: %v", missing)
+	testenv.Missing(tb, missing...)
 }
 
 // newTestRecorder starts a recorder and a Run loop that collects events.

@@ -70,6 +70,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // KubeVersion is the kube-apiserver version the tests run, the
@@ -113,11 +115,7 @@ func Start(t testing.TB) *Server {
 	etcdBin := filepath.Join(dir, "etcd")
 	for _, b := range []string{apiserverBin, etcdBin} {
 		if fi, err := os.Stat(b); err != nil || fi.Mode()&0o111 == 0 {
-			msg := fmt.Sprintf("apitest: %s not found: run `make testbin` (hack/testbin.sh) to build kube-apiserver and etcd %s", b, version())
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
+			testenv.Missing(t, fmt.Sprintf("%s: run `make testbin` (hack/testbin.sh) to build kube-apiserver and etcd %s", b, version()))
 		}
 	}
 

@@ -46,6 +46,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // DefaultTimeout bounds a Run whose context has no deadline.
@@ -80,13 +82,7 @@ func Require(t testing.TB, runtime string) string {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root privileges (run the test as root)")
 	}
-	if len(missing) > 0 {
-		msg := "ocitest: missing " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	testenv.Missing(t, missing...)
 	return path
 }
 
