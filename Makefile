@@ -8,13 +8,20 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
 FUZZTIME ?= 15s
 
-.PHONY: build test unit fuzz bench bench-overhead lint generate verify-generated demo deps testbin clean
+.PHONY: build test unit e2e fuzz bench bench-overhead lint generate verify-generated demo deps testbin clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
 
 deps:
 	hack/deps.sh test
+	hack/e2e-deps.sh
+
+# The end-to-end proof on real servers (nginx, redis, python http.server):
+# discover → recommend → merge → the same load under runc and crun.
+e2e:
+	hack/e2e-deps.sh
+	$(GO) test -count=1 -v -run . ./e2e/
 
 # The README's test command: installs what the tests need (Debian packages;
 # kube-apiserver and etcd built from the Go module proxy into

@@ -69,6 +69,8 @@ func describe(s Source) string {
 	switch s.Kind {
 	case SourceRuntime:
 		return "runtime " + s.Name + " (start-up)"
+	case SourceKernel:
+		return "kernel (" + s.Name + ")"
 	default:
 		return string(s.Kind) + " " + s.Name
 	}

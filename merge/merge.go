@@ -210,7 +210,9 @@ func (s *Set) Merge(t Target) (*RuleSet, error) {
 //     else Allow; Block, Kill and Audit rules stay listed either way;
 //   - architectures are the union of the policies' arch lists, or the
 //     target family's when no policy gives one;
-//   - an allow-list gets the runtime's start-up set, shown as its source.
+//   - an allow-list gets the runtime's start-up set and KernelSyscalls,
+//     shown as their sources; with RuntimeNone it is exactly the policies'
+//     rules (the design note's mapping).
 //
 // The policies must be valid (api.Validate). The result does not depend on
 // their order; with no applicable policy it is Empty.
@@ -248,7 +250,7 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		idx int32
 		src Source
 	}
-	n := len(startup[runtime].required) + len(startup[runtime].extra)
+	n := len(startup[runtime].required) + len(startup[runtime].extra) + len(KernelSyscalls())
 	for _, p := range sel {
 		for _, r := range p.Spec.Seccomp.AllRules() {
 			n += len(r.Syscalls)
@@ -305,7 +307,11 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		}
 	}
 
-	if rs.AllowList() {
+	if rs.AllowList() && runtime != RuntimeNone {
+		kernel := Source{Kind: SourceKernel, Name: "signals", Action: api.ActionAllow}
+		for _, name := range KernelSyscalls() {
+			add(name, kernel)
+		}
 		rs.Runtime = runtime
 		src := Source{Kind: SourceRuntime, Name: string(runtime), Action: api.ActionAllow}
 		for _, name := range runtime.StartupSyscalls() {

@@ -21,6 +21,7 @@ type SourceKind string
 const (
 	SourcePolicy  SourceKind = "policy"  // a KubeArmorSeccompPolicy; Name is namespace/name
 	SourceRuntime SourceKind = "runtime" // the container runtime's start-up set; Name is the runtime
+	SourceKernel  SourceKind = "kernel"  // calls the kernel makes on a process's behalf (KernelSyscalls)
 	SourceProfile SourceKind = "profile" // a compiled profile read back; Name is its file
 )
 

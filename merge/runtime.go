@@ -67,6 +67,15 @@ var startup = map[Runtime]startupSet{
 	RuntimeNone: {},
 }
 
+// KernelSyscalls are made by the kernel on a process's behalf, not by its
+// code: restart_syscall resumes a call a signal interrupted (after SIGSTOP
+// and SIGCONT, the freezer, ptrace, or a signal another process sends), and
+// rt_sigreturn returns from every signal handler. A recording catches them
+// only by chance, and refusing them kills the process at a random moment,
+// so every allow-list for a runtime allows them (RuntimeNone leaves the
+// policies' rules exactly as they are).
+func KernelSyscalls() []string { return []string{"restart_syscall", "rt_sigreturn"} }
+
 // ParseRuntime checks a runtime name.
 func ParseRuntime(s string) (Runtime, error) {
 	r := Runtime(s)
