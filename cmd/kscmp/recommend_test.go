@@ -1,0 +1,65 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const sampleReport = `{"apiVersion":"kscmp/v1","kind":"ObservationReport","node":"n1","kernel":"6.18","arch":"x86_64",
+"start":"2026-11-27T08:00:00Z","end":"2026-11-27T08:10:00Z",
+"workloads":[{"identity":{"kind":"pod","namespace":"shop","pod":"web-1","container":"nginx","labels":{"app":"web","pod-template-hash":"h"}},
+"syscalls":{"x86_64":["accept4","read","write","open"]},"firstSeen":"2026-11-27T08:00:01Z","lastSeen":"2026-11-27T08:05:00Z"}],
+"lost":{"mapFull":0,"ringBufFull":0,"outOfRange":0,"unattributed":0}}`
+
+func TestRecommendCLI(t *testing.T) {
+	dir := t.TempDir()
+	reports := filepath.Join(dir, "reports")
+	os.MkdirAll(reports, 0o755)
+	os.WriteFile(filepath.Join(reports, "n1.json"), []byte(sampleReport), 0o644)
+	out := filepath.Join(dir, "policies")
+	summary := filepath.Join(dir, "pr.md")
+
+	code, _, errs := runCLI(t, "recommend", "--from", filepath.Join(reports, "*.json"), "-o", out, "--summary", summary)
+	if code != 0 || !strings.Contains(errs, "1 policies in "+out+" (1 changed)") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	policy, err := os.ReadFile(filepath.Join(out, "shop", "web.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# Observed: " + filepath.Join(reports, "n1.json") + " on n1, 2026-11-27T08:00:00Z to 2026-11-27T08:10:00Z", "app: web", "- openat", "- aarch64"} {
+		if !strings.Contains(string(policy), want) {
+			t.Errorf("policy lacks %q:\n%s", want, policy)
+		}
+	}
+	if strings.Contains(string(policy), "pod-template-hash") {
+		t.Error("pod-template-hash in the selector")
+	}
+	// What recommend writes, validate and merge read.
+	if code, _, errs := runCLI(t, "validate", out); code != 0 {
+		t.Fatalf("validate: %s", errs)
+	}
+	if code, prof, errs := runCLI(t, "merge", "-f", out, "-n", "shop", "-l", "app=web,pod-template-hash=x"); code != 0 || !strings.Contains(prof, `"accept4"`) {
+		t.Fatalf("merge: %d %s", code, errs)
+	}
+	// A re-run on the same input changes nothing.
+	code, _, errs = runCLI(t, "recommend", "--from", reports, "-o", out, "--summary", summary)
+	if code != 0 || !strings.Contains(errs, "(0 changed)") {
+		t.Errorf("re-run: exit %d: %s", code, errs)
+	}
+	// A bad report is refused with its name, and nothing is written.
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"apiVersion":"kscmp/v9"}`), 0o644)
+	code, _, errs = runCLI(t, "recommend", "--from", bad, "-o", filepath.Join(dir, "other"))
+	if code != exitInvalid || !strings.Contains(errs, bad+": apiVersion \"kscmp/v9\"") {
+		t.Errorf("bad report: exit %d: %s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other")); err == nil {
+		t.Error("output written despite a bad report")
+	}
+	if code, _, _ := runCLI(t, "recommend", "--from", filepath.Join(dir, "none-*.json"), "-o", out); code != exitInvalid {
+		t.Errorf("no report matched: exit %d", code)
+	}
+}
