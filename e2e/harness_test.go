@@ -25,6 +25,7 @@ import (
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/discover"
 	"github.com/kubearmor/kscmp/internal/ocitest"
+	"github.com/kubearmor/kscmp/internal/testenv"
 	"github.com/kubearmor/kscmp/merge"
 	"github.com/kubearmor/kscmp/recommend"
 )
@@ -63,11 +64,7 @@ func requireTools(t *testing.T, programs ...string) (runc, crun string) {
 		}
 	}
 	if len(missing) > 0 {
-		msg := fmt.Sprintf("e2e: missing %s (install the packages with hack/e2e-deps.sh)", strings.Join(missing, ", "))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Missing(t, strings.Join(missing, ", ")+" (install the packages with hack/e2e-deps.sh)")
 	}
 	// ocitest names (and skips or fails for) a missing runtime or busybox.
 	return ocitest.Require(t, "runc"), ocitest.Require(t, "crun")
