@@ -323,6 +323,11 @@ func TestWriteAndGit(t *testing.T) {
 	t.Setenv("GIT_AUTHOR_EMAIL", "t@example.com")
 	t.Setenv("GIT_COMMITTER_NAME", "t")
 	t.Setenv("GIT_COMMITTER_EMAIL", "t@example.com")
+	// The user's unrelated work, staged and not, stays out of the commit
+	// and in place.
+	os.WriteFile(filepath.Join(repo, "README"), []byte("edited\n"), 0o644)
+	os.WriteFile(filepath.Join(repo, "staged"), []byte("s\n"), 0o644)
+	git("add", "staged")
 	id, err := res.Commit(context.Background(), repo, "seccomp", "kscmp/recommend")
 	if err != nil || id == "" {
 		t.Fatalf("commit: %q %v", id, err)
@@ -335,6 +340,12 @@ func TestWriteAndGit(t *testing.T) {
 	}
 	if files := git("show", "--name-only", "--format="); files != "seccomp/ns/x.yaml" {
 		t.Errorf("committed %q", files)
+	}
+	if b, _ := os.ReadFile(filepath.Join(repo, "README")); string(b) != "edited\n" {
+		t.Errorf("the user's change was lost: %q", b)
+	}
+	if st := git("status", "--porcelain"); !strings.Contains(st, "A  staged") || !strings.Contains(st, "M README") {
+		t.Errorf("the user's work tree changed: %q", st)
 	}
 	// The branch exists now: a second run refuses, and changes nothing.
 	if _, err := res.Commit(context.Background(), repo, "seccomp", "kscmp/recommend"); err == nil {

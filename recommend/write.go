@@ -61,8 +61,12 @@ func (r *Result) Commit(ctx context.Context, repo, dir, branch string) (string, 
 	if _, err := git("checkout", "-q", "-b", branch); err != nil {
 		return "", fmt.Errorf("recommend: new branch %s: %w", branch, err)
 	}
+	// dir was clean (checked above): undoing touches only dir, never the
+	// rest of the user's work tree or index.
 	undo := func() {
-		git("checkout", "-q", "--", ".")
+		git("reset", "-q", "--", dir)
+		git("checkout", "-q", "--", dir)
+		git("clean", "-q", "-f", "-d", "--", dir)
 		git("checkout", "-q", prev)
 		git("branch", "-q", "-D", branch)
 	}
@@ -74,7 +78,7 @@ func (r *Result) Commit(ctx context.Context, repo, dir, branch string) (string, 
 		undo()
 		return "", err
 	}
-	if st, _ := git("diff", "--cached", "--name-only"); st == "" {
+	if st, _ := git("diff", "--cached", "--name-only", "--", dir); st == "" {
 		undo()
 		return "", nil
 	}
@@ -86,7 +90,8 @@ func (r *Result) Commit(ctx context.Context, repo, dir, branch string) (string, 
 	defer os.Remove(msg.Name())
 	fmt.Fprintf(msg, "kscmp: recommended seccomp policies\n\n%s", r.Summary)
 	msg.Close()
-	if _, err := git("commit", "-q", "-F", msg.Name()); err != nil {
+	// Only dir is committed, whatever else the user had staged.
+	if _, err := git("commit", "-q", "-F", msg.Name(), "--", dir); err != nil {
 		undo()
 		return "", err
 	}
