@@ -1,0 +1,172 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubearmor/kscmp/internal/apitest"
+)
+
+// manifests returns the documents of every resource the kustomization lists,
+// in its order.
+func manifests(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	dir := "manifests"
+	var k struct {
+		Resources []string `json:"resources"`
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range k.Resources {
+		f, err := os.ReadFile(filepath.Join(dir, r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(f), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", r, err)
+			}
+			if len(u.Object) > 0 {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
+// TestManifestsApply applies the manifests to a real API server, first as a
+// server-side dry run (kubectl apply --dry-run=server), then for real; then
+// checks that the CRD's schema refuses bad policies and takes good ones.
+func TestManifestsApply(t *testing.T) {
+	srv := apitest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := memory.NewMemCacheClient(disc)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+	docs := manifests(t)
+	if len(docs) < 10 {
+		t.Fatalf("only %d documents in the manifests", len(docs))
+	}
+
+	apply := func(u *unstructured.Unstructured, dryRun bool) error {
+		gvk := u.GroupVersionKind()
+		var m *meta.RESTMapping
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			var err error
+			m, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				cached.Invalidate()
+				return false, nil
+			}
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+		}
+		opts := metav1.ApplyOptions{FieldManager: "kscmp-test", Force: true}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		_, err = ri.Apply(ctx, u.GetName(), u, opts)
+		return err
+	}
+	// A dry run of everything needs the CRD and namespace to exist for the
+	// objects that use them, as with kubectl: dry-run each, apply it, go on.
+	for _, u := range docs {
+		if err := apply(u, true); err != nil {
+			t.Fatalf("dry run of %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+		if err := apply(u, false); err != nil {
+			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+
+	srv.CreateNamespace(t, "shop")
+	gvr := schema.GroupVersionResource{Group: "security.kubearmor.com", Version: "v1", Resource: "kubearmorseccomppolicies"}
+	create := func(spec string) error {
+		u := &unstructured.Unstructured{}
+		doc := "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: p, namespace: shop}\n" + spec
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		_, err := dyn.Resource(gvr).Namespace("shop").Create(ctx, u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	var lastErr error
+	_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		lastErr = create("spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [read], action: Allow}}")
+		return !apierrors.IsNotFound(lastErr), nil
+	})
+	if lastErr != nil {
+		t.Fatalf("a valid policy is refused: %v", lastErr)
+	}
+	bad := map[string]string{
+		"unknown action":    `spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [read], action: Permit}}`,
+		"unknown arch":      `spec: {selector: {matchLabels: {app: web}}, seccomp: {arch: [sparc], syscalls: [read], action: Allow}}`,
+		"empty selector":    `spec: {selector: {}, seccomp: {syscalls: [read], action: Allow}}`,
+		"both forms":        `spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [read], action: Allow, rules: [{syscalls: [write], action: Block}]}}`,
+		"empty syscalls":    `spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [], action: Allow}}`,
+		"severity 11":       `spec: {severity: 11, selector: {matchLabels: {app: web}}, seccomp: {syscalls: [read], action: Allow}}`,
+		"no seccomp":        `spec: {selector: {matchLabels: {app: web}}}`,
+		"pods and host":     `spec: {selector: {matchLabels: {app: web}, systemdUnits: [nginx.service]}, seccomp: {syscalls: [read], action: Allow}}`,
+		"rule without name": `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{action: Allow}]}}`,
+	}
+	for name, spec := range bad {
+		err := create(spec)
+		if !apierrors.IsInvalid(err) {
+			t.Errorf("%s: want the API server to refuse it as invalid, got %v", name, err)
+		} else {
+			t.Logf("%s: %v", name, strings.SplitN(err.Error(), ": ", 3)[len(strings.SplitN(err.Error(), ": ", 3))-1])
+		}
+	}
+	for _, good := range []string{
+		`spec: {severity: 3, selector: {matchLabels: {app: wordpress}}, seccomp: {arch: [x86_64, x86, x32], syscalls: [accept4, epoll_wait, pselect6, futex, madvise], action: Allow}}`,
+		`spec: {selector: {systemdUnits: [nginx.service]}, seccomp: {rules: [{syscalls: [read], action: Allow}, {syscalls: [mkdir], action: Deny}]}}`,
+	} {
+		if err := create(good); err != nil {
+			t.Errorf("valid policy refused: %v\n%s", err, good)
+		}
+	}
+}
