@@ -44,8 +44,8 @@ func TestKubeletRootDir(t *testing.T) {
 	if _, _, err := KubeletRootDir("relative/dir", fakeProc(t)); err == nil {
 		t.Error("a relative --kubelet-root was accepted")
 	}
-	// This machine has no kubelet: the real /proc gives the default.
-	if got, src, err := KubeletRootDir("", "/proc"); err != nil || got != DefaultKubeletRoot || src != RootFromFallback {
-		t.Errorf("real /proc: %q %s %v", got, src, err)
+	// The real /proc reads: an absolute directory, whatever runs here.
+	if got, _, err := KubeletRootDir("", "/proc"); err != nil || !filepath.IsAbs(got) {
+		t.Errorf("real /proc: %q %v", got, err)
 	}
 }
