@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
+)
+
+// SyncResult counts what Sync did.
+type SyncResult struct {
+	Written, Unchanged, Removed, KeptInUse int
+}
+
+// Sync makes seccompDir/kubearmor hold exactly the desired files (keyed by
+// ProfilePath), plus files no longer desired that a pod still runs with
+// (inUse). Every write is atomic and skipped when the content is already
+// there, so a reader never sees half a profile and a crash at any point
+// leaves only whole files. Files outside kubearmor/ are never touched; the
+// directory is created when missing.
+func Sync(seccompDir string, desired map[string][]byte, inUse map[string]bool) (SyncResult, error) {
+	var res SyncResult
+	root := filepath.Join(seccompDir, ProfileDir)
+	for path, data := range desired {
+		rel, ok := strings.CutPrefix(path, ProfileDir+"/")
+		if !ok || !filepath.IsLocal(rel) {
+			return res, fmt.Errorf("sync: %q is not a path under %s/", path, ProfileDir)
+		}
+		changed, err := fsutil.WriteFile(filepath.Join(root, rel), data, 0o644)
+		if err != nil {
+			return res, fmt.Errorf("sync: %w", err)
+		}
+		if changed {
+			res.Written++
+		} else {
+			res.Unchanged++
+		}
+	}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == root {
+			return filepath.SkipDir
+		}
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(seccompDir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		switch {
+		case desired[rel] != nil:
+		case strings.Contains(filepath.Base(p), ".tmp-"):
+			// A temporary file of a write that was killed: never a profile.
+			return os.Remove(p)
+		case inUse[rel]:
+			res.KeptInUse++
+		default:
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			res.Removed++
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("sync: %w", err)
+	}
+	// Namespace directories left empty go too.
+	if entries, err := os.ReadDir(root); err == nil {
+		for _, e := range entries {
+			if e.IsDir() {
+				os.Remove(filepath.Join(root, e.Name())) // fails when not empty: fine
+			}
+		}
+	}
+	return res, nil
+}
