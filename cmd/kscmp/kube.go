@@ -14,10 +14,10 @@ import (
 // errNoCluster means no Kubernetes configuration was found.
 var errNoCluster = errors.New("no Kubernetes configuration: no --kubeconfig, not in a cluster, no $KUBECONFIG or ~/.kube/config")
 
-// kubeClient builds a client from --kubeconfig, else the in-cluster
-// configuration, else $KUBECONFIG or ~/.kube/config. It returns
-// errNoCluster when there is none of them.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+// restConfig finds the cluster: --kubeconfig, else the in-cluster
+// configuration, else $KUBECONFIG or ~/.kube/config. It returns errNoCluster
+// when there is none of them.
+func restConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	switch {
@@ -42,6 +42,15 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes configuration: %w", err)
 	}
 	cfg.UserAgent = "kscmp/" + version
+	return cfg, nil
+}
+
+// kubeClient is a clientset for restConfig's cluster.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
 	return kubernetes.NewForConfig(cfg)
 }
 

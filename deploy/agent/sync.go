@@ -23,14 +23,27 @@ type SyncResult struct {
 // leaves only whole files. Files outside kubearmor/ are never touched; the
 // directory is created when missing.
 func Sync(seccompDir string, desired map[string][]byte, inUse map[string]bool) (SyncResult, error) {
+	return SyncNamespace(seccompDir, "", desired, inUse)
+}
+
+// SyncNamespace is Sync for the profiles of one namespace: desired holds
+// that namespace's files, and only kubearmor/<namespace>/ is touched. An
+// empty namespace means all of kubearmor/.
+func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUse map[string]bool) (SyncResult, error) {
 	var res SyncResult
-	root := filepath.Join(seccompDir, ProfileDir)
-	for path, data := range desired {
-		rel, ok := strings.CutPrefix(path, ProfileDir+"/")
-		if !ok || !filepath.IsLocal(rel) {
-			return res, fmt.Errorf("sync: %q is not a path under %s/", path, ProfileDir)
+	base := filepath.Join(seccompDir, ProfileDir)
+	root, prefix := base, ProfileDir+"/"
+	if namespace != "" {
+		if !filepath.IsLocal(namespace) || strings.ContainsRune(namespace, '/') {
+			return res, fmt.Errorf("sync: bad namespace %q", namespace)
 		}
-		changed, err := fsutil.WriteFile(filepath.Join(root, rel), data, 0o644)
+		root, prefix = filepath.Join(base, namespace), ProfileDir+"/"+namespace+"/"
+	}
+	for path, data := range desired {
+		if !strings.HasPrefix(path, prefix) || !filepath.IsLocal(strings.TrimPrefix(path, ProfileDir+"/")) {
+			return res, fmt.Errorf("sync: %q is not a path under %s", path, prefix)
+		}
+		changed, err := fsutil.WriteFile(filepath.Join(base, filepath.FromSlash(strings.TrimPrefix(path, ProfileDir+"/"))), data, 0o644)
 		if err != nil {
 			return res, fmt.Errorf("sync: %w", err)
 		}
@@ -70,11 +83,13 @@ func Sync(seccompDir string, desired map[string][]byte, inUse map[string]bool) (
 	if err != nil {
 		return res, fmt.Errorf("sync: %w", err)
 	}
-	// Namespace directories left empty go too.
-	if entries, err := os.ReadDir(root); err == nil {
+	// Namespace directories left empty go too (Remove fails when not empty).
+	if namespace != "" {
+		os.Remove(root)
+	} else if entries, err := os.ReadDir(root); err == nil {
 		for _, e := range entries {
 			if e.IsDir() {
-				os.Remove(filepath.Join(root, e.Name())) // fails when not empty: fine
+				os.Remove(filepath.Join(root, e.Name()))
 			}
 		}
 	}

@@ -64,6 +64,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -72,6 +74,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kubearmor/kscmp/internal/testenv"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // KubeVersion is the kube-apiserver version the tests run, the
@@ -580,4 +583,46 @@ func (s *Server) issue(subject pkix.Name, usage x509.ExtKeyUsage, dnsNames []str
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// InstallCRD creates the CustomResourceDefinition in the YAML file path and
+// waits until it is established and served.
+func (s *Server) InstallCRD(t testing.TB, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd := &apiextv1.CustomResourceDefinition{}
+	if err := sigsyaml.Unmarshal(data, crd); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	c, err := apiextclient.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, err := c.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
+		if err == nil {
+			for _, cond := range got.Status.Conditions {
+				if cond.Type == apiextv1.Established && cond.Status == apiextv1.ConditionTrue {
+					// Established can come a moment before the resource is served.
+					gv := crd.Spec.Group + "/" + crd.Spec.Versions[0].Name
+					if _, err := s.Client.Discovery().ServerResourcesForGroupVersion(gv); err == nil {
+						return
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("CRD %s not established: %v", crd.Name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"log/slog"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/deploy"
+	"github.com/kubearmor/kscmp/deploy/agent"
+	"github.com/kubearmor/kscmp/merge"
+)
+
+func newAgentCmd() *cobra.Command {
+	var (
+		mode, node, kubeletRoot, kubecfg, rt, family string
+		workers                                      int
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --mode enforce",
+		Short: "Keep this node's seccomp profiles equal to the merge of the current policies (DaemonSet)",
+		Long: `Agent watches the KubeArmorSeccompPolicies of all namespaces and the pods of
+this node, and keeps <kubelet-root>/seccomp/kubearmor/<namespace>/<profile>.json
+equal to the merged profile of every container: written atomically, skipped when
+unchanged, removed when no policy produces it and no pod on the node was started
+with it. On start it reconciles everything.
+
+The kubelet's root directory: --kubelet-root, else the running kubelet's --root-dir,
+else a known distribution's default, else /var/lib/kubelet (see README).`,
+		Args: argsUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if mode != "enforce" {
+				return usageErr("--mode %q: only enforce is implemented", mode)
+			}
+			r, err := merge.ParseRuntime(rt)
+			if err != nil {
+				return usageErr("--runtime: %w", err)
+			}
+			if _, err := api.Family(family).Arches(); err != nil {
+				return usageErr("--arch-family: %w", err)
+			}
+			root, src, err := deploy.KubeletRootDir(kubeletRoot, "/proc")
+			if err != nil {
+				return usageErr("%w", err)
+			}
+			cfg, err := restConfig(kubecfg)
+			if err != nil {
+				return err
+			}
+			kube, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return err
+			}
+			dyn, err := dynamic.NewForConfig(cfg)
+			if err != nil {
+				return err
+			}
+			n := nodeName(node)
+			slog.Info("agent starting", "node", n, "kubelet_root", root, "found_by", src, "runtime", r)
+			a, err := agent.New(kube, dyn, agent.Options{Node: n, SeccompDir: filepath.Join(root, "seccomp"),
+				Family: api.Family(family), Runtime: r, Workers: workers})
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&mode, "mode", "enforce", "enforce: install the merged profiles")
+	f.StringVar(&node, "node", "", "this node's name; default $NODE_NAME, else the host name")
+	f.StringVar(&kubeletRoot, "kubelet-root", "", "the kubelet's root directory (profiles go to <root>/seccomp/kubearmor)")
+	f.StringVar(&kubecfg, "kubeconfig", "", "kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config")
+	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "the node's OCI runtime, whose start-up set allow-lists get: runc, crun or none")
+	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family: amd64 or arm64")
+	f.IntVar(&workers, "workers", 2, "namespaces reconciled at once")
+	return cmd
+}

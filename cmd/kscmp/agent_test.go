@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubearmor/kscmp/deploy/agent"
+	"github.com/kubearmor/kscmp/internal/apitest"
+)
+
+// TestAgentCommand runs the built `kscmp agent` against a real API server:
+// profiles appear for the node's pods, and killing the agent with SIGKILL in
+// the middle of reconciling, again and again while policies change, never
+// leaves a partial profile or a temporary file; the last agent converges.
+func TestAgentCommand(t *testing.T) {
+	srv := apitest.Start(t)
+	srv.InstallCRD(t, "../../deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.CreateNamespace(t, "shop")
+	bin := buildKscmp(t)
+	kubeconfig := srv.Kubeconfig(t)
+	root := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dyn := dynamic.NewForConfigOrDie(srv.Config)
+	const final = 100
+
+	for i := range 20 {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", i), Namespace: "shop", Labels: map[string]string{"app": fmt.Sprintf("w%d", i)}},
+			Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}
+		if _, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPolicy := func(i, gen int) {
+		u := &unstructured.Unstructured{}
+		calls := "[read, write, getpid"
+		for j := range gen % 5 {
+			calls += fmt.Sprintf(", %s", []string{"mkdirat", "openat", "close", "futex", "nanosleep"}[j])
+		}
+		if gen == final {
+			calls += ", flock"
+		}
+		doc := fmt.Sprintf("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: p%d, namespace: shop}\nspec: {selector: {matchLabels: {app: w%d}}, seccomp: {syscalls: %s], action: Allow}}\n", i, i, calls)
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		ri := dyn.Resource(agent.PolicyResource).Namespace("shop")
+		if old, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
+			u.SetResourceVersion(old.GetResourceVersion())
+			_, err = ri.Update(ctx, u, metav1.UpdateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if _, err := ri.Create(ctx, u, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func() *exec.Cmd {
+		cmd := exec.CommandContext(ctx, bin, "agent", "--mode", "enforce", "--kubeconfig", kubeconfig, "--node", "node-a", "--kubelet-root", root)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	checkWhole := func() int {
+		n := 0
+		filepath.WalkDir(filepath.Join(root, "seccomp"), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			if strings.Contains(d.Name(), ".tmp-") {
+				return nil // a killed write's temporary file: never read by the kubelet, removed by the next agent
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Errorf("%s: %v", p, err)
+			}
+			var prof map[string]any
+			if json.Unmarshal(data, &prof) != nil || prof["defaultAction"] == nil {
+				t.Errorf("partial profile %s: %q", p, data)
+			}
+			n++
+			return nil
+		})
+		return n
+	}
+
+	for gen := range 8 {
+		a := start()
+		for i := range 20 {
+			setPolicy(i, gen)
+		}
+		time.Sleep(time.Duration(50+gen*40) * time.Millisecond)
+		a.Process.Signal(syscall.SIGKILL)
+		a.Wait()
+		checkWhole()
+	}
+	// The last agent must reach the last state of every policy.
+	a := start()
+	defer func() { a.Process.Signal(syscall.SIGTERM); a.Wait() }()
+	for i := range 20 {
+		setPolicy(i, final)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := checkWhole()
+		var tmp []string
+		filepath.WalkDir(filepath.Join(root, "seccomp"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && strings.Contains(d.Name(), ".tmp-") {
+				tmp = append(tmp, p)
+			}
+			return nil
+		})
+		latest := 0
+		for i := range 20 {
+			data, err := os.ReadFile(filepath.Join(root, "seccomp", filepath.FromSlash(agent.ProfilePath("shop", fmt.Sprintf("p%d", i)))))
+			if err == nil && strings.Contains(string(data), `"flock"`) {
+				latest++
+			}
+		}
+		if n == 20 && len(tmp) == 0 && latest == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no convergence after the kills: %d profiles, %d up to date, temporary files %v", n, latest, tmp)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,254 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/merge"
+)
+
+// PolicyResource is the policies' API resource.
+var PolicyResource = schema.GroupVersionResource{Group: api.Group, Version: api.Version, Resource: api.Plural}
+
+// Options configures an Agent.
+type Options struct {
+	Node       string     // this node's name: only its pods are watched
+	SeccompDir string     // <kubelet-root>/seccomp
+	Family     api.Family // the node's family; amd64 if empty
+	Runtime    merge.Runtime
+	Workers    int // reconcilers; 2 if 0
+	Logger     *slog.Logger
+}
+
+// Agent keeps the node's profiles equal to the merge of the current
+// policies: informers on the policies of all namespaces and on the pods of
+// this node (a field selector on spec.nodeName: one list, then a watch),
+// a rate-limited work queue of namespaces, and a level-triggered reconcile
+// per namespace.
+type Agent struct {
+	opts     Options
+	pods     cache.SharedIndexInformer
+	policies cache.SharedIndexInformer
+	factory  informers.SharedInformerFactory
+	dfactory dynamicinformer.DynamicSharedInformerFactory
+	queue    workqueue.TypedRateLimitingInterface[string]
+
+	mu      sync.Mutex
+	invalid map[string]string // policy key → why it is refused
+}
+
+// New makes an agent; Run starts it.
+func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent, error) {
+	if opts.Node == "" || opts.SeccompDir == "" {
+		return nil, errors.New("agent: node and seccomp directory are required")
+	}
+	if opts.Family == "" {
+		opts.Family = api.FamilyAMD64
+	}
+	if opts.Runtime == "" {
+		opts.Runtime = merge.RuntimeRunc
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	a := &Agent{opts: opts, invalid: map[string]string{}}
+	a.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
+	}))
+	a.pods = a.factory.Core().V1().Pods().Informer()
+	a.dfactory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	a.policies = a.dfactory.ForResource(PolicyResource).Informer()
+	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kscmp-agent"})
+	enqueue := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if m, err := metaNamespace(obj); err == nil {
+			a.queue.Add(m)
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{AddFunc: enqueue, DeleteFunc: enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) }}
+	if _, err := a.pods.AddEventHandler(handler); err != nil {
+		return nil, err
+	}
+	if _, err := a.policies.AddEventHandler(handler); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func metaNamespace(obj any) (string, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return o.Namespace, nil
+	case *unstructured.Unstructured:
+		return o.GetNamespace(), nil
+	}
+	return "", fmt.Errorf("unexpected object %T", obj)
+}
+
+// Run starts the informers, reconciles every namespace once (the restart
+// reload: the directory is made equal to what the current state needs,
+// removing what no policy produces and no pod uses), then reconciles what
+// changes until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.queue.ShutDown()
+	if err := os.MkdirAll(filepath.Join(a.opts.SeccompDir, ProfileDir), 0o755); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.factory.Start(ctx.Done())
+	a.dfactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.policies.HasSynced) {
+		return fmt.Errorf("agent: caches not synced: %w", context.Cause(ctx))
+	}
+	if err := a.reconcileAll(); err != nil {
+		a.opts.Logger.Error("agent: initial reconcile", "error", err)
+	}
+	var wg sync.WaitGroup
+	for range a.opts.Workers {
+		wg.Go(func() {
+			for a.next() {
+			}
+		})
+	}
+	<-ctx.Done()
+	a.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (a *Agent) next() bool {
+	ns, quit := a.queue.Get()
+	if quit {
+		return false
+	}
+	defer a.queue.Done(ns)
+	if err := a.Reconcile(ns); err != nil {
+		a.opts.Logger.Error("agent: reconcile", "namespace", ns, "error", err)
+		a.queue.AddRateLimited(ns)
+		return true
+	}
+	a.queue.Forget(ns)
+	return true
+}
+
+// reconcileAll makes the whole directory right: every namespace that has
+// pods here, and removal of every namespace's leftovers.
+func (a *Agent) reconcileAll() error {
+	pods := a.nodePods("")
+	set := merge.NewSet(a.validPolicies(""))
+	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime)
+	if err != nil {
+		return err
+	}
+	res, err := Sync(a.opts.SeccompDir, files, InUse(pods))
+	a.opts.Logger.Info("agent: reconciled all", "profiles", len(files), "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
+	return err
+}
+
+// Reconcile makes kubearmor/<namespace>/ hold the profiles the namespace's
+// pods on this node need, from the current policies: level-triggered,
+// idempotent.
+func (a *Agent) Reconcile(namespace string) error {
+	pods := a.nodePods(namespace)
+	set := merge.NewSet(a.validPolicies(namespace))
+	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime)
+	if err != nil {
+		return err
+	}
+	res, err := SyncNamespace(a.opts.SeccompDir, namespace, files, InUse(pods))
+	if err != nil {
+		return err
+	}
+	if res.Written+res.Removed > 0 {
+		a.opts.Logger.Info("agent: reconciled", "namespace", namespace, "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
+	}
+	return nil
+}
+
+func (a *Agent) nodePods(namespace string) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, obj := range a.pods.GetStore().List() {
+		if p, ok := obj.(*corev1.Pod); ok && (namespace == "" || p.Namespace == namespace) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// validPolicies converts and validates the namespace's policies; invalid
+// ones are left out (the API server's schema refuses most; what it cannot
+// check, such as syscall names, is checked here).
+func (a *Agent) validPolicies(namespace string) []*api.KubeArmorSeccompPolicy {
+	var out []*api.KubeArmorSeccompPolicy
+	for _, obj := range a.policies.GetStore().List() {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok || (namespace != "" && u.GetNamespace() != namespace) {
+			continue
+		}
+		p := &api.KubeArmorSeccompPolicy{}
+		key := u.GetNamespace() + "/" + u.GetName()
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
+			a.refuse(key, err.Error())
+			continue
+		}
+		if p.Spec.Selector.Host() {
+			continue // host policies are for hosts, not pods
+		}
+		if errs := api.Validate(p); len(errs) > 0 {
+			a.refuse(key, errs.Error())
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (a *Agent) refuse(key, why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.invalid[key] != why {
+		a.invalid[key] = why
+		a.opts.Logger.Warn("agent: policy refused", "policy", key, "reason", why)
+	}
+}
+
+// Wait is for tests and callers that need a quiet queue: it returns when the
+// queue is empty and ctx is not done, polling every 10 ms.
+func (a *Agent) Wait(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for a.queue.Len() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubearmor/kscmp/internal/apitest"
+)
+
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return time.Since(start)
+}
+
+func exists(dir, rel string) bool {
+	_, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel)))
+	return err == nil
+}
+
+// TestAgentsConverge runs two agents for two simulated nodes against a real
+// API server: policies created, then one deleted, reach both nodes' kubelet
+// directories for the pods each node runs; a restarted agent reloads and
+// removes what is stale.
+func TestAgentsConverge(t *testing.T) {
+	srv := apitest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv.InstallCRD(t, "../manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.CreateNamespace(t, "shop")
+	dyn := dynamic.NewForConfigOrDie(srv.Config)
+
+	mkPod := func(name, node string, labels map[string]string) {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: labels},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}
+		if _, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkPod("web-a", "node-a", map[string]string{"app": "web"})
+	mkPod("web-b", "node-b", map[string]string{"app": "web"})
+	mkPod("db-a", "node-a", map[string]string{"app": "db"})
+
+	start := func(node, dir string) context.CancelFunc {
+		a, err := New(srv.Client, dyn, Options{Node: node, SeccompDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		actx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(actx) }()
+		return func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("agent %s: %v", node, err)
+			}
+		}
+	}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	stopA := start("node-a", dirA)
+	stopB := start("node-b", dirB)
+	defer func() { stopB() }()
+
+	policy := func(name, body string) {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: "+name+", namespace: shop}\n"+body), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dyn.Resource(PolicyResource).Namespace("shop").Create(ctx, u, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy("kscmp1", "spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [read, write, getpid], action: Allow}, {syscalls: [mkdir], action: Block}]}}")
+	policy("kscmp2", "spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [read, mkdir], action: Allow}, {syscalls: [write], action: Deny}]}}")
+	both := ProfilePath("shop", "kscmp1+kscmp2")
+	took := waitFor(ctx, t, "both nodes get the merged profile", func() bool { return exists(dirA, both) && exists(dirB, both) })
+	t.Logf("policies → files on two nodes: %s", took)
+	if exists(dirA, ProfilePath("shop", "kscmp1")) {
+		t.Error("a profile no container needs was written")
+	}
+
+	// Deleting kscmp2 recomputes: kscmp1 alone; the old file goes, since no
+	// pod was started with it.
+	if err := dyn.Resource(PolicyResource).Namespace("shop").Delete(ctx, "kscmp2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	only1 := ProfilePath("shop", "kscmp1")
+	took = waitFor(ctx, t, "deletion recomputed on both nodes", func() bool {
+		return exists(dirA, only1) && exists(dirB, only1) && !exists(dirA, both) && !exists(dirB, both)
+	})
+	t.Logf("policy deletion → files on two nodes: %s", took)
+
+	// Restart: the agent reloads everything and removes what is stale.
+	stopA()
+	stale := filepath.Join(dirA, ProfileDir, "shop", "stale.json")
+	os.WriteFile(stale, []byte("{}"), 0o644)
+	os.Remove(filepath.Join(dirA, filepath.FromSlash(only1)))
+	stopA = start("node-a", dirA)
+	defer func() { stopA() }()
+	waitFor(ctx, t, "restarted agent reloads", func() bool {
+		_, err := os.Stat(stale)
+		return exists(dirA, only1) && os.IsNotExist(err)
+	})
+}
