@@ -14,10 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -48,13 +46,9 @@ type Options struct {
 type Agent struct {
 	opts     Options
 	pods     cache.SharedIndexInformer
-	policies cache.SharedIndexInformer
+	policies *PolicyCache
 	factory  informers.SharedInformerFactory
-	dfactory dynamicinformer.DynamicSharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string]
-
-	mu      sync.Mutex
-	invalid map[string]string // policy key → why it is refused
 }
 
 // New makes an agent; Run starts it.
@@ -74,13 +68,11 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Agent{opts: opts, invalid: map[string]string{}}
+	a := &Agent{opts: opts, policies: NewPolicyCache(dyn, opts.Logger)}
 	a.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
 	}))
 	a.pods = a.factory.Core().V1().Pods().Informer()
-	a.dfactory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	a.policies = a.dfactory.ForResource(PolicyResource).Informer()
 	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kscmp-agent"})
 	enqueue := func(obj any) {
@@ -96,7 +88,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	if _, err := a.pods.AddEventHandler(handler); err != nil {
 		return nil, err
 	}
-	if _, err := a.policies.AddEventHandler(handler); err != nil {
+	if _, err := a.policies.informer.AddEventHandler(handler); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -122,8 +114,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.factory.Start(ctx.Done())
-	a.dfactory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.policies.HasSynced) {
+	a.policies.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.policies.informer.HasSynced) {
 		return fmt.Errorf("agent: caches not synced: %w", context.Cause(ctx))
 	}
 	if err := a.reconcileAll(); err != nil {
@@ -161,7 +153,7 @@ func (a *Agent) next() bool {
 // pods here, and removal of every namespace's leftovers.
 func (a *Agent) reconcileAll() error {
 	pods := a.nodePods("")
-	set := merge.NewSet(a.validPolicies(""))
+	set := merge.NewSet(a.policies.Policies(""))
 	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime)
 	if err != nil {
 		return err
@@ -176,7 +168,7 @@ func (a *Agent) reconcileAll() error {
 // idempotent.
 func (a *Agent) Reconcile(namespace string) error {
 	pods := a.nodePods(namespace)
-	set := merge.NewSet(a.validPolicies(namespace))
+	set := merge.NewSet(a.policies.Policies(namespace))
 	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime)
 	if err != nil {
 		return err
@@ -199,43 +191,6 @@ func (a *Agent) nodePods(namespace string) []*corev1.Pod {
 		}
 	}
 	return out
-}
-
-// validPolicies converts and validates the namespace's policies; invalid
-// ones are left out (the API server's schema refuses most; what it cannot
-// check, such as syscall names, is checked here).
-func (a *Agent) validPolicies(namespace string) []*api.KubeArmorSeccompPolicy {
-	var out []*api.KubeArmorSeccompPolicy
-	for _, obj := range a.policies.GetStore().List() {
-		u, ok := obj.(*unstructured.Unstructured)
-		if !ok || (namespace != "" && u.GetNamespace() != namespace) {
-			continue
-		}
-		p := &api.KubeArmorSeccompPolicy{}
-		key := u.GetNamespace() + "/" + u.GetName()
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
-			a.refuse(key, err.Error())
-			continue
-		}
-		if p.Spec.Selector.Host() {
-			continue // host policies are for hosts, not pods
-		}
-		if errs := api.Validate(p); len(errs) > 0 {
-			a.refuse(key, errs.Error())
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-func (a *Agent) refuse(key, why string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.invalid[key] != why {
-		a.invalid[key] = why
-		a.opts.Logger.Warn("agent: policy refused", "policy", key, "reason", why)
-	}
 }
 
 // Wait is for tests and callers that need a quiet queue: it returns when the

@@ -1,0 +1,80 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubearmor/kscmp/api"
+)
+
+// PolicyCache holds the policies of all namespaces from one informer (list
+// once, then watch) and hands out the valid pod policies of a namespace.
+// The agent and the webhook share it.
+type PolicyCache struct {
+	factory  dynamicinformer.DynamicSharedInformerFactory
+	informer cache.SharedIndexInformer
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	invalid map[string]string // policy key → why it is refused
+}
+
+// NewPolicyCache makes a cache; Start fills it.
+func NewPolicyCache(dyn dynamic.Interface, log *slog.Logger) *PolicyCache {
+	if log == nil {
+		log = slog.Default()
+	}
+	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	return &PolicyCache{factory: f, informer: f.ForResource(PolicyResource).Informer(), log: log, invalid: map[string]string{}}
+}
+
+// Start runs the informer until ctx is done and waits for its first list.
+func (c *PolicyCache) Start(ctx context.Context) bool {
+	c.factory.Start(ctx.Done())
+	return cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced)
+}
+
+// Policies converts and validates the namespace's policies (all namespaces
+// for ""); invalid ones and host policies are left out. The API server's
+// schema refuses most invalid policies; what it cannot check, such as
+// syscall names, is checked here.
+func (c *PolicyCache) Policies(namespace string) []*api.KubeArmorSeccompPolicy {
+	var out []*api.KubeArmorSeccompPolicy
+	for _, obj := range c.informer.GetStore().List() {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok || (namespace != "" && u.GetNamespace() != namespace) {
+			continue
+		}
+		p := &api.KubeArmorSeccompPolicy{}
+		key := u.GetNamespace() + "/" + u.GetName()
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
+			c.refuse(key, err.Error())
+			continue
+		}
+		if p.Spec.Selector.Host() {
+			continue // host policies are for hosts, not pods
+		}
+		if errs := api.Validate(p); len(errs) > 0 {
+			c.refuse(key, errs.Error())
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *PolicyCache) refuse(key, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.invalid[key] != why {
+		c.invalid[key] = why
+		c.log.Warn("policy refused", "policy", key, "reason", why)
+	}
+}
