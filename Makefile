@@ -8,7 +8,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
 FUZZTIME ?= 15s
 
-.PHONY: build test unit e2e fuzz bench bench-overhead lint generate verify-generated demo deps testbin clean
+.PHONY: build test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo deps testbin clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
@@ -48,6 +48,10 @@ bench:
 # program on the same hook (root; run on an idle machine).
 bench-overhead:
 	$(GO) test -count=1 -run='^$$' -bench=Overhead -benchtime=1x ./discover/
+
+# The agent with 1,000 policies and 500 pods on a real API server (make testbin).
+bench-agent:
+	$(GO) test -count=1 -run='^$$' -bench=Agent -benchtime=3x ./cmd/kscmp/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

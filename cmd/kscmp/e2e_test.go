@@ -11,7 +11,7 @@ import (
 )
 
 // buildKscmp builds the real binary once per test.
-func buildKscmp(t *testing.T) string {
+func buildKscmp(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "kscmp")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()

@@ -49,6 +49,7 @@ type Agent struct {
 	policies *PolicyCache
 	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string]
+	memo     Memo
 }
 
 // New makes an agent; Run starts it.
@@ -154,10 +155,11 @@ func (a *Agent) next() bool {
 func (a *Agent) reconcileAll() error {
 	pods := a.nodePods("")
 	set := merge.NewSet(a.policies.Policies(""))
-	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime)
+	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
 	if err != nil {
 		return err
 	}
+	a.memo.forget(ProfileDir+"/", files)
 	res, err := Sync(a.opts.SeccompDir, files, InUse(pods))
 	a.opts.Logger.Info("agent: reconciled all", "profiles", len(files), "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	return err
@@ -169,10 +171,11 @@ func (a *Agent) reconcileAll() error {
 func (a *Agent) Reconcile(namespace string) error {
 	pods := a.nodePods(namespace)
 	set := merge.NewSet(a.policies.Policies(namespace))
-	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime)
+	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
 	if err != nil {
 		return err
 	}
+	a.memo.forget(ProfileDir+"/"+namespace+"/", files)
 	res, err := SyncNamespace(a.opts.SeccompDir, namespace, files, InUse(pods))
 	if err != nil {
 		return err

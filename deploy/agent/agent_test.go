@@ -62,7 +62,7 @@ func TestDesiredAndSync(t *testing.T) {
 	sidecar := policy("shop", "sidecar-only", web, []string{"sidecar"}, api.Rule{Syscalls: []string{"nanosleep"}, Action: api.ActionAllow})
 	pods := []*corev1.Pod{pod("shop", "web-1", web, "nginx", "sidecar"), pod("shop", "db-1", map[string]string{"app": "db"}, "pg")}
 
-	files, assigned, err := Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{k1, k2, sidecar}), pods, api.FamilyAMD64, merge.RuntimeRunc)
+	files, assigned, err := Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{k1, k2, sidecar}), pods, api.FamilyAMD64, merge.RuntimeRunc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestDesiredAndSync(t *testing.T) {
 
 	// kscmp2 is deleted while web-1 runs with the profile of both.
 	pods[0].Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &both}}
-	files, _, err = Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{k1, sidecar}), pods, api.FamilyAMD64, merge.RuntimeRunc)
+	files, _, err = Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{k1, sidecar}), pods, api.FamilyAMD64, merge.RuntimeRunc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,4 +138,33 @@ func keys(m map[string][]byte) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+func TestDesiredMemo(t *testing.T) {
+	web := map[string]string{"app": "web"}
+	p := policy("shop", "p", web, nil, api.Rule{Syscalls: []string{"read"}, Action: api.ActionAllow})
+	p.ResourceVersion = "1"
+	pods := []*corev1.Pod{pod("shop", "web-1", web, "main")}
+	var memo Memo
+	a, _, err := Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{p}), pods, api.FamilyAMD64, merge.RuntimeRunc, &memo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A changed policy with the same version would be wrong to merge again
+	// only if versions were not bumped: the API server bumps them.
+	changed := p.DeepCopy()
+	changed.Spec.Seccomp.Rules[0].Syscalls = []string{"read", "flock"}
+	changed.ResourceVersion = "2"
+	b, _, err := Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{changed}), pods, api.FamilyAMD64, merge.RuntimeRunc, &memo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := ProfilePath("shop", "p")
+	if strings.Contains(string(a[path]), "flock") || !strings.Contains(string(b[path]), "flock") {
+		t.Error("a new resourceVersion did not recompute the profile")
+	}
+	c, _, _ := Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{changed}), pods, api.FamilyAMD64, merge.RuntimeRunc, &memo)
+	if &c[path][0] != &b[path][0] {
+		t.Error("an unchanged policy set was merged again")
+	}
 }

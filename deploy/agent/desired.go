@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -55,11 +56,62 @@ type Assignment struct {
 	Path           string // ProfilePath of its profile
 }
 
+// Memo remembers merged profiles by the resource versions of the policies
+// they were merged from, so that a reconcile after one policy changed merges
+// only the profiles that policy is part of. The zero value is ready; a nil
+// *Memo disables it. It is safe for concurrent use.
+type Memo struct {
+	mu sync.Mutex
+	m  map[string]memoEntry // profile path → last merge
+}
+
+type memoEntry struct {
+	versions string // the selected policies' resourceVersions, in key order
+	data     []byte
+}
+
+func (m *Memo) get(path, versions string) ([]byte, bool) {
+	if m == nil {
+		return nil, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.m[path]
+	return e.data, ok && e.versions == versions
+}
+
+func (m *Memo) put(path, versions string, data []byte) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = map[string]memoEntry{}
+	}
+	m.m[path] = memoEntry{versions, data}
+}
+
+// forget drops the entries under prefix that keep does not hold.
+func (m *Memo) forget(prefix string, keep map[string][]byte) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p := range m.m {
+		if strings.HasPrefix(p, prefix) && keep[p] == nil {
+			delete(m.m, p)
+		}
+	}
+}
+
 // Desired computes, for every container of the pods, the merged profile of
 // the policies that select it. It returns the files the node needs (keyed
 // by ProfilePath) and which container gets which. Containers no policy
-// selects get nothing.
-func Desired(policies *merge.Set, pods []*corev1.Pod, family api.Family, runtime merge.Runtime) (map[string][]byte, []Assignment, error) {
+// selects get nothing. memo (may be nil) saves merging profiles whose
+// policies did not change.
+func Desired(policies *merge.Set, pods []*corev1.Pod, family api.Family, runtime merge.Runtime, memo *Memo) (map[string][]byte, []Assignment, error) {
 	files := map[string][]byte{}
 	var assigned []Assignment
 	for _, pod := range pods {
@@ -72,18 +124,34 @@ func Desired(policies *merge.Set, pods []*corev1.Pod, family api.Family, runtime
 		}
 		for _, c := range containers {
 			t := merge.Target{Namespace: pod.Namespace, Labels: pod.Labels, Container: c, Family: family, Runtime: runtime}
-			rs, err := policies.Merge(t)
-			if err != nil {
-				return nil, nil, fmt.Errorf("pod %s/%s container %s: %w", pod.Namespace, pod.Name, c, err)
-			}
-			if rs.Empty() {
+			// The profile is a function of the set of selecting policies
+			// alone (family and runtime are the node's): merge each set once.
+			selected := policies.Select(t)
+			if len(selected) == 0 {
 				continue
 			}
-			path := ProfilePath(pod.Namespace, ProfileName(rs.Policies))
+			keys := make([]string, len(selected))
+			for i, p := range selected {
+				keys[i] = p.Key()
+			}
+			path := ProfilePath(pod.Namespace, ProfileName(keys))
 			if _, done := files[path]; !done {
-				data, err := rs.MarshalOCI()
-				if err != nil {
-					return nil, nil, err
+				sorted := slices.Clone(selected)
+				slices.SortFunc(sorted, func(a, b *api.KubeArmorSeccompPolicy) int { return strings.Compare(a.Key(), b.Key()) })
+				var versions strings.Builder
+				for _, p := range sorted {
+					versions.WriteString(p.Key() + "@" + p.ResourceVersion + " ")
+				}
+				data, ok := memo.get(path, versions.String())
+				if !ok {
+					rs, err := merge.Merge(selected, t)
+					if err != nil {
+						return nil, nil, fmt.Errorf("pod %s/%s container %s: %w", pod.Namespace, pod.Name, c, err)
+					}
+					if data, err = rs.MarshalOCI(); err != nil {
+						return nil, nil, err
+					}
+					memo.put(path, versions.String(), data)
 				}
 				files[path] = data
 			}

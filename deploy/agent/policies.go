@@ -24,6 +24,14 @@ type PolicyCache struct {
 
 	mu      sync.Mutex
 	invalid map[string]string // policy key → why it is refused
+	parsed  map[string]parsed // policy key → its last conversion
+}
+
+// parsed is one policy converted and validated at one resourceVersion:
+// conversion and validation run once per change, not once per reconcile.
+type parsed struct {
+	version string
+	policy  *api.KubeArmorSeccompPolicy // nil when refused
 }
 
 // NewPolicyCache makes a cache; Start fills it.
@@ -32,7 +40,8 @@ func NewPolicyCache(dyn dynamic.Interface, log *slog.Logger) *PolicyCache {
 		log = slog.Default()
 	}
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	return &PolicyCache{factory: f, informer: f.ForResource(PolicyResource).Informer(), log: log, invalid: map[string]string{}}
+	return &PolicyCache{factory: f, informer: f.ForResource(PolicyResource).Informer(), log: log,
+		invalid: map[string]string{}, parsed: map[string]parsed{}}
 }
 
 // Start runs the informer until ctx is done and waits for its first list.
@@ -46,28 +55,46 @@ func (c *PolicyCache) Start(ctx context.Context) bool {
 // schema refuses most invalid policies; what it cannot check, such as
 // syscall names, is checked here.
 func (c *PolicyCache) Policies(namespace string) []*api.KubeArmorSeccompPolicy {
+	var objs []any
+	if namespace == "" {
+		objs = c.informer.GetStore().List()
+	} else {
+		objs, _ = c.informer.GetIndexer().ByIndex(cache.NamespaceIndex, namespace)
+	}
 	var out []*api.KubeArmorSeccompPolicy
-	for _, obj := range c.informer.GetStore().List() {
+	for _, obj := range objs {
 		u, ok := obj.(*unstructured.Unstructured)
-		if !ok || (namespace != "" && u.GetNamespace() != namespace) {
+		if !ok {
 			continue
 		}
-		p := &api.KubeArmorSeccompPolicy{}
-		key := u.GetNamespace() + "/" + u.GetName()
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
-			c.refuse(key, err.Error())
-			continue
+		if p := c.parse(u); p != nil && !p.Spec.Selector.Host() { // host policies are for hosts, not pods
+			out = append(out, p)
 		}
-		if p.Spec.Selector.Host() {
-			continue // host policies are for hosts, not pods
-		}
-		if errs := api.Validate(p); len(errs) > 0 {
-			c.refuse(key, errs.Error())
-			continue
-		}
-		out = append(out, p)
 	}
 	return out
+}
+
+// parse converts and validates a policy, once per resourceVersion.
+func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompPolicy {
+	key := u.GetNamespace() + "/" + u.GetName()
+	c.mu.Lock()
+	prev, ok := c.parsed[key]
+	c.mu.Unlock()
+	if ok && prev.version == u.GetResourceVersion() {
+		return prev.policy
+	}
+	p := &api.KubeArmorSeccompPolicy{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
+		c.refuse(key, err.Error())
+		p = nil
+	} else if errs := api.Validate(p); len(errs) > 0 {
+		c.refuse(key, errs.Error())
+		p = nil
+	}
+	c.mu.Lock()
+	c.parsed[key] = parsed{version: u.GetResourceVersion(), policy: p}
+	c.mu.Unlock()
+	return p
 }
 
 func (c *PolicyCache) refuse(key, why string) {
