@@ -137,9 +137,15 @@ type Rule struct {
 
 // PolicyStatus is written by the kscmp agents.
 type PolicyStatus struct {
-	// Nodes is the number of nodes on which the policy is installed.
+	// Nodes is the number of nodes on which the policy is installed: the
+	// length of InstalledNodes.
 	// +optional
 	Nodes int32 `json:"nodes,omitempty"`
+	// InstalledNodes are the nodes whose kubelet directory holds a profile
+	// made with the policy (it selects a container there).
+	// +optional
+	// +listType=set
+	InstalledNodes []string `json:"installedNodes,omitempty"`
 	// ObservedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`

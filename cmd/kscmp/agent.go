@@ -50,6 +50,8 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 			if err != nil {
 				return err
 			}
+			// Status updates for many policies at start; watches do the rest.
+			cfg.QPS, cfg.Burst = 50, 100
 			kube, err := kubernetes.NewForConfig(cfg)
 			if err != nil {
 				return err

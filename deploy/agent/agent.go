@@ -50,6 +50,22 @@ type Agent struct {
 	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string]
 	memo     Memo
+	rep      *reporter
+	stopRep  func()
+	ctx      context.Context
+
+	// Status goes through its own queue, so that API round trips for the
+	// policies' status never delay a profile on disk.
+	statusQ workqueue.TypedInterface[string]
+	smu     sync.Mutex
+	pending map[string]statusSnapshot // namespace ("" = all) → latest state to report
+}
+
+type statusSnapshot struct {
+	objs      []*unstructured.Unstructured
+	installed map[string]bool
+	refused   map[string]string
+	err       error
 }
 
 // New makes an agent; Run starts it.
@@ -69,7 +85,10 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Agent{opts: opts, policies: NewPolicyCache(dyn, opts.Logger)}
+	a := &Agent{opts: opts, policies: NewPolicyCache(dyn, opts.Logger), ctx: context.Background()}
+	a.rep, a.stopRep = newReporter(kube, dyn, opts.Node)
+	a.statusQ = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "kscmp-agent-status"})
+	a.pending = map[string]statusSnapshot{}
 	a.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
 	}))
@@ -111,6 +130,9 @@ func metaNamespace(obj any) (string, error) {
 // changes until ctx is done.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.queue.ShutDown()
+	defer a.statusQ.ShutDown()
+	defer a.stopRep()
+	a.ctx = ctx
 	if err := os.MkdirAll(filepath.Join(a.opts.SeccompDir, ProfileDir), 0o755); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -129,8 +151,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	}
+	wg.Go(func() {
+		for a.nextStatus() {
+		}
+	})
 	<-ctx.Done()
 	a.queue.ShutDown()
+	a.statusQ.ShutDown()
 	wg.Wait()
 	return nil
 }
@@ -155,28 +182,30 @@ func (a *Agent) next() bool {
 func (a *Agent) reconcileAll() error {
 	pods := a.nodePods("")
 	set := merge.NewSet(a.policies.Policies(""))
-	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
+	files, assigned, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
 	if err != nil {
 		return err
 	}
 	a.memo.forget(ProfileDir+"/", files)
 	res, err := Sync(a.opts.SeccompDir, files, InUse(pods))
+	a.queueStatus("", statusSnapshot{a.policies.Objects(""), installedPolicies(assigned), a.policies.Refused(), err})
 	a.opts.Logger.Info("agent: reconciled all", "profiles", len(files), "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	return err
 }
 
 // Reconcile makes kubearmor/<namespace>/ hold the profiles the namespace's
-// pods on this node need, from the current policies: level-triggered,
-// idempotent.
+// pods on this node need, from the current policies, and reports the
+// policies' status: level-triggered, idempotent.
 func (a *Agent) Reconcile(namespace string) error {
 	pods := a.nodePods(namespace)
 	set := merge.NewSet(a.policies.Policies(namespace))
-	files, _, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
+	files, assigned, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
 	if err != nil {
 		return err
 	}
 	a.memo.forget(ProfileDir+"/"+namespace+"/", files)
 	res, err := SyncNamespace(a.opts.SeccompDir, namespace, files, InUse(pods))
+	a.queueStatus(namespace, statusSnapshot{a.policies.Objects(namespace), installedPolicies(assigned), a.policies.Refused(), err})
 	if err != nil {
 		return err
 	}
@@ -184,6 +213,40 @@ func (a *Agent) Reconcile(namespace string) error {
 		a.opts.Logger.Info("agent: reconciled", "namespace", namespace, "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	}
 	return nil
+}
+
+func (a *Agent) queueStatus(namespace string, s statusSnapshot) {
+	a.smu.Lock()
+	a.pending[namespace] = s
+	a.smu.Unlock()
+	a.statusQ.Add(namespace)
+}
+
+func (a *Agent) nextStatus() bool {
+	ns, quit := a.statusQ.Get()
+	if quit {
+		return false
+	}
+	defer a.statusQ.Done(ns)
+	a.smu.Lock()
+	s, ok := a.pending[ns]
+	delete(a.pending, ns)
+	a.smu.Unlock()
+	if ok {
+		a.rep.report(a.ctx, ns, s.objs, s.installed, s.refused, s.err)
+	}
+	return true
+}
+
+// installedPolicies are the policies some container's profile is made of.
+func installedPolicies(assigned []Assignment) map[string]bool {
+	out := map[string]bool{}
+	for _, as := range assigned {
+		for _, k := range as.Policies {
+			out[k] = true
+		}
+	}
+	return out
 }
 
 func (a *Agent) nodePods(namespace string) []*corev1.Pod {

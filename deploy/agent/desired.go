@@ -53,7 +53,8 @@ func ProfilePath(namespace, name string) string {
 // Assignment is the profile one container of a pod gets.
 type Assignment struct {
 	Pod, Container string
-	Path           string // ProfilePath of its profile
+	Path           string   // ProfilePath of its profile
+	Policies       []string // the keys of the policies it is made of, sorted
 }
 
 // Memo remembers merged profiles by the resource versions of the policies
@@ -155,7 +156,8 @@ func Desired(policies *merge.Set, pods []*corev1.Pod, family api.Family, runtime
 				}
 				files[path] = data
 			}
-			assigned = append(assigned, Assignment{Pod: pod.Name, Container: c, Path: path})
+			slices.Sort(keys)
+			assigned = append(assigned, Assignment{Pod: pod.Name, Container: c, Path: path, Policies: keys})
 		}
 	}
 	return files, assigned, nil

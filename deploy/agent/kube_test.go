@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +94,37 @@ func TestAgentsConverge(t *testing.T) {
 		t.Error("a profile no container needs was written")
 	}
 
+	// Status: both nodes installed kscmp1, and said so with an Event.
+	waitFor(ctx, t, "status names both nodes", func() bool {
+		u, err := dyn.Resource(PolicyResource).Namespace("shop").Get(ctx, "kscmp1", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		nodes, _, _ := unstructured.NestedStringSlice(u.Object, "status", "installedNodes")
+		n, _, _ := unstructured.NestedInt64(u.Object, "status", "nodes")
+		return n == 2 && len(nodes) == 2 && nodes[0] == "node-a" && nodes[1] == "node-b"
+	})
+	waitFor(ctx, t, "Installed events", func() bool { return countEvents(ctx, srv, "kscmp1", "Installed") >= 2 })
+	// A policy the schema lets through but kscmp refuses (an unknown
+	// syscall name): not used, an Event and Accepted=False say why.
+	policy("typo", "spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [red], action: Allow}}")
+	waitFor(ctx, t, "refused policy reported", func() bool {
+		u, err := dyn.Resource(PolicyResource).Namespace("shop").Get(ctx, "typo", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, _ := c.(map[string]any); m["type"] == "Accepted" && m["status"] == "False" && strings.Contains(fmt.Sprint(m["message"]), "unknown system call") {
+				return countEvents(ctx, srv, "typo", "Refused") >= 1
+			}
+		}
+		return false
+	})
+	if exists(dirA, ProfilePath("shop", "kscmp1+kscmp2+typo")) {
+		t.Error("a refused policy was used")
+	}
+
 	// Deleting kscmp2 recomputes: kscmp1 alone; the old file goes, since no
 	// pod was started with it.
 	if err := dyn.Resource(PolicyResource).Namespace("shop").Delete(ctx, "kscmp2", metav1.DeleteOptions{}); err != nil {
@@ -114,4 +147,18 @@ func TestAgentsConverge(t *testing.T) {
 		_, err := os.Stat(stale)
 		return exists(dirA, only1) && os.IsNotExist(err)
 	})
+}
+
+func countEvents(ctx context.Context, srv *apitest.Server, object, reason string) int {
+	evs, err := srv.Client.CoreV1().Events("shop").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Name == object && e.Reason == reason {
+			n++
+		}
+	}
+	return n
 }

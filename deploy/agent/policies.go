@@ -93,8 +93,40 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 	}
 	c.mu.Lock()
 	c.parsed[key] = parsed{version: u.GetResourceVersion(), policy: p}
+	if p != nil {
+		delete(c.invalid, key)
+	}
 	c.mu.Unlock()
 	return p
+}
+
+// Objects returns the namespace's policy objects as the API server has them
+// (all namespaces for "").
+func (c *PolicyCache) Objects(namespace string) []*unstructured.Unstructured {
+	var objs []any
+	if namespace == "" {
+		objs = c.informer.GetStore().List()
+	} else {
+		objs, _ = c.informer.GetIndexer().ByIndex(cache.NamespaceIndex, namespace)
+	}
+	out := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// Refused returns the policies Policies left out as invalid, with why.
+func (c *PolicyCache) Refused() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]string, len(c.invalid))
+	for k, v := range c.invalid {
+		out[k] = v
+	}
+	return out
 }
 
 func (c *PolicyCache) refuse(key, why string) {
