@@ -18,6 +18,7 @@ func newAgentCmd() *cobra.Command {
 	var (
 		mode, node, kubeletRoot, kubecfg, rt, family string
 		workers                                      int
+		restartWorkloads                             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --mode enforce",
@@ -63,7 +64,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 			n := nodeName(node)
 			slog.Info("agent starting", "node", n, "kubelet_root", root, "found_by", src, "runtime", r)
 			a, err := agent.New(kube, dyn, agent.Options{Node: n, SeccompDir: filepath.Join(root, "seccomp"),
-				Family: api.Family(family), Runtime: r, Workers: workers})
+				Family: api.Family(family), Runtime: r, Workers: workers, RestartWorkloads: restartWorkloads})
 			if err != nil {
 				return err
 			}
@@ -78,5 +79,6 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "the node's OCI runtime, whose start-up set allow-lists get: runc, crun or none")
 	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family: amd64 or arm64")
 	f.IntVar(&workers, "workers", 2, "namespaces reconciled at once")
+	f.BoolVar(&restartWorkloads, "restart-workloads", false, "roll the Deployment, StatefulSet or DaemonSet of a pod here that runs with a profile the policies no longer give (a running container keeps the filter it started with)")
 	return cmd
 }

@@ -35,7 +35,10 @@ type Options struct {
 	Family     api.Family // the node's family; amd64 if empty
 	Runtime    merge.Runtime
 	Workers    int // reconcilers; 2 if 0
-	Logger     *slog.Logger
+	// RestartWorkloads rolls the Deployment, StatefulSet or DaemonSet of a
+	// pod on this node that runs with a profile the policies no longer give.
+	RestartWorkloads bool
+	Logger           *slog.Logger
 }
 
 // Agent keeps the node's profiles equal to the merge of the current
@@ -44,6 +47,7 @@ type Options struct {
 // a rate-limited work queue of namespaces, and a level-triggered reconcile
 // per namespace.
 type Agent struct {
+	kube     kubernetes.Interface
 	opts     Options
 	pods     cache.SharedIndexInformer
 	policies *PolicyCache
@@ -85,7 +89,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Agent{opts: opts, policies: NewPolicyCache(dyn, opts.Logger), ctx: context.Background()}
+	a := &Agent{kube: kube, opts: opts, policies: NewPolicyCache(dyn, opts.Logger), ctx: context.Background()}
 	a.rep, a.stopRep = newReporter(kube, dyn, opts.Node)
 	a.statusQ = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "kscmp-agent-status"})
 	a.pending = map[string]statusSnapshot{}
@@ -198,6 +202,7 @@ func (a *Agent) reconcileAll() error {
 // policies' status: level-triggered, idempotent.
 func (a *Agent) Reconcile(namespace string) error {
 	pods := a.nodePods(namespace)
+	a.opts.Logger.Debug("agent: reconcile", "namespace", namespace, "pods", len(pods))
 	set := merge.NewSet(a.policies.Policies(namespace))
 	files, assigned, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
 	if err != nil {
@@ -208,6 +213,17 @@ func (a *Agent) Reconcile(namespace string) error {
 	a.queueStatus(namespace, statusSnapshot{a.policies.Objects(namespace), installedPolicies(assigned), a.policies.Refused(), err})
 	if err != nil {
 		return err
+	}
+	if a.opts.RestartWorkloads {
+		for target, digest := range restartTargets(pods, assigned, files, res.Changed) {
+			rolled, err := restart(a.ctx, a.kube, target, digest)
+			if err != nil {
+				return fmt.Errorf("restart %s: %w", target, err)
+			}
+			if rolled {
+				a.opts.Logger.Info("agent: workload rolled for its new profiles", "workload", target, "profiles", digest)
+			}
+		}
 	}
 	if res.Written+res.Removed > 0 {
 		a.opts.Logger.Info("agent: reconciled", "namespace", namespace, "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)

@@ -14,6 +14,9 @@ import (
 // SyncResult counts what Sync did.
 type SyncResult struct {
 	Written, Unchanged, Removed, KeptInUse int
+	// Changed are the paths (ProfilePath) of files that existed and were
+	// rewritten with new content (a pod may run with the old one).
+	Changed []string
 }
 
 // Sync makes seccompDir/kubearmor hold exactly the desired files (keyed by
@@ -43,12 +46,17 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 		if !strings.HasPrefix(path, prefix) || !filepath.IsLocal(strings.TrimPrefix(path, ProfileDir+"/")) {
 			return res, fmt.Errorf("sync: %q is not a path under %s", path, prefix)
 		}
-		changed, err := fsutil.WriteFile(filepath.Join(base, filepath.FromSlash(strings.TrimPrefix(path, ProfileDir+"/"))), data, 0o644)
+		full := filepath.Join(base, filepath.FromSlash(strings.TrimPrefix(path, ProfileDir+"/")))
+		_, statErr := os.Stat(full)
+		changed, err := fsutil.WriteFile(full, data, 0o644)
 		if err != nil {
 			return res, fmt.Errorf("sync: %w", err)
 		}
 		if changed {
 			res.Written++
+			if statErr == nil {
+				res.Changed = append(res.Changed, path)
+			}
 		} else {
 			res.Unchanged++
 		}
