@@ -135,6 +135,7 @@ func TestAgentsConverge(t *testing.T) {
 		return exists(dirA, only1) && exists(dirB, only1) && !exists(dirA, both) && !exists(dirB, both)
 	})
 	t.Logf("policy deletion → files on two nodes: %s", took)
+	waitFor(ctx, t, "Deleted events from both nodes", func() bool { return countEvents(ctx, srv, "kscmp2", "Deleted") >= 2 })
 
 	// Restart: the agent reloads everything and removes what is stale.
 	stopA()

@@ -25,6 +25,7 @@ const (
 	ReasonUninstalled   = "Uninstalled"   // no profile on the node is made with it any more
 	ReasonRefused       = "Refused"       // the policy is invalid and not used
 	ReasonInstallFailed = "InstallFailed" // writing the node's profiles failed
+	ReasonDeleted       = "Deleted"       // the policy was deleted; the node's profiles were recomputed
 )
 
 // reporter writes the policies' status (on how many nodes, which, errors)
@@ -56,9 +57,18 @@ func (r *reporter) report(ctx context.Context, namespace string, objs []*unstruc
 	}
 	// A deleted policy is forgotten: one made again under its name starts
 	// with an empty status.
-	for k := range r.reported {
+	for k, was := range r.reported {
 		if !present[k] && (namespace == "" || strings.HasPrefix(k, namespace+"/")) {
 			delete(r.reported, k)
+			if was {
+				ns, name, _ := strings.Cut(k, "/")
+				gone := &unstructured.Unstructured{}
+				gone.SetAPIVersion(PolicyResource.GroupVersion().String())
+				gone.SetKind("KubeArmorSeccompPolicy")
+				gone.SetNamespace(ns)
+				gone.SetName(name)
+				r.recorder.Eventf(gone, corev1.EventTypeNormal, ReasonDeleted, "deleted: the profiles of node %s were recomputed without it", r.node)
+			}
 		}
 	}
 	for k := range r.refused {
