@@ -55,18 +55,8 @@ func (c *PolicyCache) Start(ctx context.Context) bool {
 // schema refuses most invalid policies; what it cannot check, such as
 // syscall names, is checked here.
 func (c *PolicyCache) Policies(namespace string) []*api.KubeArmorSeccompPolicy {
-	var objs []any
-	if namespace == "" {
-		objs = c.informer.GetStore().List()
-	} else {
-		objs, _ = c.informer.GetIndexer().ByIndex(cache.NamespaceIndex, namespace)
-	}
 	var out []*api.KubeArmorSeccompPolicy
-	for _, obj := range objs {
-		u, ok := obj.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
+	for _, u := range c.Objects(namespace) {
 		if p := c.parse(u); p != nil && !p.Spec.Selector.Host() { // host policies are for hosts, not pods
 			out = append(out, p)
 		}
