@@ -71,8 +71,11 @@ func TestContainerDiscovered(t *testing.T) {
 					t.Fatalf("container: %v %+v", err, res)
 				}
 			})
-			if report.Lost.Total() != 0 {
-				t.Errorf("lost: %+v", report.Lost)
+			// MapFull and RingBufFull could hide the container's calls; the
+			// other counters count every workload on the machine (other
+			// test packages run at the same time).
+			if l := report.Lost; l.MapFull+l.RingBufFull != 0 {
+				t.Errorf("lost: %+v", l)
 			}
 			var w *Workload
 			for i := range report.Workloads {

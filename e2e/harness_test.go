@@ -515,9 +515,16 @@ func (r *recording) finish(t *testing.T) *discover.Report {
 	if res.err != nil {
 		t.Fatalf("discover: %v", res.err)
 	}
+	// MapFull and RingBufFull could hide the container's calls. OutOfRange
+	// and Unattributed count every workload on the machine, such as other
+	// test packages running at the same time (discover's tests call syscall
+	// 5000 on purpose): logged, and the container's own attribution is
+	// checked where its set is read.
 	l := res.report.Lost
-	if l.MapFull+l.RingBufFull+l.OutOfRange != 0 {
+	if l.MapFull+l.RingBufFull != 0 {
 		t.Errorf("the recorder lost calls: %+v", l)
+	} else if l.Total() != 0 {
+		t.Logf("losses elsewhere on the machine: %+v", l)
 	}
 	if l.Unattributed != 0 {
 		t.Logf("discover: %d short-lived workloads without identity (not this test's containers, or their set would fail below)", l.Unattributed)
