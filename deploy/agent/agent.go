@@ -266,9 +266,15 @@ func installedPolicies(assigned []Assignment) map[string]bool {
 }
 
 func (a *Agent) nodePods(namespace string) []*corev1.Pod {
-	var out []*corev1.Pod
-	for _, obj := range a.pods.GetStore().List() {
-		if p, ok := obj.(*corev1.Pod); ok && (namespace == "" || p.Namespace == namespace) {
+	var objs []any
+	if namespace == "" {
+		objs = a.pods.GetStore().List()
+	} else {
+		objs, _ = a.pods.GetIndexer().ByIndex(cache.NamespaceIndex, namespace)
+	}
+	out := make([]*corev1.Pod, 0, len(objs))
+	for _, obj := range objs {
+		if p, ok := obj.(*corev1.Pod); ok {
 			out = append(out, p)
 		}
 	}
