@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy/agent"
@@ -124,15 +125,21 @@ func BenchmarkAgent(b *testing.B) {
 		mu.Lock()
 		u := mkPolicy(0, []string{"flock", "fsync", "fdatasync", "syncfs"}[gen%4])
 		mu.Unlock()
-		old, err := policies.Get(ctx, "p0", metav1.GetOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		u.SetResourceVersion(old.GetResourceVersion())
 		want := []byte(`"` + []string{"flock", "fsync", "fdatasync", "syncfs"}[gen%4] + `"`)
 		file := filepath.Join(dir, "seccomp", filepath.FromSlash(agent.ProfilePath("bench", "p0+p250+p500+p750")))
-		start = time.Now()
-		if _, err := policies.Update(ctx, u, metav1.UpdateOptions{}); err != nil {
+		// The agent writes the status meanwhile: retry on conflict; the clock
+		// starts at the update that goes through.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			old, err := policies.Get(ctx, "p0", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			u.SetResourceVersion(old.GetResourceVersion())
+			start = time.Now()
+			_, err = policies.Update(ctx, u, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
 			b.Fatal(err)
 		}
 		for {

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/deploy/agent"
@@ -59,9 +60,17 @@ func TestAgentCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		ri := dyn.Resource(agent.PolicyResource).Namespace("shop")
-		if old, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
-			u.SetResourceVersion(old.GetResourceVersion())
-			_, err = ri.Update(ctx, u, metav1.UpdateOptions{})
+		if _, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
+			// The agents write the status meanwhile: retry on conflict.
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				old, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				u.SetResourceVersion(old.GetResourceVersion())
+				_, err = ri.Update(ctx, u, metav1.UpdateOptions{})
+				return err
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
