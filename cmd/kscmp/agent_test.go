@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/deploy/agent"
@@ -59,26 +58,7 @@ func TestAgentCommand(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 			t.Fatal(err)
 		}
-		ri := dyn.Resource(agent.PolicyResource).Namespace("shop")
-		if _, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
-			// The agents write the status meanwhile: retry on conflict.
-			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				old, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				u.SetResourceVersion(old.GetResourceVersion())
-				_, err = ri.Update(ctx, u, metav1.UpdateOptions{})
-				return err
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-		if _, err := ri.Create(ctx, u, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		apitest.Upsert(t, dyn.Resource(agent.PolicyResource).Namespace("shop"), u)
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.CommandContext(ctx, bin, "agent", "--mode", "enforce", "--kubeconfig", kubeconfig, "--node", "node-a", "--kubelet-root", root)

@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/internal/apitest"
@@ -56,26 +55,7 @@ func TestRestartWorkloads(t *testing.T) {
 	setPolicy := func(name, calls string) {
 		u := &unstructured.Unstructured{}
 		yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: "+name+", namespace: shop}\nspec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: "+calls+", action: Allow}}"), &u.Object)
-		ri := dyn.Resource(PolicyResource).Namespace("shop")
-		if _, err := ri.Get(ctx, name, metav1.GetOptions{}); err == nil {
-			// The agent writes the status meanwhile: retry on conflict.
-			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-				old, err := ri.Get(ctx, name, metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				u.SetResourceVersion(old.GetResourceVersion())
-				_, err = ri.Update(ctx, u, metav1.UpdateOptions{})
-				return err
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-		if _, err := ri.Create(ctx, u, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		apitest.Upsert(t, dyn.Resource(PolicyResource).Namespace("shop"), u)
 	}
 	annotation := func() string {
 		d, err := apps.Deployments("shop").Get(ctx, "web", metav1.GetOptions{})

@@ -74,6 +74,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/kubearmor/kscmp/internal/testenv"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -624,5 +627,30 @@ func (s *Server) InstallCRD(t testing.TB, path string) {
 			t.Fatalf("CRD %s not established: %v", crd.Name, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// Upsert creates u through ri, or updates the object of that name, retrying
+// on conflict: controllers under test (an agent writing the status) change
+// objects while a test updates them.
+func Upsert(t testing.TB, ri dynamic.ResourceInterface, u *unstructured.Unstructured) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		old, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = ri.Create(ctx, u, metav1.CreateOptions{})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		u.SetResourceVersion(old.GetResourceVersion())
+		_, err = ri.Update(ctx, u, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("upsert %s: %v", u.GetName(), err)
 	}
 }
