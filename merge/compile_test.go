@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"golang.org/x/net/bpf"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubearmor/kscmp/api"
 )
@@ -70,6 +71,8 @@ func TestSystemdDropIn(t *testing.T) {
 # Policies: ns/a
 # Note: in an allow-list systemd returns EPERM for ptrace instead of killing.
 [Service]
+SystemCallArchitectures=
+SystemCallFilter=
 SystemCallArchitectures=x86-64
 SystemCallFilter=chown read write
 SystemCallFilter=~mkdir ptrace
@@ -85,7 +88,7 @@ SystemCallLog=chown
 # Policies: ns/d
 # Warning: systemd always allows execve; the policies' rule for it cannot be enforced here.
 [Service]
-SystemCallArchitectures=x86-64 x86 x32
+SystemCallArchitectures=native
 SystemCallFilter=~execve mkdir ptrace:kill
 SystemCallErrorNumber=EPERM
 `
@@ -146,5 +149,31 @@ func TestExplainAndJSON(t *testing.T) {
 	}
 	if _, err := json.Marshal(rs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnitTarget: a systemd service gets no container runtime's start-up
+// set (systemd installs the filter just before it executes the service),
+// whatever Runtime says, but keeps the calls the kernel makes for it.
+func TestUnitTarget(t *testing.T) {
+	p := &api.KubeArmorSeccompPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "u", Namespace: "default"},
+		Spec: api.PolicySpec{
+			Selector: api.Selector{SystemdUnits: []string{"demo"}},
+			Seccomp:  api.SeccompSpec{Syscalls: []string{"read", "write"}, Action: api.ActionAllow},
+		},
+	}
+	for _, rt := range []Runtime{"", RuntimeRunc, RuntimeCrun} {
+		rs, err := Merge([]*api.KubeArmorSeccompPolicy{p}, Target{Unit: "demo.service", Runtime: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range rs.Syscalls {
+			names = append(names, s.Name)
+		}
+		if got := strings.Join(names, " "); got != "read restart_syscall rt_sigreturn write" || rs.Runtime != "" || !rs.FamilyArches {
+			t.Errorf("runtime %q: %s, runtime %q, familyArches %v", rt, got, rs.Runtime, rs.FamilyArches)
+		}
 	}
 }

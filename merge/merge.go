@@ -25,7 +25,11 @@ type Target struct {
 	// podman's name, runc's or crun's id.
 	ContainerName string
 	Family        api.Family // the node's family; "" is amd64
-	Runtime       Runtime    // whose start-up set to add; "" is runc
+	// Runtime is the container runtime whose start-up set an allow-list
+	// gets; "" is runc. A systemd unit has none: systemd installs the
+	// filter itself just before it executes the service, so Runtime is
+	// ignored for Unit targets.
+	Runtime Runtime
 }
 
 // Host reports whether the target is a host workload.
@@ -212,7 +216,8 @@ func (s *Set) Merge(t Target) (*RuleSet, error) {
 //     target family's when no policy gives one;
 //   - an allow-list gets the runtime's start-up set and KernelSyscalls,
 //     shown as their sources; with RuntimeNone it is exactly the policies'
-//     rules (the design note's mapping).
+//     rules (the design note's mapping); a systemd unit's allow-list gets
+//     KernelSyscalls only.
 //
 // The policies must be valid (api.Validate). The result does not depend on
 // their order; with no applicable policy it is Empty.
@@ -241,6 +246,10 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 	}
 	if !slices.Contains(Runtimes[:], runtime) {
 		return nil, fmt.Errorf("unknown runtime %q (want runc, crun or none)", runtime)
+	}
+	kernel := runtime != RuntimeNone
+	if t.Unit != "" {
+		runtime, kernel = RuntimeNone, true
 	}
 
 	rs := &RuleSet{DefaultAction: api.ActionAllow}
@@ -297,6 +306,7 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		return &RuleSet{DefaultAction: api.ActionAllow, Arches: familyArches}, nil
 	}
 	if !anyArch {
+		rs.FamilyArches = true
 		for _, a := range familyArches {
 			arches[a.Index()] = true
 		}
@@ -307,11 +317,13 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		}
 	}
 
-	if rs.AllowList() && runtime != RuntimeNone {
-		kernel := Source{Kind: SourceKernel, Name: "signals", Action: api.ActionAllow}
+	if rs.AllowList() && kernel {
+		src := Source{Kind: SourceKernel, Name: "signals", Action: api.ActionAllow}
 		for _, name := range KernelSyscalls() {
-			add(name, kernel)
+			add(name, src)
 		}
+	}
+	if rs.AllowList() && runtime != RuntimeNone {
 		rs.Runtime = runtime
 		src := Source{Kind: SourceRuntime, Name: string(runtime), Action: api.ActionAllow}
 		for _, name := range runtime.StartupSyscalls() {

@@ -47,6 +47,9 @@ type RuleSet struct {
 	DefaultAction api.Action `json:"defaultAction"`
 	// Arches are the ABIs the profile covers, in canonical order.
 	Arches []api.Arch `json:"arches"`
+	// FamilyArches is true when no policy names an architecture, so Arches
+	// are the target family's.
+	FamilyArches bool `json:"familyArches,omitempty"`
 	// Syscalls are sorted by name; each name appears once.
 	Syscalls []Syscall `json:"syscalls"`
 	// Policies are the keys (namespace/name) of the policies that apply,

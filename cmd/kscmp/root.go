@@ -101,7 +101,7 @@ target, 126/127 the command of 'kscmp exec' could not be run.`,
 	})
 	root.PersistentFlags().StringVar(&configFile, "config", "", "config file (YAML); default $KSCMP_CONFIG, ~/.config/kscmp/config.yaml, /etc/kscmp/config.yaml")
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug messages to stderr")
-	root.AddCommand(newDiscoverCmd(), newRecommendCmd(), newAgentCmd(), newWebhookCmd(), newValidateCmd(), newMergeCmd(), newExecCmd(), newVersionCmd())
+	root.AddCommand(newDiscoverCmd(), newRecommendCmd(), newApplyCmd(), newRemoveCmd(), newAgentCmd(), newWebhookCmd(), newValidateCmd(), newMergeCmd(), newExecCmd(), newVersionCmd())
 	return root
 }
 
