@@ -27,6 +27,7 @@ func newDiscoverCmd() *cobra.Command {
 		container string
 		unit      string
 		pids      []int
+		machine   int
 		cgroup    string
 		all       bool
 		withRT    bool
@@ -58,7 +59,8 @@ Needs root (CAP_BPF and CAP_PERFMON) and a kernel with BTF. Exit code 2 when the
 recorder cannot be loaded.`,
 		Example: `  kscmp discover --duration 10m -o report.json
   kscmp discover --duration 2m --namespace shop --selector app=web
-  kscmp discover --systemd-unit nginx.service --duration 5m -o nginx.json`,
+  kscmp discover --systemd-unit nginx.service --duration 5m -o nginx.json
+  kscmp discover --machine-pid "$(machinectl show -p Leader --value web1)" --systemd-unit nginx.service`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sel, err := parseLabels(selector)
@@ -72,8 +74,15 @@ recorder cannot be loaded.`,
 				Filter: discover.Filter{Namespace: namespace, Selector: sel, Container: container,
 					Unit: unit, Cgroup: cgroup},
 			}
+			if machine != 0 {
+				ns, err := discover.MountNSOf(fmt.Sprintf("/proc/%d", machine))
+				if err != nil {
+					return usageErr("--machine-pid %d: %w", machine, err)
+				}
+				opts.Recorder.HostMountNS, opts.Recorder.IncludeHost = ns, true
+			}
 			for _, pid := range pids {
-				key, host, err := pidKey(pid)
+				key, host, err := pidKey(pid, opts.Recorder.HostMountNS)
 				if err != nil {
 					return usageErr("--pid %d: %w", pid, err)
 				}
@@ -127,6 +136,7 @@ recorder cannot be loaded.`,
 	f.StringVarP(&container, "container", "c", "", "only this container (name in a pod, or container id prefix)")
 	f.StringVar(&unit, "systemd-unit", "", "only this systemd unit (records the host too)")
 	f.IntSliceVar(&pids, "pid", nil, "only the workload of these processes (their container, or their cgroup on the host)")
+	f.IntVar(&machine, "machine-pid", 0, "record the systemd machine that PID is in (a systemd-nspawn container, e.g. PID from 'machinectl show -p Leader --value NAME') as the host: its services are told apart by cgroup (the real host's processes then count as one container)")
 	f.StringVar(&cgroup, "cgroup", "", "only workloads in this cgroup v2 path or below it (records the host too)")
 	f.BoolVar(&all, "all", false, "also record processes in the host's mount namespace, by cgroup")
 	f.BoolVar(&withRT, "include-runtime", false, "also record runc's and crun's own calls while they set up a container (to find a runtime's start-up set)")
@@ -139,12 +149,16 @@ recorder cannot be loaded.`,
 }
 
 // pidKey returns the recorder key of a process: its mount namespace when it
-// is not the host's, else its cgroup (host is then true).
-func pidKey(pid int) (discover.Key, bool, error) {
+// is not the host's (hostNS, or this process's when 0), else its cgroup
+// (host is then true).
+func pidKey(pid int, hostNS uint32) (discover.Key, bool, error) {
 	dir := filepath.Join("/proc", strconv.Itoa(pid))
-	mine, err := discover.MountNSOf("/proc/self")
-	if err != nil {
-		return 0, false, err
+	mine := hostNS
+	if mine == 0 {
+		var err error
+		if mine, err = discover.MountNSOf("/proc/self"); err != nil {
+			return 0, false, err
+		}
 	}
 	theirs, err := discover.MountNSOf(dir)
 	if err != nil {
