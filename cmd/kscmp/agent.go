@@ -76,7 +76,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringVar(&node, "node", "", "this node's name; default $NODE_NAME, else the host name")
 	f.StringVar(&kubeletRoot, "kubelet-root", "", "the kubelet's root directory (profiles go to <root>/seccomp/kubearmor)")
 	f.StringVar(&kubecfg, "kubeconfig", "", "kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config")
-	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "the node's OCI runtime, whose start-up set allow-lists get: runc, crun or none")
+	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "the node's OCI runtime, whose start-up set allow-lists get: runc, crun, any (both) or none")
 	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family: amd64 or arm64")
 	f.IntVar(&workers, "workers", 2, "namespaces reconciled at once")
 	f.BoolVar(&restartWorkloads, "restart-workloads", false, "roll the Deployment, StatefulSet or DaemonSet of a pod here that runs with a profile the policies no longer give (a running container keeps the filter it started with)")
