@@ -7,14 +7,20 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -24,6 +30,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/internal/apitest"
 )
 
@@ -123,6 +130,8 @@ func TestManifestsApply(t *testing.T) {
 		}
 	}
 
+	checkAgentOwnProfile(t, docs)
+
 	srv.CreateNamespace(t, "shop")
 	gvr := schema.GroupVersionResource{Group: "security.kubearmor.com", Version: "v1", Resource: "kubearmorseccomppolicies"}
 	create := func(spec string) error {
@@ -168,5 +177,81 @@ func TestManifestsApply(t *testing.T) {
 		if err := create(good); err != nil {
 			t.Errorf("valid policy refused: %v\n%s", err, good)
 		}
+	}
+}
+
+// checkAgentOwnProfile: the agent's container runs under its own profile,
+// which an init container of the same image installs first with the same
+// restricted security context (not privileged, read-only root file system,
+// only the kubelet's seccomp directory) under RuntimeDefault; the webhook
+// never mutates kscmp's own pods.
+func checkAgentOwnProfile(t *testing.T, docs []*unstructured.Unstructured) {
+	t.Helper()
+	var ds appsv1.DaemonSet
+	var whc admissionregv1.MutatingWebhookConfiguration
+	for _, u := range docs {
+		var into any
+		switch u.GetKind() {
+		case "DaemonSet":
+			into = &ds
+		case "MutatingWebhookConfiguration":
+			into = &whc
+		default:
+			continue
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := ds.Spec.Template.Spec
+	if len(spec.Containers) != 1 || len(spec.InitContainers) != 1 {
+		t.Fatalf("the DaemonSet has %d containers and %d init containers, want 1 and 1", len(spec.Containers), len(spec.InitContainers))
+	}
+	agentC, initC := spec.Containers[0], spec.InitContainers[0]
+	if sp := agentC.SecurityContext.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeLocalhost || sp.LocalhostProfile == nil || *sp.LocalhostProfile != agent.OwnProfile {
+		t.Errorf("the agent container's seccomp profile is %+v, want Localhost %s", sp, agent.OwnProfile)
+	}
+	if sp := initC.SecurityContext.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("the init container's seccomp profile is %+v, want RuntimeDefault", sp)
+	}
+	if initC.Image != agentC.Image || !slices.Equal(initC.Args[:2], []string{"agent", "install-profile"}) {
+		t.Errorf("init container: image %s args %v, want %s agent install-profile", initC.Image, initC.Args, agentC.Image)
+	}
+	root := func(args []string) string {
+		if i := slices.Index(args, "--kubelet-root"); i >= 0 && i+1 < len(args) {
+			return args[i+1]
+		}
+		return ""
+	}
+	if root(initC.Args) == "" || root(initC.Args) != root(agentC.Args) {
+		t.Errorf("kubelet roots: init %q, agent %q", root(initC.Args), root(agentC.Args))
+	}
+	for _, c := range []corev1.Container{initC, agentC} {
+		sc := c.SecurityContext
+		if sc.Privileged == nil || *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+			t.Errorf("%s: security context %+v is not the restricted one", c.Name, sc)
+		}
+		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].Name != "seccomp" || c.VolumeMounts[0].MountPath != root(agentC.Args)+"/seccomp" {
+			t.Errorf("%s: mounts %+v, want only the kubelet's seccomp directory", c.Name, c.VolumeMounts)
+		}
+	}
+	if len(spec.Volumes) != 1 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != root(agentC.Args)+"/seccomp" {
+		t.Errorf("volumes %+v, want only the kubelet's seccomp directory", spec.Volumes)
+	}
+
+	if len(whc.Webhooks) != 1 || whc.Webhooks[0].NamespaceSelector == nil {
+		t.Fatalf("webhook configuration %+v", whc)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(whc.Webhooks[0].NamespaceSelector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enforce := "kscmp.kubearmor.com/enforce"
+	if sel.Matches(labels.Set{enforce: "true", corev1.LabelMetadataName: ds.Namespace}) {
+		t.Errorf("the webhook would mutate pods in %s when it is labelled %s=true", ds.Namespace, enforce)
+	}
+	if !sel.Matches(labels.Set{enforce: "true", corev1.LabelMetadataName: "shop"}) {
+		t.Error("the webhook would not mutate pods of an opted-in namespace")
 	}
 }

@@ -176,7 +176,8 @@ var runtimeVersions = map[merge.Runtime]string{
 // TestStartupSets proves the runtime start-up sets both ways with a workload
 // that calls nothing but exit_group(42): with the set the container starts
 // every time, for root and another user, with and without noNewPrivileges;
-// without any one of its required calls it does not start.
+// without any one of its required calls it does not start. The set of
+// RuntimeAny starts it under both runtimes.
 func TestStartupSets(t *testing.T) {
 	if goruntime.GOARCH != "amd64" {
 		t.Skipf("the probe workload is an x86-64 program; GOARCH is %s", goruntime.GOARCH)
@@ -202,10 +203,15 @@ func TestStartupSets(t *testing.T) {
 			}
 
 			full := profileFor(t, rt, exitOnly)
+			// RuntimeAny's set (runc's and crun's) must start it too.
+			anyRT := profileFor(t, merge.RuntimeAny, exitOnly)
 			for _, nnp := range []bool{false, true} {
 				for _, uid := range []uint32{0, 1000} {
 					if ok, res := starts(full, nnp, uid, 5); !ok {
 						t.Errorf("noNewPrivileges=%v uid=%d: the container did not start with the start-up set: %+v", nnp, uid, res)
+					}
+					if ok, res := starts(anyRT, nnp, uid, 2); !ok {
+						t.Errorf("noNewPrivileges=%v uid=%d: the container did not start with the start-up set of any runtime: %+v", nnp, uid, res)
 					}
 				}
 			}

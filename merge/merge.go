@@ -245,7 +245,7 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		runtime = RuntimeRunc
 	}
 	if !slices.Contains(Runtimes[:], runtime) {
-		return nil, fmt.Errorf("unknown runtime %q (want runc, crun or none)", runtime)
+		return nil, fmt.Errorf("unknown runtime %q (want runc, crun, any or none)", runtime)
 	}
 	kernel := runtime != RuntimeNone
 	if t.Unit != "" {

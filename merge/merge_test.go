@@ -289,6 +289,21 @@ func TestRuntimeStartupSet(t *testing.T) {
 	if !slices.Contains(RuntimeRunc.StartupSyscalls(), "execve") || !slices.Contains(RuntimeCrun.StartupSyscalls(), "execve") {
 		t.Error("execve missing from a start-up set")
 	}
+	// RuntimeAny: exactly the union of runc's and crun's sets, required
+	// when either requires it.
+	union := append(RuntimeRunc.StartupSyscalls(), RuntimeCrun.StartupSyscalls()...)
+	slices.Sort(union)
+	if got := RuntimeAny.StartupSyscalls(); !slices.Equal(got, slices.Compact(union)) {
+		t.Errorf("any: %v, want the union %v", got, slices.Compact(union))
+	}
+	req := append(RuntimeRunc.RequiredStartupSyscalls(), RuntimeCrun.RequiredStartupSyscalls()...)
+	slices.Sort(req)
+	if got := RuntimeAny.RequiredStartupSyscalls(); !slices.Equal(got, slices.Compact(req)) {
+		t.Errorf("any required: %v, want %v", got, slices.Compact(req))
+	}
+	if r, err := ParseRuntime("any"); err != nil || r != RuntimeAny {
+		t.Errorf("ParseRuntime(any) = %q, %v", r, err)
+	}
 }
 
 // TestOrderIndependence shuffles the policies and their rules: the compiled

@@ -15,11 +15,15 @@ type Runtime string
 const (
 	RuntimeRunc Runtime = "runc"
 	RuntimeCrun Runtime = "crun"
+	// RuntimeAny is for a profile that must start under every runtime kscmp
+	// knows (runc and crun), when the node's is not known where the profile
+	// is made: the union of their start-up sets.
+	RuntimeAny  Runtime = "any"
 	RuntimeNone Runtime = "none"
 )
 
 // Runtimes lists the valid runtime names.
-var Runtimes = [...]Runtime{RuntimeRunc, RuntimeCrun, RuntimeNone}
+var Runtimes = [...]Runtime{RuntimeRunc, RuntimeCrun, RuntimeAny, RuntimeNone}
 
 // startupSet is what a runtime calls after it loads the container's
 // filter, up to and including the execve of the workload.
@@ -67,6 +71,25 @@ var startup = map[Runtime]startupSet{
 	RuntimeNone: {},
 }
 
+func init() {
+	// RuntimeAny: what any one runtime requires is required, the rest is
+	// extra.
+	var u startupSet
+	for _, r := range []Runtime{RuntimeRunc, RuntimeCrun} {
+		u.required = append(u.required, startup[r].required...)
+	}
+	slices.Sort(u.required)
+	u.required = slices.Compact(u.required)
+	for _, r := range []Runtime{RuntimeRunc, RuntimeCrun} {
+		for _, name := range startup[r].extra {
+			if !slices.Contains(u.required, name) && !slices.Contains(u.extra, name) {
+				u.extra = append(u.extra, name)
+			}
+		}
+	}
+	startup[RuntimeAny] = u
+}
+
 // KernelSyscalls are made by the kernel on a process's behalf, not by its
 // code: restart_syscall resumes a call a signal interrupted (after SIGSTOP
 // and SIGCONT, the freezer, ptrace, or a signal another process sends), and
@@ -83,14 +106,14 @@ func ParseRuntime(s string) (Runtime, error) {
 		return RuntimeRunc, nil
 	}
 	if !slices.Contains(Runtimes[:], r) {
-		return "", fmt.Errorf("unknown runtime %q (want runc, crun or none)", s)
+		return "", fmt.Errorf("unknown runtime %q (want runc, crun, any or none)", s)
 	}
 	return r, nil
 }
 
 // StartupSyscalls returns the system calls the runtime makes between
-// installing the filter and the workload's execve, sorted. The slice is a
-// copy.
+// installing the filter and the workload's execve, sorted; for RuntimeAny,
+// those of every runtime. The slice is a copy.
 func (r Runtime) StartupSyscalls() []string {
 	set := startup[r]
 	out := append(slices.Clone(set.required), set.extra...)
@@ -99,7 +122,8 @@ func (r Runtime) StartupSyscalls() []string {
 }
 
 // RequiredStartupSyscalls returns the part of StartupSyscalls without which
-// the container never starts, sorted.
+// the container never starts (for RuntimeAny: under at least one runtime),
+// sorted.
 func (r Runtime) RequiredStartupSyscalls() []string {
 	out := slices.Clone(startup[r].required)
 	slices.Sort(out)

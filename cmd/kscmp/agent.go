@@ -76,9 +76,66 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringVar(&node, "node", "", "this node's name; default $NODE_NAME, else the host name")
 	f.StringVar(&kubeletRoot, "kubelet-root", "", "the kubelet's root directory (profiles go to <root>/seccomp/kubearmor)")
 	f.StringVar(&kubecfg, "kubeconfig", "", "kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config")
-	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "the node's OCI runtime, whose start-up set allow-lists get: runc, crun or none")
+	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "the node's OCI runtime, whose start-up set allow-lists get: runc, crun, any (both) or none")
 	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family: amd64 or arm64")
 	f.IntVar(&workers, "workers", 2, "namespaces reconciled at once")
 	f.BoolVar(&restartWorkloads, "restart-workloads", false, "roll the Deployment, StatefulSet or DaemonSet of a pod here that runs with a profile the policies no longer give (a running container keeps the filter it started with)")
+	cmd.AddCommand(newAgentInstallProfileCmd())
+	return cmd
+}
+
+func newAgentInstallProfileCmd() *cobra.Command {
+	var (
+		kubeletRoot, family string
+		dryRun              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "install-profile",
+		Short: "Install the agent's own seccomp profile (the DaemonSet's init container)",
+		Long: `Install-profile writes the seccomp profile the agent itself runs under to
+<kubelet-root>/seccomp/` + agent.OwnProfile + `,
+atomically, and not at all when it is already there. The agent's container
+names it as its Localhost profile, and the kubelet does not start a container
+whose profile file is missing: the DaemonSet runs this first, in an init
+container.
+
+The profile is compiled from the agent's own policy (built into kscmp; the
+system calls 'kscmp agent --mode enforce' was measured to make) with the
+shared merger, plus the start-up calls of both runc and crun. The agent never
+removes this file, and refuses a policy that would overwrite it.
+
+The kubelet's root directory is found as for 'kscmp agent'.`,
+		Example: `  kscmp agent install-profile --kubelet-root /var/lib/kubelet
+  kscmp agent install-profile --dry-run > kscmp-agent.json   # print it, write nothing`,
+		Args: argsUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fam := api.Family(family)
+			if _, err := fam.Arches(); err != nil {
+				return usageErr("--arch-family: %w", err)
+			}
+			if dryRun {
+				data, err := agent.OwnProfileJSON(fam)
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			root, src, err := deploy.KubeletRootDir(kubeletRoot, "/proc")
+			if err != nil {
+				return usageErr("%w", err)
+			}
+			path, changed, err := agent.InstallOwnProfile(filepath.Join(root, "seccomp"), fam)
+			if err != nil {
+				return err
+			}
+			slog.Info("agent's own profile", "path", path, "written", changed, "kubelet_root_found_by", src)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeletRoot, "kubelet-root", "", "the kubelet's root directory (the profile goes to <root>/seccomp/"+agent.OwnProfile+")")
+	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family: amd64 or arm64")
+	f.BoolVar(&dryRun, "dry-run", false, "print the profile (OCI JSON) to stdout and write nothing")
 	return cmd
 }

@@ -119,7 +119,7 @@ Invalid policies make it exit 2 and print nothing.`,
 	f.StringVarP(&container, "container", "c", "", "the target container's name (policies with a containers list apply only to those)")
 	f.StringVar(&unit, "systemd-unit", "", "target a systemd service on a host (policies with selector.systemdUnits)")
 	f.StringVar(&hostName, "container-name", "", "target a container run without Kubernetes: docker/podman name or runc/crun id (policies with selector.containerNames)")
-	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "container runtime whose start-up system calls an allow-list needs: runc, crun or none")
+	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "container runtime whose start-up system calls an allow-list needs: runc, crun, any (both) or none")
 	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family when no policy names architectures: amd64 or arm64")
 	f.StringVarP(&output, "output", "o", "json", "output format: json (OCI seccomp profile) or systemd (unit drop-in)")
 	f.BoolVar(&explain, "explain", false, "print every system call's action and where it came from instead of the profile")

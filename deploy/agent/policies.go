@@ -74,7 +74,12 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 		return prev.policy
 	}
 	p := &api.KubeArmorSeccompPolicy{}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
+	if key == OwnNamespace+"/"+OwnName {
+		// Its profile would be OwnProfile, the file the agent itself runs
+		// under, which comes from the policy built into kscmp.
+		c.refuse(key, "the name of the agent's own policy, which is built into kscmp and installed by the agent's init container: its profile would overwrite "+OwnProfile+"; rename the policy")
+		p = nil
+	} else if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
 		c.refuse(key, err.Error())
 		p = nil
 	} else if errs := api.Validate(p); len(errs) > 0 {

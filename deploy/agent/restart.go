@@ -42,8 +42,8 @@ func restartTargets(pods []*corev1.Pod, assigned []Assignment, files map[string]
 			sum := sha256.Sum256(files[path])
 			parts = append(parts, c.Name+"="+path+"@"+hex.EncodeToString(sum[:6]))
 			running := boundProfile(p, c)
-			if running == "" || !strings.HasPrefix(running, ProfileDir+"/") {
-				continue // not bound by kscmp (or set by the user): not ours to roll
+			if running == "" || !strings.HasPrefix(running, ProfileDir+"/") || running == OwnProfile {
+				continue // not bound by kscmp (or set by the user, or the agent's own): not ours to roll
 			}
 			if running != path || slices.Contains(changed, running) {
 				stale = true

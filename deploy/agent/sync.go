@@ -23,8 +23,9 @@ type SyncResult struct {
 // ProfilePath), plus files no longer desired that a pod still runs with
 // (inUse). Every write is atomic and skipped when the content is already
 // there, so a reader never sees half a profile and a crash at any point
-// leaves only whole files. Files outside kubearmor/ are never touched; the
-// directory is created when missing.
+// leaves only whole files. Files outside kubearmor/ are never touched, nor
+// is OwnProfile, the agent's own profile; the directory is created when
+// missing.
 func Sync(seccompDir string, desired map[string][]byte, inUse map[string]bool) (SyncResult, error) {
 	return SyncNamespace(seccompDir, "", desired, inUse)
 }
@@ -45,6 +46,9 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 	for path, data := range desired {
 		if !strings.HasPrefix(path, prefix) || !filepath.IsLocal(strings.TrimPrefix(path, ProfileDir+"/")) {
 			return res, fmt.Errorf("sync: %q is not a path under %s", path, prefix)
+		}
+		if path == OwnProfile {
+			return res, fmt.Errorf("sync: %s is the agent's own profile, not made from policies", path)
 		}
 		full := filepath.Join(base, filepath.FromSlash(strings.TrimPrefix(path, ProfileDir+"/")))
 		_, statErr := os.Stat(full)
@@ -75,6 +79,10 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 		rel = filepath.ToSlash(rel)
 		switch {
 		case desired[rel] != nil:
+		case rel == OwnProfile:
+			// The agent's own: installed by its init container, needed
+			// whenever its container (re)starts.
+			res.KeptInUse++
 		case strings.Contains(filepath.Base(p), ".tmp-"):
 			// A temporary file of a write that was killed: never a profile.
 			return os.Remove(p)

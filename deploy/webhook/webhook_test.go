@@ -3,19 +3,25 @@ package webhook
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/internal/apitest"
 )
@@ -134,4 +140,46 @@ func TestWebhookBindsPods(t *testing.T) {
 		t.Fatalf("webhook outage blocked a pod: %v", err)
 	}
 	t.Logf("pod created during the webhook outage in %s", time.Since(start))
+}
+
+type staticPolicies []*api.KubeArmorSeccompPolicy
+
+func (s staticPolicies) Policies(ns string) []*api.KubeArmorSeccompPolicy {
+	var out []*api.KubeArmorSeccompPolicy
+	for _, p := range s {
+		if p.Namespace == ns {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestWebhookLeavesAgentAlone: the agent's own pods (as the DaemonSet makes
+// them) are never mutated, even when a policy selects them: every
+// container names its profile (its own, or RuntimeDefault for the init
+// container).
+func TestWebhookLeavesAgentAlone(t *testing.T) {
+	data, err := os.ReadFile("../manifests/agent/daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds appsv1.DaemonSet
+	if err := yaml.Unmarshal(data, &ds); err != nil {
+		t.Fatal(err)
+	}
+	pod := corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: ds.Spec.Template.ObjectMeta, Spec: ds.Spec.Template.Spec}
+	pod.Name, pod.Namespace = "kscmp-agent-x7k2p", ds.Namespace
+	raw, _ := json.Marshal(pod)
+	p := &api.KubeArmorSeccompPolicy{ObjectMeta: metav1.ObjectMeta{Name: "extra", Namespace: ds.Namespace},
+		Spec: api.PolicySpec{Selector: api.Selector{MatchLabels: ds.Spec.Template.Labels},
+			Seccomp: api.SeccompSpec{Syscalls: []string{"read"}, Action: api.ActionAllow}}}
+	h := &Handler{Policies: staticPolicies{p}}
+	resp := h.Mutate(&admissionv1.AdmissionRequest{UID: "1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Operation: admissionv1.Create, Namespace: ds.Namespace, Object: runtime.RawExtension{Raw: raw}})
+	if !resp.Allowed || resp.Patch != nil {
+		t.Errorf("the agent's pod was mutated: %s", resp.Patch)
+	}
+	if len(resp.Warnings) != len(pod.Spec.Containers)+len(pod.Spec.InitContainers) {
+		t.Errorf("warnings %q, want one per container", resp.Warnings)
+	}
 }

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/deploy/agent"
+	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/recommend"
+)
+
+// TestAgentSyscalls measures which system calls `kscmp agent --mode
+// enforce` makes doing its whole job (agentJob: start-up, list and watch,
+// profiles installed, rewritten and removed, status and Events, a workload
+// rolled, SIGTERM, SIGKILL, restart), three ways:
+//
+//   - strace -f, the binary as `go build` makes it (cgo: glibc's loader and
+//     threads) and with CGO_ENABLED=0 (the Go runtime alone), both with
+//     GOGC=5 so that the garbage collector, its scavenger and preemption
+//     signals run often;
+//   - kscmp's own recorder (package discover) on a cgroup the agent is
+//     cloned into, which also sees the few calls of Go's fork child before
+//     the agent's execve (they belong to the test, not to the agent).
+//
+// It prints each set, their union and what the union adds for arm64 nodes
+// (recommend.Equivalents), and fails when the agent's own policy
+// (deploy/agent/kscmp-agent-policy.yaml) lacks a call the agent made. Slow
+// (three real API servers, several minutes on 2 cores) and needs root and
+// strace: run it with KSCMP_AGENT_SYSCALLS=1 after changing the agent.
+func TestAgentSyscalls(t *testing.T) {
+	if os.Getenv("KSCMP_AGENT_SYSCALLS") != "1" {
+		t.Skip("measures the agent's system calls for its own policy; set KSCMP_AGENT_SYSCALLS=1")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (strace of the agent, the eBPF recorder, a cgroup)")
+	}
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgoBin := buildKscmp(t)
+	staticBin := filepath.Join(t.TempDir(), "kscmp-static")
+	build := exec.Command("go", "build", "-o", staticBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	sets := map[string][]string{}
+	for _, c := range []struct{ name, bin string }{{"strace, cgo", cgoBin}, {"strace, static", staticBin}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			n := 0
+			agentJob(t, c.bin, func(t *testing.T, args []string) *agentProc {
+				n++
+				cmd := exec.Command(strace, append([]string{"-f", "-qq", "-o", filepath.Join(dir, fmt.Sprintf("trace.%d", n)), "--", c.bin}, args...)...)
+				cmd.Env = append(os.Environ(), "GOGC=5")
+				return startAgentProc(t, cmd, func(cmd *exec.Cmd) int { return childOf(t, cmd.Process.Pid) })
+			})
+			set, err := straceCalls(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sets[c.name] = set
+		})
+	}
+	t.Run("discover", func(t *testing.T) {
+		cg, ino := measureCgroup(t)
+		fd, err := os.Open(cg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fd.Close()
+		ctx, stop := context.WithCancel(context.Background())
+		var (
+			once   sync.Once
+			ready  = make(chan struct{})
+			report *discover.Report
+			derr   error
+			done   = make(chan struct{})
+		)
+		go func() {
+			defer close(done)
+			report, derr = discover.Discover(ctx, discover.Options{Interval: 200 * time.Millisecond,
+				Recorder: discover.RecorderOptions{IncludeHost: true},
+				Filter:   discover.Filter{Keys: []discover.Key{discover.CgroupKey(ino)}},
+				Progress: func(discover.Progress) { once.Do(func() { close(ready) }) }})
+		}()
+		select {
+		case <-ready:
+		case <-done:
+			t.Fatalf("discover: %v", derr)
+		}
+		agentJob(t, cgoBin, func(t *testing.T, args []string) *agentProc {
+			cmd := exec.Command(cgoBin, args...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+			return startAgentProc(t, cmd, nil)
+		})
+		time.Sleep(time.Second) // one more snapshot
+		stop()
+		<-done
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		if lost := report.Lost.Total(); lost > 0 {
+			t.Errorf("the recording lost %d events: %+v", lost, report.Lost)
+		}
+		var set []string
+		for _, w := range report.Workloads {
+			set = append(set, w.Syscalls[string(api.ArchX86_64)]...)
+		}
+		slices.Sort(set)
+		sets["discover"] = slices.Compact(set)
+	})
+
+	var union []string
+	for name, set := range sets {
+		t.Logf("%s (%d): %s", name, len(set), strings.Join(set, " "))
+		union = append(union, set...)
+	}
+	slices.Sort(union)
+	union = slices.Compact(union)
+	t.Logf("union (%d): %s", len(union), strings.Join(union, " "))
+	for name, set := range sets {
+		var only []string
+		for _, s := range set {
+			n := 0
+			for _, other := range sets {
+				if slices.Contains(other, s) {
+					n++
+				}
+			}
+			if n == 1 {
+				only = append(only, s)
+			}
+		}
+		t.Logf("only %s: %s", name, strings.Join(only, " "))
+	}
+	eq, none := recommend.Equivalents(api.ArchX86_64, api.ArchAARCH64, union)
+	var adds []string
+	for _, e := range eq {
+		if !slices.Contains(union, e.Name) {
+			adds = append(adds, fmt.Sprintf("%s (for %s)", e.Name, e.For))
+		}
+	}
+	t.Logf("for arm64: %s; none there: %s", strings.Join(adds, ", "), strings.Join(none, " "))
+
+	p, err := agent.OwnPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed []string
+	for _, r := range p.Spec.Seccomp.AllRules() {
+		allowed = append(allowed, r.Syscalls...)
+	}
+	var missing []string
+	for _, s := range union {
+		if why, ok := leftOut[s]; ok && !slices.Contains(allowed, s) {
+			t.Logf("left out of the policy: %s: %s", s, why)
+			continue
+		}
+		if !slices.Contains(allowed, s) {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("the agent's own policy lacks: %s", strings.Join(missing, " "))
+	}
+}
+
+// leftOut are calls the measurement sees that the agent's own policy leaves
+// out on purpose (see its comments).
+var leftOut = map[string]string{
+	"bpf":  "cilium/ebpf's rlimit init probes BPF_MAP_CREATE; the agent never uses eBPF and takes EPERM",
+	"dup3": "Go's fork child in the test, before the agent's execve (seen by the recorder only)",
+}
+
+// straceLine finds the system call of a line of `strace -f -o`: "PID
+// name(args) = ret", "PID <... name resumed>...", never signals or exits.
+var straceLine = regexp.MustCompile(`^\d+\s+(?:<\.\.\. )?([a-z0-9_]+)(?:\(| resumed>)`)
+
+// straceCalls returns the system calls in every strace output file in dir.
+func straceCalls(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "trace.*"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no strace output in %s: %v", dir, err)
+	}
+	seen := map[string]bool{}
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if m := straceLine.FindStringSubmatch(sc.Text()); m != nil {
+				seen[m[1]] = true
+			}
+		}
+		fh.Close()
+		if err := sc.Err(); err != nil {
+			return nil, err
+		}
+	}
+	var out []string
+	for s := range seen {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// childOf waits for pid's first child and returns it.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			child, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+			rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
+			if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+				return child
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("process %d started no child", pid)
+	return 0
+}
+
+// measureCgroup makes an empty cgroup v2 for the agent and returns its
+// directory and id; it is removed when the test ends.
+func measureCgroup(t *testing.T) (string, uint64) {
+	t.Helper()
+	for _, mount := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(mount, "cgroup.procs")); err != nil {
+			continue
+		}
+		var fs syscall.Statfs_t
+		if syscall.Statfs(mount, &fs) != nil || fs.Type != 0x63677270 { // CGROUP2_SUPER_MAGIC
+			continue
+		}
+		dir := filepath.Join(mount, fmt.Sprintf("kscmp-agent-measure-%d", os.Getpid()))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// Empty once the agent is gone.
+			for range 100 {
+				if os.Remove(dir) == nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+		var st syscall.Stat_t
+		if err := syscall.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		return dir, st.Ino
+	}
+	t.Fatal("no cgroup v2 hierarchy")
+	return "", 0
+}

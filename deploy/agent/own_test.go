@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/merge"
+	"github.com/kubearmor/kscmp/recommend"
+)
+
+// TestOwnProfile: the agent's own profile is the embedded policy compiled
+// by the shared merger: an allow-list of the policy's calls, the kernel's,
+// and the start-up calls of both runc and crun, for either family.
+func TestOwnProfile(t *testing.T) {
+	if OwnProfile != ProfilePath(OwnNamespace, OwnName) {
+		t.Fatalf("OwnProfile %q is not ProfilePath(%q, %q)", OwnProfile, OwnNamespace, OwnName)
+	}
+	p, err := OwnPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []string
+	for _, r := range p.Spec.Seccomp.AllRules() {
+		if r.Action != api.ActionAllow {
+			t.Errorf("rule %v: the agent's policy is an allow-list", r)
+		}
+		calls = append(calls, r.Syscalls...)
+	}
+	for _, fam := range []api.Family{api.FamilyAMD64, api.FamilyARM64} {
+		data, err := OwnProfileJSON(fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := merge.ParseOCI(data, "own.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		arches, _ := fam.Arches()
+		if !rs.AllowList() || !slices.Equal(rs.Arches, arches) {
+			t.Errorf("%s: default %s, arches %v", fam, rs.DefaultAction, rs.Arches)
+		}
+		want := append(append(slices.Clone(calls), merge.KernelSyscalls()...), merge.RuntimeRunc.StartupSyscalls()...)
+		want = append(want, merge.RuntimeCrun.StartupSyscalls()...)
+		for _, s := range want {
+			if e := rs.Lookup(s); (e == nil || e.Action != api.ActionAllow) && api.SyscallKnown(s, arches) {
+				t.Errorf("%s: %s not allowed", fam, s)
+			}
+		}
+		if again, _ := OwnProfileJSON(fam); string(again) != string(data) {
+			t.Errorf("%s: not deterministic", fam)
+		}
+	}
+	// Measured on amd64: the policy also lists what the same program calls
+	// on arm64, as 'kscmp recommend --portable' would.
+	eq, _ := recommend.Equivalents(api.ArchX86_64, api.ArchAARCH64, calls)
+	for _, e := range eq {
+		if !slices.Contains(calls, e.Name) {
+			t.Errorf("%s (arm64's %s) is missing from the policy", e.Name, e.For)
+		}
+	}
+
+	dir := t.TempDir()
+	path, changed, err := InstallOwnProfile(dir, api.FamilyAMD64)
+	if err != nil || !changed || path != filepath.Join(dir, filepath.FromSlash(OwnProfile)) {
+		t.Fatalf("install: %s %v %v", path, changed, err)
+	}
+	if _, changed, err := InstallOwnProfile(dir, api.FamilyAMD64); err != nil || changed {
+		t.Errorf("second install: changed %v, %v; want unchanged", changed, err)
+	}
+}
+
+// daemonSetPod is the pod the manifests' DaemonSet makes on node-a.
+func daemonSetPod(t *testing.T) *corev1.Pod {
+	t.Helper()
+	data, err := os.ReadFile("../manifests/agent/daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds appsv1.DaemonSet
+	if err := yaml.Unmarshal(data, &ds); err != nil {
+		t.Fatal(err)
+	}
+	p := &corev1.Pod{ObjectMeta: ds.Spec.Template.ObjectMeta, Spec: ds.Spec.Template.Spec}
+	p.Name, p.Namespace, p.Spec.NodeName = "kscmp-agent-x7k2p", ds.Namespace, "node-a"
+	yes := true
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: "u1", Controller: &yes}}
+	return p
+}
+
+// TestOwnProfileKept: the agent's garbage collection never removes its own
+// profile. The DaemonSet's pod on the node is seen as using it (InUse), and
+// the file is kept even without that pod (say, between its deletion and
+// its replacement's start); the agent never writes it from policies, never
+// rolls its own DaemonSet because of it, and refuses a policy named like it.
+func TestOwnProfileKept(t *testing.T) {
+	own := daemonSetPod(t)
+	if !InUse([]*corev1.Pod{own})[OwnProfile] {
+		t.Errorf("the agent's pod is not seen as using %s: %v", OwnProfile, InUse([]*corev1.Pod{own}))
+	}
+	var agentC corev1.Container
+	for _, c := range own.Spec.Containers {
+		if c.Name == "agent" {
+			agentC = c
+		}
+	}
+	if got := boundProfile(own, agentC); got != OwnProfile {
+		t.Fatalf("the DaemonSet's agent container runs with %q, want %q", got, OwnProfile)
+	}
+
+	dir := t.TempDir()
+	if _, _, err := InstallOwnProfile(dir, api.FamilyAMD64); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, ProfileDir, OwnNamespace, "other.json")
+	os.WriteFile(other, []byte("{}"), 0o644)
+	for _, c := range []struct {
+		name string
+		sync func() (SyncResult, error)
+	}{
+		{"all, agent's pod here", func() (SyncResult, error) { return Sync(dir, nil, InUse([]*corev1.Pod{own})) }},
+		{"all, no pod", func() (SyncResult, error) { return Sync(dir, nil, nil) }},
+		{"namespace, no pod", func() (SyncResult, error) { return SyncNamespace(dir, OwnNamespace, nil, nil) }},
+	} {
+		if _, err := c.sync(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(OwnProfile))); err != nil {
+			t.Fatalf("%s: the agent's own profile was removed: %v", c.name, err)
+		}
+	}
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		t.Errorf("another unused file beside it was kept: %v", err)
+	}
+	if _, err := SyncNamespace(dir, OwnNamespace, map[string][]byte{OwnProfile: []byte("{}")}, nil); err == nil {
+		t.Error("a sync wrote the agent's own profile")
+	}
+
+	// --restart-workloads: no policy gives the agent's container a profile,
+	// which must not read as "runs with a stale profile".
+	if got := restartTargets([]*corev1.Pod{own}, nil, nil, nil); len(got) != 0 {
+		t.Errorf("the agent would roll its own DaemonSet: %v", got)
+	}
+	if got := restartTargets([]*corev1.Pod{own}, nil, nil, []string{OwnProfile}); len(got) != 0 {
+		t.Errorf("the agent would roll its own DaemonSet: %v", got)
+	}
+
+	// A policy that would be written to OwnProfile is refused (the agent's
+	// and the webhook's policy cache).
+	c := &PolicyCache{log: slog.New(slog.DiscardHandler), invalid: map[string]string{}, parsed: map[string]parsed{}}
+	u := &unstructured.Unstructured{}
+	yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: "+OwnName+", namespace: "+OwnNamespace+", resourceVersion: '1'}\nspec: {selector: {matchLabels: {app.kubernetes.io/name: kscmp-agent}}, seccomp: {syscalls: [read], action: Allow}}\n"), &u.Object)
+	if c.parse(u) != nil || !strings.Contains(c.Refused()[OwnNamespace+"/"+OwnName], OwnProfile) {
+		t.Errorf("a policy named like the agent's own was accepted: %v", c.Refused())
+	}
+	u.SetName("kscmp-agent-extra")
+	if c.parse(u) == nil {
+		t.Errorf("another policy in %s was refused: %v", OwnNamespace, c.Refused())
+	}
+}
