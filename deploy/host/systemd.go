@@ -206,7 +206,7 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 			old = nil
 		}
 		if s.live() && !exists && rs.AllowList() {
-			if own, err := s.Manager.Property(ctx, unit, "SystemCallFilter"); err == nil && own != "" {
+			if own, err := s.Manager.Property(ctx, unit, "SystemCallFilter"); err == nil && own != "" && own != "~" { // "~": no filter
 				s.log().Warn("the unit sets a system call filter of its own; kscmp's allow-list replaces it", "unit", unit)
 			}
 		}

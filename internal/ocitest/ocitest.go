@@ -279,6 +279,10 @@ func copyFile(src, dst string, mode os.FileMode) error {
 type Container struct {
 	// Runtime is "runc", "crun" or the path of such a binary (see Require).
 	Runtime string
+	// ID is the container id (docker's or podman's name plays this part);
+	// "" gives a random unique one. Each runtime run has a state directory
+	// of its own, so the same ID may be used again.
+	ID string
 	// Rootfs is the root filesystem directory, for example from BusyboxRootfs.
 	Rootfs string
 	// Args is the workload's command line; Args[0] is looked up in PATH.
@@ -375,9 +379,11 @@ func Run(ctx context.Context, t testing.TB, c Container) (Result, error) {
 		log:  filepath.Join(dir, "runtime.log"),
 	}
 	rt.crunHybrid = filepath.Base(bin) == "crun" && crunNeedsHybridWorkaround()
-	id, err := newID()
-	if err != nil {
-		return Result{}, err
+	id := c.ID
+	if id == "" {
+		if id, err = newID(); err != nil {
+			return Result{}, err
+		}
 	}
 	res := Result{ID: id}
 
