@@ -247,11 +247,14 @@ type Machine struct {
 	nsenter string
 	name    string
 	leader  int
-	cgroup  string
-	logPath string
-	cmd     *exec.Cmd
-	cgroups []string // the machine's cgroup directory in each hierarchy
-	conn    *net.UnixConn
+	// leaderStart is the leader's start time, which tells it from a later
+	// process with the same PID.
+	leaderStart uint64
+	cgroup      string
+	logPath     string
+	cmd         *exec.Cmd
+	cgroups     []string // the machine's cgroup directory in each hierarchy
+	conn        *net.UnixConn
 
 	done     chan struct{} // closed when systemd-nspawn has exited
 	waitErr  error         // systemd-nspawn's exit, valid after done
@@ -402,6 +405,10 @@ func Start(ctx context.Context, t testing.TB, opts Options) (*Machine, error) {
 	case <-ctx.Done():
 		_ = m.Close()
 		return nil, fmt.Errorf("nspawntest: starting machine %s: %w%s", m.name, ctx.Err(), m.logTail())
+	}
+	if m.leaderStart, err = procStartTime(m.leader); err != nil {
+		_ = m.Close()
+		return nil, fmt.Errorf("nspawntest: machine %s: leader: %w%s", m.name, err, m.logTail())
 	}
 	cg, err := readCgroup(m.leader)
 	if err != nil {
@@ -677,6 +684,11 @@ func (m *Machine) close() error {
 			errs = append(errs, fmt.Errorf("systemd-nspawn (pid %d) does not exit", m.cmd.Process.Pid))
 		}
 	}
+	// A killed PID 1 of a PID namespace leaves its cgroup at once but lives
+	// on until every other process of the namespace has been reaped.
+	if err := m.waitLeaderGone(10 * time.Second); err != nil {
+		errs = append(errs, err)
+	}
 	_ = m.conn.Close()
 	if err := removeCgroups(m.cgroups, 10*time.Second); err != nil {
 		errs = append(errs, err)
@@ -688,6 +700,35 @@ func (m *Machine) close() error {
 		return fmt.Errorf("closing machine %s: %w", m.name, errors.Join(errs...))
 	}
 	return nil
+}
+
+// waitLeaderGone waits up to timeout until the machine's PID 1 has exited
+// (it is gone, a zombie, or its PID belongs to another process).
+func (m *Machine) waitLeaderGone(timeout time.Duration) error {
+	if m.leader == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		start, err := procStartTime(m.leader)
+		if err != nil || start != m.leaderStart || isZombie(m.leader) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the machine's PID 1 (pid %d) still runs after %v", m.leader, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// isZombie reports whether process pid has exited and waits to be reaped.
+func isZombie(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i >= 0 && strings.HasPrefix(string(data[i+1:]), " Z")
 }
 
 // describeExit describes the error of systemd-nspawn's Wait.

@@ -62,8 +62,8 @@ func checkGone(t *testing.T, m *Machine) {
 	if m.cmd.ProcessState == nil {
 		t.Errorf("systemd-nspawn (pid %d) was not waited for", m.cmd.Process.Pid)
 	}
-	if data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(m.Leader()), "stat")); err == nil && !isZombie(data) {
-		t.Errorf("the machine's PID 1 (pid %d) still runs: %s", m.Leader(), data)
+	if start, err := procStartTime(m.Leader()); err == nil && start == m.leaderStart && !isZombie(m.Leader()) {
+		t.Errorf("the machine's PID 1 (pid %d) still runs", m.Leader())
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -77,11 +77,6 @@ func checkGone(t *testing.T, m *Machine) {
 			t.Errorf("cgroup %s left behind (stat: %v)", d, err)
 		}
 	}
-}
-
-func isZombie(stat []byte) bool {
-	i := strings.LastIndexByte(string(stat), ')')
-	return i >= 0 && strings.HasPrefix(string(stat[i+1:]), " Z")
 }
 
 func readResult(t *testing.T, dir, name string) string {
