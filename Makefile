@@ -8,7 +8,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
 FUZZTIME ?= 15s
 
-.PHONY: build test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo deps testbin clean
+.PHONY: build test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo deps testbin nspawn-tree clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
@@ -27,11 +27,16 @@ e2e:
 # kube-apiserver and etcd built from the Go module proxy into
 # ~/.cache/kscmp-testbin, reused), then runs every test (privileged ones too:
 # run as root) and a bounded fuzz run.
-test: deps testbin unit fuzz
+test: deps testbin nspawn-tree unit fuzz
 
 # kube-apiserver and etcd for the integration tests (cold: ~13 min on 2 cores).
 testbin:
 	hack/testbin.sh >/dev/null
+
+# The Debian tree with systemd that internal/nspawntest boots with
+# systemd-nspawn, in ~/.cache/kscmp-nspawn (cold: about a minute; root).
+nspawn-tree:
+	hack/nspawn-tree.sh >/dev/null
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
