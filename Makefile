@@ -8,7 +8,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
 FUZZTIME ?= 15s
 
-.PHONY: build test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo deps testbin nspawn-tree clean
+.PHONY: build test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
@@ -73,6 +73,16 @@ verify-generated: generate
 demo: build
 	hack/deps.sh demo
 	hack/demo.sh $(BIN)
+
+# The host loop on a real systemd (booted with systemd-nspawn from the
+# cached tree): discover a service from the host, recommend, kscmp apply
+# --systemd --restart, the service works and mkdir fails with EPERM, kscmp
+# remove restores the unit; then a runc and a crun container through
+# kscmp apply --dir. Prints every command and its output.
+demo-host:
+	hack/deps.sh test
+	hack/nspawn-tree.sh >/dev/null
+	$(GO) test -count=1 -run '^TestHost(SystemdLoop|ContainerLoop)$$' -v ./cmd/kscmp/ | hack/demo-filter.sh
 
 clean:
 	rm -rf bin
