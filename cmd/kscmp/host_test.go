@@ -113,27 +113,9 @@ spec:
 
 	// 1. Discover from the host, while the machine runs the service once.
 	report := filepath.Join(proof, "report.json")
-	disc := exec.CommandContext(ctx, bin, "discover", "--machine-pid", strconv.Itoa(m.Leader()),
-		"--systemd-unit", "kscmp-demo.service", "--duration", "0", "--interval", "100ms", "-o", report)
-	var discErr lockedBuffer
-	disc.Stderr = &discErr
-	if err := disc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer disc.Process.Kill()
-	for !strings.Contains(discErr.String(), "discover: ") {
-		if ctx.Err() != nil {
-			t.Fatalf("discover did not start: %s", discErr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	stop := startDiscover(ctx, t, bin, "--machine-pid", strconv.Itoa(m.Leader()), "--systemd-unit", "kscmp-demo.service", "-o", report)
 	hostStep(t, in("systemctl", "start", "kscmp-demo.service"), 0)
-	time.Sleep(300 * time.Millisecond) // at least one read of the kernel's sets
-	disc.Process.Signal(syscall.SIGINT)
-	if err := disc.Wait(); err != nil {
-		t.Fatalf("discover: %v\n%s", err, discErr.String())
-	}
-	t.Logf("discover:\n%s", discErr.String())
+	t.Logf("discover:\n%s", stop())
 	rf, err := os.Open(report)
 	if err != nil {
 		t.Fatal(err)
@@ -216,6 +198,34 @@ spec:
 	}
 }
 
+// startDiscover starts 'kscmp discover' with args until Ctrl-C and waits
+// until it records; stop sends Ctrl-C and waits for the report.
+func startDiscover(ctx context.Context, t *testing.T, bin string, args ...string) (stop func() string) {
+	t.Helper()
+	disc := exec.CommandContext(ctx, bin, append([]string{"discover", "--duration", "0", "--interval", "100ms"}, args...)...)
+	var stderr lockedBuffer
+	disc.Stderr = &stderr
+	if err := disc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { disc.Process.Kill() })
+	for !strings.Contains(stderr.String(), "discover: ") {
+		if ctx.Err() != nil {
+			t.Fatalf("discover did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return func() string {
+		t.Helper()
+		time.Sleep(300 * time.Millisecond) // at least one read of the kernel's sets
+		disc.Process.Signal(syscall.SIGINT)
+		if err := disc.Wait(); err != nil {
+			t.Fatalf("discover: %v\n%s", err, stderr.String())
+		}
+		return stderr.String()
+	}
+}
+
 func containsAny(list []string, names ...string) bool {
 	for _, l := range list {
 		for _, n := range names {
@@ -247,28 +257,12 @@ func TestHostContainerLoop(t *testing.T) {
 			work := []string{"sh", "-c", "echo hello; ls / > /dev/null; cat /etc/passwd > /dev/null"}
 
 			report := filepath.Join(dir, "report.json")
-			disc := exec.CommandContext(ctx, bin, "discover", "--container", id, "--duration", "0", "--interval", "100ms", "-o", report)
-			var discErr lockedBuffer
-			disc.Stderr = &discErr
-			if err := disc.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer disc.Process.Kill()
-			for !strings.Contains(discErr.String(), "discover: ") {
-				if ctx.Err() != nil {
-					t.Fatalf("discover did not start: %s", discErr.String())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			stop := startDiscover(ctx, t, bin, "--container", id, "-o", report)
 			res, err := ocitest.Run(ctx, t, ocitest.Container{Runtime: runtime, Rootfs: rootfs, ID: id, Args: work})
 			if err != nil || res.ExitCode != 0 {
 				t.Fatalf("discovered run: %v %+v", err, res)
 			}
-			time.Sleep(300 * time.Millisecond)
-			disc.Process.Signal(syscall.SIGINT)
-			if err := disc.Wait(); err != nil {
-				t.Fatalf("discover: %v\n%s", err, discErr.String())
-			}
+			stop()
 
 			policies := filepath.Join(dir, "policies")
 			hostStep(t, exec.CommandContext(ctx, bin, "recommend", "--from", report, "-o", policies), 0)

@@ -125,14 +125,7 @@ func (d *Dir) Apply(_ context.Context, policies []*api.KubeArmorSeccompPolicy, o
 			errs = append(errs, fmt.Errorf("%s exists and was not written by kscmp: not overwritten (move it away first)", path))
 			continue
 		}
-		c := Change{Target: name, Path: path, Action: Created, Policies: rs.Policies}
-		switch {
-		case exists && bytes.Equal(old, data):
-			c.Action = Unchanged
-		case exists:
-			c.Action = Updated
-		}
-		steps = append(steps, step{change: c, data: data})
+		steps = append(steps, step{change: planned(name, path, rs.Policies, old, data, exists), data: data})
 	}
 	if opt.Prune {
 		for _, name := range managed {

@@ -10,6 +10,7 @@
 package host
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -40,6 +41,19 @@ type Change struct {
 	Policies []string `json:"policies,omitempty"`
 	// Restarted is true when the unit was restarted afterwards.
 	Restarted bool `json:"restarted,omitempty"`
+}
+
+// planned returns the Change that writing data to path makes, given what
+// path holds now (old, when exists).
+func planned(target, path string, policies []string, old, data []byte, exists bool) Change {
+	c := Change{Target: target, Path: path, Action: Created, Policies: policies}
+	switch {
+	case exists && bytes.Equal(old, data):
+		c.Action = Unchanged
+	case exists:
+		c.Action = Updated
+	}
+	return c
 }
 
 // Changed reports whether the file was written or removed.

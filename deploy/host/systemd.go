@@ -196,13 +196,8 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 			errs = append(errs, fmt.Errorf("%s exists and was not written by kscmp: not overwritten (move it away first)", path))
 			continue
 		}
-		c := Change{Target: unit, Path: path, Action: Created, Policies: rs.Policies}
-		switch {
-		case exists && bytes.Equal(old, data):
-			c.Action = Unchanged
-		case exists:
-			c.Action = Updated
-		default:
+		c := planned(unit, path, rs.Policies, old, data, exists)
+		if !exists {
 			old = nil
 		}
 		if s.live() && !exists && rs.AllowList() {
