@@ -53,7 +53,7 @@ func currentTaskAddr() (uint64, error) {
 
 func findCurrentTask() (uint64, error) {
 	if runtime.GOARCH != "amd64" {
-		// arm64 keeps current in a register; its JIT inlines the helper (6.11+).
+		// arm64 keeps current in a register, which recent JITs read inline.
 		return 0, fmt.Errorf("not on %s", runtime.GOARCH)
 	}
 	spec, err := btf.LoadKernelSpec()
