@@ -52,7 +52,7 @@ bench:
 # The recorder's cost per system call against no tracing and an empty
 # program on the same hook (root; run on an idle machine).
 bench-overhead:
-	$(GO) test -count=1 -run='^$$' -bench=Overhead -benchtime=1x ./discover/
+	$(GO) test -count=1 -v -run='^$$' -bench=Overhead -benchtime=1x ./discover/
 
 # The agent with 1,000 policies and 500 pods on a real API server (make testbin).
 bench-agent:

@@ -58,3 +58,13 @@ const (
 	// EventCgroupTruncated: the in-kernel cgroup path is incomplete.
 	EventCgroupTruncated = 1 << 1
 )
+
+// Values of RecorderCpuCache.CurrentSlot other than an address: where the
+// program reads the current task on that CPU.
+const (
+	// CurrentUnknown: the program has not run on the CPU yet.
+	CurrentUnknown = 0
+	// CurrentHelper: the program calls bpf_get_current_task_btf() (no
+	// usable address of current_task, or not tp_btf on x86-64).
+	CurrentHelper = 1
+)

@@ -13,11 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type RecorderCacheSlot struct {
-	_    structs.HostLayout
-	Key  uint64
-	Gen  uint64
-	Bits [3][16]uint64
+type RecorderCpuCache struct {
+	_           structs.HostLayout
+	CurrentSlot uint64
+	Scratch     uint64
+	Slots       [4]struct {
+		_    structs.HostLayout
+		Key  uint64
+		Gen  uint64
+		Bits [3][16]uint64
+	}
 }
 
 type RecorderNewKeyEvent struct {
@@ -50,17 +55,18 @@ type RecorderSyscallSet struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	RecorderMapCache          = "cache"
-	RecorderMapEvents         = "events"
-	RecorderMapLost           = "lost"
-	RecorderMapSets           = "sets"
-	RecorderProgSysEnterBtf   = "sys_enter_btf"
-	RecorderProgSysEnterRaw   = "sys_enter_raw"
-	RecorderVarGeneration     = "generation"
-	RecorderVarHostMntns      = "host_mntns"
-	RecorderVarIncludeHost    = "include_host"
-	RecorderVarIncludeRuntime = "include_runtime"
-	RecorderVarZeroSet        = "zero_set"
+	RecorderMapCache           = "cache"
+	RecorderMapEvents          = "events"
+	RecorderMapLost            = "lost"
+	RecorderMapSets            = "sets"
+	RecorderProgSysEnterBtf    = "sys_enter_btf"
+	RecorderProgSysEnterRaw    = "sys_enter_raw"
+	RecorderVarCurrentTaskAddr = "current_task_addr"
+	RecorderVarGeneration      = "generation"
+	RecorderVarHostMntns       = "host_mntns"
+	RecorderVarIncludeHost     = "include_host"
+	RecorderVarIncludeRuntime  = "include_runtime"
+	RecorderVarZeroSet         = "zero_set"
 )
 
 // LoadRecorder returns the embedded CollectionSpec for Recorder.
@@ -123,11 +129,12 @@ type RecorderMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RecorderVariableSpecs struct {
-	Generation     *ebpf.VariableSpec `ebpf:"generation"`
-	HostMntns      *ebpf.VariableSpec `ebpf:"host_mntns"`
-	IncludeHost    *ebpf.VariableSpec `ebpf:"include_host"`
-	IncludeRuntime *ebpf.VariableSpec `ebpf:"include_runtime"`
-	ZeroSet        *ebpf.VariableSpec `ebpf:"zero_set"`
+	CurrentTaskAddr *ebpf.VariableSpec `ebpf:"current_task_addr"`
+	Generation      *ebpf.VariableSpec `ebpf:"generation"`
+	HostMntns       *ebpf.VariableSpec `ebpf:"host_mntns"`
+	IncludeHost     *ebpf.VariableSpec `ebpf:"include_host"`
+	IncludeRuntime  *ebpf.VariableSpec `ebpf:"include_runtime"`
+	ZeroSet         *ebpf.VariableSpec `ebpf:"zero_set"`
 }
 
 // RecorderObjects contains all objects after they have been loaded into the kernel.
@@ -169,11 +176,12 @@ func (m *RecorderMaps) Close() error {
 //
 // It can be passed to LoadRecorderObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RecorderVariables struct {
-	Generation     *ebpf.Variable `ebpf:"generation"`
-	HostMntns      *ebpf.Variable `ebpf:"host_mntns"`
-	IncludeHost    *ebpf.Variable `ebpf:"include_host"`
-	IncludeRuntime *ebpf.Variable `ebpf:"include_runtime"`
-	ZeroSet        *ebpf.Variable `ebpf:"zero_set"`
+	CurrentTaskAddr *ebpf.Variable `ebpf:"current_task_addr"`
+	Generation      *ebpf.Variable `ebpf:"generation"`
+	HostMntns       *ebpf.Variable `ebpf:"host_mntns"`
+	IncludeHost     *ebpf.Variable `ebpf:"include_host"`
+	IncludeRuntime  *ebpf.Variable `ebpf:"include_runtime"`
+	ZeroSet         *ebpf.Variable `ebpf:"zero_set"`
 }
 
 // RecorderPrograms contains all programs after they have been loaded into the kernel.

@@ -3,8 +3,9 @@ package discover
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -13,19 +14,25 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/kubearmor/kscmp/bpf"
 )
 
-// The overhead benchmark. Run it alone, on an idle machine:
+// The overhead benchmark. Run it alone, on an idle machine if there is one:
 //
-//	go test -run '^$' -bench Overhead -benchtime 1x ./discover/
+//	go test -v -run '^$' -bench Overhead -benchtime 1x ./discover/
 //
-// Each of 7 rounds runs every mode once (in a rotated order); the figures are
-// the medians over the rounds. A second phase measures the programs' own run
-// time with the kernel's BPF statistics. Modes:
+// (-v: without it the test framework cuts the log to 10 lines.)
+//
+// Each round runs every mode once (in a rotated order); the figures are the
+// medians over the rounds, and the spread of a ratio is the interquartile
+// range of the per-round ratios. A last phase measures the programs' own run
+// time with the kernel's BPF statistics, which other load moves far less.
+// Modes:
 //
 //	none       nothing attached to sys_enter
 //	empty      an empty tp_btf/sys_enter program: the floor of any recorder
@@ -34,18 +41,20 @@ import (
 //
 // getppid: ns per syscall (thread CPU time) of a tight loop of raw getppid
 // calls (in the host mount namespace, so rec-excl shows the cost of the host
-// filter); per round the best of 5 loops of 400k calls.
+// filter); per round the best of 5 loops of 80k calls; 21 rounds.
 // getppid-ns: the same loop on a thread in a new mount namespace: the
 // container path, recorded in both recorder modes.
 // find, tar: CPU time (user+sys, all processes) of `find /usr` and
 // `tar -cf - /usr/share | cat` (warm cache), each started in a new mount
 // namespace (unshare -m), so that the recorder records them as it would a
-// container, in all modes alike. CPU time rather than wall time: it is what
-// the hook adds, and it is not inflated by other load on the machine.
+// container, in all modes alike; 7 rounds. CPU time rather than wall time:
+// it is what the hook adds, and it is not inflated by other load on the
+// machine (but the floor adds only a few % to these, less than they vary).
 
 const (
+	getppidRounds    = 21
 	overheadRounds   = 7
-	getppidLoopCalls = 2_000_000
+	getppidLoopCalls = 400_000
 )
 
 type overheadMode struct {
@@ -53,42 +62,63 @@ type overheadMode struct {
 	start func(tb testing.TB) func()
 }
 
+type overheadWorkload struct {
+	name   string
+	rounds int
+	run    func(tb testing.TB) float64
+}
+
+// benchHostNS is the host mount namespace of the recorders the benchmark
+// starts, fixed before any thread unshares: the getppid-ns thread, were it
+// the main thread, would otherwise change /proc/self/ns/mnt, the fallback
+// when /proc/1's is not readable.
+var benchHostNS uint32
+
 func BenchmarkOverhead(b *testing.B) {
 	requireKernel(b, "unshare", "find", "tar")
+	ns, err := hostMountNS("/proc", slog.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchHostNS = ns
+	nsw, stopNSW := newNSWorker(b)
+	defer stopNSW()
 	modes := []overheadMode{
 		{"none", func(testing.TB) func() { return func() {} }},
 		{"empty", attachEmpty},
 		{"rec-excl", func(tb testing.TB) func() { return attachRecorder(tb, false) }},
 		{"rec-host", func(tb testing.TB) func() { return attachRecorder(tb, true) }},
 	}
-	workloads := []struct {
-		name string
-		run  func(tb testing.TB) float64
-	}{
-		{"getppid", func(testing.TB) float64 { return getppidBest(getppidLoopCalls) }},
-		{"getppid-ns", func(tb testing.TB) float64 { return getppidInMountNS(tb, getppidLoopCalls) }},
-		{"find", func(tb testing.TB) float64 { return cpuMS(tb, "find /usr >/dev/null") }},
-		{"tar", func(tb testing.TB) float64 { return cpuMS(tb, "tar -cf - /usr/share 2>/dev/null | cat >/dev/null") }},
+	workloads := []overheadWorkload{
+		{"getppid", getppidRounds, func(testing.TB) float64 { return getppidBest(getppidLoopCalls) }},
+		{"getppid-ns", getppidRounds, func(tb testing.TB) float64 { return nsw.getppidBest(getppidLoopCalls) }},
+		{"find", overheadRounds, func(tb testing.TB) float64 { return cpuMS(tb, findScript) }},
+		{"tar", overheadRounds, func(tb testing.TB) float64 { return cpuMS(tb, tarScript) }},
 	}
 	// Warm the page cache and the code paths.
 	for _, w := range workloads {
 		w.run(b)
 	}
 
+	var floorNS float64 // getppid-ns: empty − none
 	for b.Loop() {
 		samples := map[string][]float64{}
-		for round := range overheadRounds {
-			for i := range modes {
-				m := modes[(i+round)%len(modes)]
-				stop := m.start(b)
-				for _, w := range workloads {
-					samples[w.name+"/"+m.name] = append(samples[w.name+"/"+m.name], w.run(b))
+		// The getppid loops first, then find and tar, each group with its
+		// own number of rounds.
+		for _, group := range [][]overheadWorkload{workloads[:2], workloads[2:]} {
+			for round := range group[0].rounds {
+				for i := range modes {
+					m := modes[(i+round)%len(modes)]
+					stop := m.start(b)
+					for _, w := range group {
+						samples[w.name+"/"+m.name] = append(samples[w.name+"/"+m.name], w.run(b))
+					}
+					stop()
 				}
-				stop()
 			}
 		}
 		var table strings.Builder
-		fmt.Fprintf(&table, "\n%-10s %10s %10s %10s %10s %12s %12s\n", "workload", "none", "empty", "rec-excl", "rec-host", "excl/floor", "host/floor")
+		fmt.Fprintf(&table, "\n%-10s %10s %10s %10s %10s %17s %17s\n", "workload", "none", "empty", "rec-excl", "rec-host", "excl/floor (IQR)", "host/floor (IQR)")
 		for _, w := range workloads {
 			med := map[string]float64{}
 			for _, m := range modes {
@@ -100,17 +130,29 @@ func BenchmarkOverhead(b *testing.B) {
 				b.ReportMetric(med[m.name], w.name+"-"+m.name+"-"+unit)
 			}
 			floor := med["empty"] - med["none"]
-			fmt.Fprintf(&table, "%-10s %10.1f %10.1f %10.1f %10.1f %12.2f %12.2f\n", w.name,
+			if w.name == "getppid-ns" {
+				floorNS = floor
+			}
+			spread := func(mode string) string {
+				var r []float64
+				for i, v := range samples[w.name+"/"+mode] {
+					none := samples[w.name+"/none"][i]
+					r = append(r, (v-none)/(samples[w.name+"/empty"][i]-none))
+				}
+				slices.Sort(r)
+				return fmt.Sprintf("%.2f-%.2f", r[len(r)/4], r[len(r)*3/4])
+			}
+			fmt.Fprintf(&table, "%-10s %10.1f %10.1f %10.1f %10.1f %5.2f %11s %5.2f %11s\n", w.name,
 				med["none"], med["empty"], med["rec-excl"], med["rec-host"],
-				(med["rec-excl"]-med["none"])/floor, (med["rec-host"]-med["none"])/floor)
+				(med["rec-excl"]-med["none"])/floor, spread("rec-excl"), (med["rec-host"]-med["none"])/floor, spread("rec-host"))
 			b.ReportMetric((med["rec-host"]-med["none"])/floor, w.name+"-host/floor")
 		}
 		b.Log(table.String())
 	}
 
-	programCost(b)
+	programCost(b, nsw, floorNS)
 
-	r, err := NewRecorder(RecorderOptions{})
+	r, err := NewRecorder(RecorderOptions{HostMountNS: benchHostNS})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -124,12 +166,32 @@ func BenchmarkOverhead(b *testing.B) {
 	b.ReportMetric(float64(mem.PerKey()), "B/key")
 }
 
+// The find and tar workloads.
+const (
+	findScript = "find /usr >/dev/null"
+	tarScript  = "tar -cf - /usr/share 2>/dev/null | cat >/dev/null"
+)
+
 // programCost measures, with the kernel's BPF statistics
-// (kernel.bpf_stats_enabled), the ns per run of the programs themselves in
-// the getppid loop: the body's cost apart from the hook's, and little moved
-// by other load since a program runs with preemption off. The statistics add
-// their own clock reads to every run, equally for all programs.
-func programCost(b *testing.B) {
+// (kernel.bpf_stats_enabled), the ns per run of the programs themselves: the
+// body's cost apart from the hook's, and little moved by other load since a
+// program runs with preemption off. The statistics add their own clock reads
+// to every run, equally for all programs, so only differences to the empty
+// program count. Runs of other tasks on the machine are counted too: under
+// other load (other recorded mount namespaces making new keys and calls)
+// they only add, so the minimum over the rounds is shown besides the median. Modes: empty; the recorder on a host thread's getppid loop,
+// excluded (rec-excl) and recorded (rec-host, by cgroup); on a thread in a
+// mount namespace of its own (rec-ns: the container path); the same with
+// the current task from the helper bpf_get_current_task_btf() instead of the
+// direct read (rec-ns-helper); and find and tar, each in a mount namespace
+// of its own, recorded with the direct read and with the helper.
+//
+// floor is getppid-ns' empty − none from the first phase (CPU time). A
+// syscall costs the hook the floor plus the body, so the estimate of the
+// recorder's ratio is 1 + (body − empty body)/floor, also for find and tar:
+// their own floor per syscall is higher than getppid's (colder caches), so
+// with getppid's the estimate errs high.
+func programCost(b *testing.B, nsw *nsWorker, floor float64) {
 	const knob = "/proc/sys/kernel/bpf_stats_enabled"
 	old, err := os.ReadFile(knob)
 	if err != nil {
@@ -142,63 +204,107 @@ func programCost(b *testing.B) {
 	}
 	defer os.WriteFile(knob, old, 0)
 
-	perRun := func(p *ebpf.Program) float64 {
+	samples := map[string][]float64{}
+	measure := func(name string, p *ebpf.Program, work func()) {
 		s0, err := p.Stats()
 		if err != nil {
 			b.Fatal(err)
 		}
-		getppidLoop(getppidLoopCalls / 5)
+		work()
 		s1, err := p.Stats()
 		if err != nil {
 			b.Fatal(err)
 		}
-		return float64(s1.Runtime-s0.Runtime) / float64(s1.RunCount-s0.RunCount)
+		samples[name] = append(samples[name], float64(s1.Runtime-s0.Runtime)/float64(s1.RunCount-s0.RunCount))
 	}
-	samples := map[string][]float64{}
+	hostLoop := func() { getppidLoop(getppidLoopCalls) }
+	nsLoop := func() { nsw.getppidBest(getppidLoopCalls) }
+	find := func() { cpuMS(b, findScript) }
+	tar := func() { cpuMS(b, tarScript) }
+	recorder := func(host, helper bool, runs map[string]func()) {
+		if helper {
+			currentTaskAddrFunc = func() (uint64, error) { return 0, errors.New("benchmark: the helper") }
+			defer func() { currentTaskAddrFunc = currentTaskAddr }()
+		}
+		r, err := NewRecorder(RecorderOptions{IncludeHost: host, Hook: HookTpBtf, HostMountNS: benchHostNS})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		for name, work := range runs {
+			measure(name, r.prog, work)
+		}
+	}
+	for range getppidRounds {
+		prog, stop := loadEmpty(b)
+		measure("getppid/empty", prog, nsLoop)
+		stop()
+		recorder(false, false, map[string]func(){"getppid/rec-excl": hostLoop, "getppid/rec-ns": nsLoop})
+		recorder(true, false, map[string]func(){"getppid/rec-host": hostLoop})
+		recorder(false, true, map[string]func(){"getppid/rec-ns-helper": nsLoop})
+	}
 	for range overheadRounds {
 		prog, stop := loadEmpty(b)
-		samples["empty"] = append(samples["empty"], perRun(prog))
+		measure("find/empty", prog, find)
+		measure("tar/empty", prog, tar)
 		stop()
-		for _, host := range []bool{false, true} {
-			r, err := NewRecorder(RecorderOptions{IncludeHost: host, Hook: HookTpBtf})
-			if err != nil {
-				b.Fatal(err)
+		recorder(false, false, map[string]func(){"find/rec": find, "tar/rec": tar})
+		recorder(false, true, map[string]func(){"find/rec-helper": find, "tar/rec-helper": tar})
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "program run time (bpf_stats, ns per run: median [minimum] of %d rounds for getppid, %d for find and tar; + over empty; "+
+		"estimate 1 + (body − empty)/floor with the getppid-ns floor %.1f ns):", getppidRounds, overheadRounds, floor)
+	for _, w := range []struct {
+		name  string
+		modes []string
+	}{
+		{"getppid", []string{"rec-excl", "rec-host", "rec-ns", "rec-ns-helper"}},
+		{"find", []string{"rec", "rec-helper"}},
+		{"tar", []string{"rec", "rec-helper"}},
+	} {
+		empty, emptyMin := median(samples[w.name+"/empty"]), slices.Min(samples[w.name+"/empty"])
+		fmt.Fprintf(&out, "\n  %-8s empty %5.1f [%5.1f]", w.name, empty, emptyMin)
+		for _, m := range w.modes {
+			med, lo := median(samples[w.name+"/"+m])-empty, slices.Min(samples[w.name+"/"+m])-emptyMin
+			fmt.Fprintf(&out, ", %s +%4.1f [+%4.1f]", m, med, lo)
+			if floor > 0 && m != "rec-excl" && m != "rec-host" {
+				fmt.Fprintf(&out, " %.2f× [%.2f×]", 1+med/floor, 1+lo/floor)
 			}
-			name := map[bool]string{false: "rec-excl", true: "rec-host"}[host]
-			samples[name] = append(samples[name], perRun(r.prog))
-			r.Close()
+			b.ReportMetric(med, "body-"+w.name+"-"+m+"-ns")
 		}
 	}
-	empty := median(samples["empty"])
-	b.Logf("program run time (bpf_stats, median of %d): empty %.1f ns, rec-excl %.1f ns (+%.1f), rec-host %.1f ns (+%.1f)",
-		overheadRounds, empty, median(samples["rec-excl"]), median(samples["rec-excl"])-empty,
-		median(samples["rec-host"]), median(samples["rec-host"])-empty)
-	b.ReportMetric(median(samples["rec-host"])-empty, "body-rec-host-ns")
-	b.ReportMetric(median(samples["rec-excl"])-empty, "body-rec-excl-ns")
+	b.Log(out.String())
 }
 
-// getppidInMountNS runs getppidBest on a thread of its own that first enters
-// a new mount namespace: the recorder then takes the container path (mount
-// namespace key) in every recorder mode. The thread is not reused: its
-// goroutine exits locked, and the Go runtime ends it.
-func getppidInMountNS(tb testing.TB, n int) float64 {
-	res := make(chan float64, 1)
-	errc := make(chan error, 1)
+// nsWorker is a thread of its own in a new mount namespace, for the whole
+// benchmark: the recorder takes the container path (a mount namespace key)
+// for its calls in every recorder mode, always with the same key.
+type nsWorker struct {
+	req chan int
+	res chan float64
+}
+
+// newNSWorker starts the thread; stop ends it.
+func newNSWorker(tb testing.TB) (w *nsWorker, stop func()) {
+	w = &nsWorker{req: make(chan int), res: make(chan float64)}
+	errc := make(chan error)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-			errc <- err
-			return
+		errc <- unix.Unshare(unix.CLONE_NEWNS)
+		for n := range w.req {
+			w.res <- getppidBest(n)
 		}
-		res <- getppidBest(n)
 	}()
-	select {
-	case v := <-res:
-		return v
-	case err := <-errc:
+	if err := <-errc; err != nil {
 		tb.Fatalf("unshare: %v", err)
 	}
-	return 0
+	return w, func() { close(w.req) }
+}
+
+// getppidBest runs getppidBest(n) on the worker's thread.
+func (w *nsWorker) getppidBest(n int) float64 {
+	w.req <- n
+	return <-w.res
 }
 
 // getppidBest returns the lowest ns per getppid of 5 loops of n/5 calls:
@@ -275,7 +381,7 @@ func loadEmpty(tb testing.TB) (*ebpf.Program, func()) {
 
 // attachRecorder starts a recorder with a Run loop, as an agent would.
 func attachRecorder(tb testing.TB, includeHost bool) func() {
-	r, err := NewRecorder(RecorderOptions{IncludeHost: includeHost, Hook: HookTpBtf})
+	r, err := NewRecorder(RecorderOptions{IncludeHost: includeHost, Hook: HookTpBtf, HostMountNS: benchHostNS})
 	if err != nil {
 		tb.Fatal(err)
 	}

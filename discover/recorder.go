@@ -226,8 +226,28 @@ func (r *Recorder) attach(opts RecorderOptions, hook Hook) error {
 			Gen  *ebpf.Variable `ebpf:"generation"`
 			BSS  *ebpf.Map      `ebpf:".bss"`
 		}
-		if err := spec.LoadAndAssign(&objs, nil); err != nil {
-			return fmt.Errorf("load %s program: %w", hook, err)
+		// The direct read of the current task (x86-64), if this kernel
+		// allows it; should the program not load with it, it loads without.
+		var addr uint64
+		addr, err = currentTaskAddrFunc()
+		if err != nil {
+			r.log.Debug("recorder: current task from the helper", "reason", err)
+		} else {
+			if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(addr); err != nil {
+				return fmt.Errorf("set current_task_addr: %w", err)
+			}
+			err = spec.LoadAndAssign(&objs, nil)
+			if err != nil {
+				r.log.Info("recorder: tp_btf program does not load with the direct read of the current task; loading it with the helper", "error", err)
+				if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(uint64(0)); err != nil {
+					return fmt.Errorf("set current_task_addr: %w", err)
+				}
+			}
+		}
+		if err != nil {
+			if err := spec.LoadAndAssign(&objs, nil); err != nil {
+				return fmt.Errorf("load %s program: %w", hook, err)
+			}
 		}
 		r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
 		r.prog, r.gen = objs.Prog, objs.Gen
@@ -275,6 +295,21 @@ func (r *Recorder) closeKernel() error {
 // Hook returns the hook the recorder is attached to (HookTpBtf or HookRawTp).
 func (r *Recorder) Hook() Hook {
 	return r.hook
+}
+
+// currentSlots returns, per CPU, where the program reads the current task:
+// the address of that CPU's current_task, or bpf.CurrentUnknown (the program
+// has not run there yet) or bpf.CurrentHelper (it asks the helper).
+func (r *Recorder) currentSlots() ([]uint64, error) {
+	var vals []bpf.RecorderCpuCache
+	if err := r.cache.Lookup(uint32(0), &vals); err != nil {
+		return nil, fmt.Errorf("recorder: read cache: %w", err)
+	}
+	slots := make([]uint64, len(vals))
+	for i, v := range vals {
+		slots[i] = v.CurrentSlot
+	}
+	return slots, nil
 }
 
 // HostMountNS returns the inode of the mount namespace treated as the host's.

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/link"
+
+	"github.com/kubearmor/kscmp/bpf"
 )
 
 var hooks = []Hook{HookTpBtf, HookRawTp}
@@ -30,9 +32,31 @@ func TestStraceParity(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skip("strace names are compared with the x86_64 table")
 	}
-	for _, hook := range hooks {
-		t.Run(hook.String(), func(t *testing.T) {
-			r, events := newTestRecorder(t, RecorderOptions{Hook: hook})
+	// tp_btf as it loads here; on x86-64 also with the current task from
+	// the helper, after the direct read's address failed its check.
+	type mode struct {
+		name      string
+		hook      Hook
+		wrongAddr bool
+	}
+	modes := []mode{{"tp_btf", HookTpBtf, false}}
+	if _, err := currentTaskAddr(); err == nil {
+		modes = append(modes, mode{"tp_btf_helper", HookTpBtf, true})
+	}
+	modes = append(modes, mode{"raw_tp", HookRawTp, false})
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			if m.wrongAddr {
+				addr, _ := currentTaskAddr()
+				useCurrentTaskAddr(t, addr+8)
+			}
+			r, events := newTestRecorder(t, RecorderOptions{Hook: m.hook})
+			if m.wrongAddr {
+				syscall.Getppid() // the program runs, on this CPU at least
+				if slots, err := r.currentSlots(); err != nil || !slices.Contains(slots, bpf.CurrentHelper) || slices.ContainsFunc(slots, func(s uint64) bool { return s > bpf.CurrentHelper }) {
+					t.Fatalf("current slots %#x (err %v), want the helper's", slots, err)
+				}
+			}
 			out := filepath.Join(t.TempDir(), "strace.out")
 			// unshare(CLONE_NEWNS) is made in the host namespace and is not
 			// recorded; everything unshare and its descendants do after it

@@ -8,12 +8,13 @@
  * its cgroup (so systemd services are told apart); the host is skipped unless
  * the loader asks for it.
  *
- * Hot path (key known, bit already set): a few loads from the current task, a
- * per-CPU cache slot (an array lookup the verifier inlines) and one bit test;
- * no map call, no write. On a cache miss the hash map is read, the bit is set
- * with an atomic OR only if it is not set yet, and the cache slot learns the
- * bit. The first syscall of a new key inserts a zeroed set and sends one event
- * to user space; nothing else crosses to user space.
+ * Hot path (key known, bit already set): the per-CPU cache (an array lookup
+ * the verifier inlines), a few loads from the current task and one bit test;
+ * no helper call, no map call, no write (x86-64, see current_task below). On
+ * a cache miss the hash map is read, the bit is set with an atomic OR only if
+ * it is not set yet, and the cache slot learns the bit. The first syscall of
+ * a new key inserts a zeroed set and sends one event to user space; nothing
+ * else crosses to user space.
  *
  * Like every sys_enter hook, the recorder runs after seccomp: calls a filter
  * already denies are never seen. Record without a profile.
@@ -43,6 +44,11 @@ volatile const __u32 host_mntns = 0;  /* inode of the host mount namespace */
 volatile const __u8 include_host = 0; /* record tasks in host_mntns, keyed by cgroup */
 volatile const __u8 include_runtime = 0; /* also record the container runtime's own calls */
 
+/* x86-64: the address of the kernel's per-CPU variable current_task (the
+ * task `current` is), found by user space (discover/current.go); 0 when
+ * unknown, and then the hot path asks the helper bpf_get_current_task_btf(). */
+volatile const __u64 current_task_addr = 0;
+
 /* Bumped by user space around deleting keys: cache slots of an older
  * generation are not trusted. */
 volatile __u64 generation = 0;
@@ -63,13 +69,13 @@ struct {
 	__type(value, struct new_key_event); /* documents the records; not sent to the kernel */
 } events SEC(".maps");
 
-/* The per-CPU cache. Safe without atomics: programs on syscall tracepoints
- * run with preemption disabled and never nest on one CPU. */
+/* The per-CPU cache, one element. Safe without atomics: programs on syscall
+ * tracepoints run with preemption disabled and never nest on one CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, KSCMP_CACHE_SLOTS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct cache_slot);
+	__type(value, struct cpu_cache);
 } cache SEC(".maps");
 
 struct {
@@ -93,6 +99,10 @@ struct mnt_namespace___pre618 {
 struct kernfs_node___pre615 {
 	struct kernfs_node *parent;
 } __attribute__((preserve_access_index));
+
+/* A kfunc the verifier turns into a plain move (kernel 6.2+): it lets the
+ * program read kernel memory at a computed address, faults reading zero. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 static __always_inline void count_lost(__u32 reason)
 {
@@ -247,7 +257,8 @@ static __always_inline bool runtime_init(void)
 	return comm[0] == 'c' && comm[1] == 'r' && comm[2] == 'u' && comm[3] == 'n' && comm[4] == 0;
 }
 
-/* record_slow records a syscall the cache did not know, and teaches it. */
+/* record_slow records a syscall the cache did not know, and teaches it.
+ * task must be the current task, as the helper returns it. */
 static __noinline int record_slow(struct task_struct *task, struct cache_slot *c, __u64 key, __u32 abi, __u32 nr)
 {
 	struct syscall_set *set;
@@ -282,22 +293,30 @@ static __noinline int record_slow(struct task_struct *task, struct cache_slot *c
 	return 0;
 }
 
-static __always_inline int record(struct task_struct *task, __u64 key, __u32 abi, __u64 nr)
+/* cpu_cache returns this CPU's state. */
+static __always_inline struct cpu_cache *cpu_cache(void)
 {
-	__u32 slot = key & (KSCMP_CACHE_SLOTS - 1);
-	struct cache_slot *c;
+	__u32 zero = 0;
 
-	/* Unsigned: a negative number must fail the test too. */
+	return bpf_map_lookup_elem(&cache, &zero);
+}
+
+/* cache_slot returns the cache slot of key. */
+static __always_inline struct cache_slot *cache_slot(struct cpu_cache *cc, __u64 key)
+{
+	return &cc->slots[key & (KSCMP_CACHE_SLOTS - 1)];
+}
+
+/* known reports whether the call needs no more work: its bit is in the
+ * cache, or its number cannot be recorded (counted). Unsigned nr: a negative
+ * number must fail the range test too. */
+static __always_inline bool known(struct cache_slot *c, __u64 key, __u32 abi, __u64 nr)
+{
 	if (nr >= KSCMP_NR_BITS) {
 		count_lost(KSCMP_LOST_OUT_OF_RANGE);
-		return 0;
+		return true;
 	}
-	c = bpf_map_lookup_elem(&cache, &slot);
-	if (!c)
-		return 0;
-	if (c->key == key && c->gen == generation && (c->bits[abi][nr / 64] & (1ULL << (nr & 63))))
-		return 0;
-	return record_slow(task, c, key, abi, nr);
+	return c->key == key && c->gen == generation && (c->bits[abi][nr / 64] & (1ULL << (nr & 63)));
 }
 
 /* abi_of returns the ABI of the syscall being entered and strips ABI markers
@@ -318,47 +337,155 @@ static __always_inline __u32 abi_of(__u32 status, __u64 pstate, __u64 *nr)
 	return KSCMP_ABI_NATIVE;
 }
 
-/* sys_enter_btf: BTF-enabled tracepoint, direct reads of kernel memory. */
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
+/* key_of returns the key of task's syscalls, or 0 if they are not recorded.
+ * Direct reads (tp_btf); a field behind a NULL pointer reads as 0. */
+static __always_inline __u64 key_of(struct task_struct *task)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct mnt_namespace *ns = task->nsproxy->mnt_ns;
 	__u32 mntns = ns->ns.inum;
-	__u32 status = 0;
-	__u64 pstate = 0, nr = id, key;
+	__u64 id;
 
 	if (mntns != host_mntns) {
 		if (!mntns) /* exiting task: namespaces already gone */
 			return 0;
 		if (bpf_core_field_exists(ns->ns.ns_id))
-			key = ns->ns.ns_id;
+			id = ns->ns.ns_id;
 		else
-			key = ((struct mnt_namespace___pre618 *)ns)->seq;
-		key = KSCMP_KEY_MNTNS | (key & KSCMP_KEY_ID_MASK);
-	} else if (include_host) {
-		key = KSCMP_KEY_CGROUP | (task->cgroups->dfl_cgrp->kn->id & KSCMP_KEY_ID_MASK);
-	} else {
-		return 0;
+			id = ((struct mnt_namespace___pre618 *)ns)->seq;
+		return KSCMP_KEY_MNTNS | (id & KSCMP_KEY_ID_MASK);
 	}
+	if (include_host)
+		return KSCMP_KEY_CGROUP | (task->cgroups->dfl_cgrp->kn->id & KSCMP_KEY_ID_MASK);
+	return 0;
+}
+
+/* abi_of_task returns the ABI of task's syscall (tp_btf) and strips markers
+ * from nr. */
+static __always_inline __u32 abi_of_task(struct task_struct *task, struct pt_regs *regs, __u64 *nr)
+{
+	__u32 status = 0;
+	__u64 pstate = 0;
+
 #if defined(__TARGET_ARCH_x86)
 	status = task->thread_info.status;
 #elif defined(__TARGET_ARCH_arm64)
 	pstate = BPF_CORE_READ((struct user_pt_regs___arm64 *)regs, pstate);
 #endif
-	return record(task, key, abi_of(status, pstate, &nr), nr);
+	return abi_of(status, pstate, nr);
+}
+
+#if defined(__TARGET_ARCH_x86)
+/* The current task without a helper call (x86-64, tp_btf).
+ *
+ * bpf_get_current_task_btf() is a call the x86-64 JIT does not inline (up
+ * to 6.18 at least), and on a syscall hook that call is most of the
+ * recorder's cost over an empty program (BENCHMARKS.md). The kernel keeps the task in the per-CPU variable current_task; its
+ * copy for this CPU lies at its address plus this CPU's per-CPU offset, the
+ * same offset that separates this CPU's copy of the cache from the cache's
+ * per-CPU pointer. learn_current works that address out once per CPU and
+ * keeps it only if it holds the task the helper returns; the hot path then
+ * reads the task from it with one load. Without current_task_addr (another
+ * kernel layout, no bpf_rdonly_cast) or if the check fails, the helper it is.
+ * The slow path checks the hot path's task against the helper's again on
+ * every cache miss. */
+static __noinline void learn_current(struct cpu_cache *cc)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 pptr = 0, slot, val = 0;
+
+	cc->current_slot = KSCMP_CURRENT_HELPER;
+	/* The per-CPU pointer of the cache's element, from the array map itself
+	 * (struct bpf_array, field pptrs). Storing a pointer into a map value is
+	 * allowed to CAP_PERFMON; read back, it is a number. */
+	cc->scratch = (__u64)&cache;
+	if (bpf_probe_read_kernel(&pptr, sizeof(pptr),
+				  (void *)(RELOAD(cc->scratch) + bpf_core_field_offset(struct bpf_array, pptrs))))
+		return;
+	cc->scratch = (__u64)cc;
+	slot = RELOAD(cc->scratch) - pptr + current_task_addr;
+	if (bpf_probe_read_kernel(&val, sizeof(val), (void *)slot) || val != (__u64)task)
+		return;
+	cc->current_slot = slot;
+}
+
+static __always_inline struct task_struct *current_task(struct cpu_cache *cc)
+{
+	/* Constants at load time: without them the verifier drops this branch,
+	 * and with it the call to bpf_rdonly_cast (user space sets
+	 * current_task_addr only if the kernel has that kfunc) and the CO-RE
+	 * relocations of types this kernel may not have. */
+	if (current_task_addr && bpf_core_type_exists(struct rcuwait) &&
+	    bpf_core_field_exists(struct bpf_array, pptrs)) {
+		__u64 slot = cc->current_slot;
+
+		if (slot > KSCMP_CURRENT_HELPER)
+			return ((struct rcuwait *)bpf_rdonly_cast((void *)slot, bpf_core_type_id_kernel(struct rcuwait)))->task;
+		if (slot == KSCMP_CURRENT_UNKNOWN)
+			learn_current(cc);
+	}
+	return bpf_get_current_task_btf();
+}
+#endif
+
+/* sys_enter_btf: BTF-enabled tracepoint, direct reads of kernel memory. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
+{
+	struct cpu_cache *cc = cpu_cache();
+	struct task_struct *task, *helper_task;
+	struct cache_slot *c;
+	__u64 nr = id, key;
+	__u32 abi;
+
+	if (!cc)
+		return 0;
+#if defined(__TARGET_ARCH_x86)
+	task = current_task(cc);
+#else
+	task = bpf_get_current_task_btf();
+#endif
+	key = key_of(task);
+	if (!key)
+		return 0;
+	abi = abi_of_task(task, regs, &nr);
+	c = cache_slot(cc, key);
+	if (known(c, key, abi, nr))
+		return 0;
+
+	/* Slow path: with the task the helper returns. */
+	helper_task = bpf_get_current_task_btf();
+#if defined(__TARGET_ARCH_x86)
+	if (task != helper_task) {
+		/* The hot path did not read the current task: never again on
+		 * this CPU, and this call from the helper's task. */
+		cc->current_slot = KSCMP_CURRENT_HELPER;
+		key = key_of(helper_task);
+		if (!key)
+			return 0;
+		nr = id;
+		abi = abi_of_task(helper_task, regs, &nr);
+		c = cache_slot(cc, key);
+		if (known(c, key, abi, nr))
+			return 0;
+	}
+#endif
+	return record_slow(helper_task, c, key, abi, nr);
 }
 
 /* sys_enter_raw: the fallback for kernels without tp_btf; CO-RE probe reads. */
 SEC("raw_tp/sys_enter")
 int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id)
 {
+	struct cpu_cache *cc = cpu_cache();
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct mnt_namespace *ns = BPF_CORE_READ(task, nsproxy, mnt_ns);
 	__u32 mntns = BPF_CORE_READ(ns, ns.inum);
-	__u32 status = 0;
+	__u32 status = 0, abi;
 	__u64 pstate = 0, nr = id, key;
+	struct cache_slot *c;
 
+	if (!cc)
+		return 0;
 	if (mntns != host_mntns) {
 		if (!mntns)
 			return 0;
@@ -377,5 +504,9 @@ int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id)
 #elif defined(__TARGET_ARCH_arm64)
 	pstate = BPF_CORE_READ((struct user_pt_regs___arm64 *)regs, pstate);
 #endif
-	return record(task, key, abi_of(status, pstate, &nr), nr);
+	abi = abi_of(status, pstate, &nr);
+	c = cache_slot(cc, key);
+	if (known(c, key, abi, nr))
+		return 0;
+	return record_slow(task, c, key, abi, nr);
 }

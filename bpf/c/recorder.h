@@ -64,6 +64,18 @@ struct cache_slot {
 	__u64 bits[KSCMP_ABI_COUNT][KSCMP_NR_WORDS];
 };
 
+/* Values of cpu_cache.current_slot other than an address. */
+#define KSCMP_CURRENT_UNKNOWN 0 /* not looked for yet on this CPU */
+#define KSCMP_CURRENT_HELPER 1  /* not usable: ask bpf_get_current_task_btf() */
+
+/* cpu_cache is the per-CPU state of the recorder: the cache slots and where
+ * this CPU keeps its current task. */
+struct cpu_cache {
+	__u64 current_slot; /* this CPU's address of current_task, or KSCMP_CURRENT_* */
+	__u64 scratch;      /* turns a pointer into a number (see learn_current) */
+	struct cache_slot slots[KSCMP_CACHE_SLOTS];
+};
+
 /* new_key_event is sent once, by the CPU whose insert created the key. */
 struct new_key_event {
 	__u64 key;
