@@ -74,8 +74,10 @@ type RecorderOptions struct {
 	IncludeHost bool
 	// IncludeRuntime also records the calls a container runtime makes while
 	// it sets up a container (runc's init, crun's child, until they execute
-	// the workload). By default they are left out: they are the runtime's,
-	// not the workload's, and the merger adds the runtime's start-up set.
+	// the workload), and systemd's child for a service until it executes the
+	// service. By default they are left out: they are the runtime's (or
+	// systemd's), not the workload's; the merger adds the runtime's start-up
+	// set, and systemd allows what it needs after installing the filter.
 	IncludeRuntime bool
 	// HostMountNS is the inode of the host mount namespace; if 0, that of
 	// /proc/1/ns/mnt under ProcRoot, or of this process when init's is not

@@ -239,12 +239,15 @@ static __noinline struct syscall_set *new_key(struct task_struct *task, __u64 ke
 	return set;
 }
 
-/* runtime_init reports whether the current thread is a container runtime
- * setting up a container: runc's init ("runc:[1:CHILD]", "runc:[2:INIT]")
- * or crun's child ("crun"), before it executes the workload. Their calls in
- * the container's namespace are the runtime's, not the workload's; the
- * merger adds the runtime's start-up set back. Checked only on the slow
- * path, so it costs the hot path nothing. */
+/* runtime_init reports whether the current thread is setting up a workload
+ * for someone else, before it executes the workload: a container runtime
+ * (runc's init "runc:[1:CHILD]", "runc:[2:INIT]"; crun's child "crun") or
+ * systemd, whose child for a service is named "(<program>)" (e.g. "(sh)")
+ * from the fork until it executes the service, after installing the unit's
+ * filter. Their calls in the workload's namespace or cgroup are not the
+ * workload's: the merger adds the runtime's start-up set back, and systemd
+ * allows what it needs itself. Checked only on the slow path, so it costs
+ * the hot path nothing. */
 static __always_inline bool runtime_init(void)
 {
 	char comm[16];
@@ -253,6 +256,8 @@ static __always_inline bool runtime_init(void)
 		return false;
 	bpf_get_current_comm(comm, sizeof(comm));
 	if (comm[0] == 'r' && comm[1] == 'u' && comm[2] == 'n' && comm[3] == 'c' && comm[4] == ':' && comm[5] == '[')
+		return true;
+	if (comm[0] == '(')
 		return true;
 	return comm[0] == 'c' && comm[1] == 'r' && comm[2] == 'u' && comm[3] == 'n' && comm[4] == 0;
 }

@@ -139,7 +139,7 @@ recorder cannot be loaded.`,
 	f.IntVar(&machine, "machine-pid", 0, "record the systemd machine that PID is in (a systemd-nspawn container, e.g. PID from 'machinectl show -p Leader --value NAME') as the host: its services are told apart by cgroup (the real host's processes then count as one container)")
 	f.StringVar(&cgroup, "cgroup", "", "only workloads in this cgroup v2 path or below it (records the host too)")
 	f.BoolVar(&all, "all", false, "also record processes in the host's mount namespace, by cgroup")
-	f.BoolVar(&withRT, "include-runtime", false, "also record runc's and crun's own calls while they set up a container (to find a runtime's start-up set)")
+	f.BoolVar(&withRT, "include-runtime", false, "also record the calls runc, crun and systemd make while they set up a container or service, before it runs (to find a runtime's start-up set)")
 	f.StringVarP(&output, "output", "o", "-", "report file (JSON), - for stdout")
 	f.StringVar(&kubecfg, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
 	f.StringVar(&node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
