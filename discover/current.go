@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -32,26 +31,10 @@ import (
 // any other layout, architecture or kernel currentTaskAddr returns an error
 // and the recorder calls the helper.
 
-// currentTaskAddrFunc is currentTaskAddr; tests replace it.
-var currentTaskAddrFunc = currentTaskAddr
-
-var currentTask struct {
-	once sync.Once
-	addr uint64
-	err  error
-}
-
 // currentTaskAddr returns the address of the per-CPU variable current_task,
 // or an error if it cannot be found here (the recorder then uses the
-// helper). Computed once per process.
+// helper).
 func currentTaskAddr() (uint64, error) {
-	currentTask.once.Do(func() {
-		currentTask.addr, currentTask.err = findCurrentTask()
-	})
-	return currentTask.addr, currentTask.err
-}
-
-func findCurrentTask() (uint64, error) {
 	if runtime.GOARCH != "amd64" {
 		// arm64 keeps current in a register, which recent JITs read inline.
 		return 0, fmt.Errorf("not on %s", runtime.GOARCH)

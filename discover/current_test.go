@@ -41,8 +41,7 @@ func TestCurrentTask(t *testing.T) {
 		{"wrong address", addr + 8, func(slot uint64) bool { return slot == bpf.CurrentHelper }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			useCurrentTaskAddr(t, tc.addr)
-			r, _ := newTestRecorder(t, RecorderOptions{Hook: HookTpBtf})
+			r, _ := newTestRecorder(t, RecorderOptions{Hook: HookTpBtf, currentTask: readCurrentAt(tc.addr)})
 			// A process on each of our CPUs: the program runs there.
 			var cpus []int
 			for cpu := range 1024 {
@@ -68,9 +67,8 @@ func TestCurrentTask(t *testing.T) {
 	}
 }
 
-// useCurrentTaskAddr makes the recorders of the test read the current task
-// at addr (0: through the helper).
-func useCurrentTaskAddr(t *testing.T, addr uint64) {
-	currentTaskAddrFunc = func() (uint64, error) { return addr, nil }
-	t.Cleanup(func() { currentTaskAddrFunc = currentTaskAddr })
+// readCurrentAt makes a recorder read the current task at addr (0: through
+// the helper).
+func readCurrentAt(addr uint64) func() (uint64, error) {
+	return func() (uint64, error) { return addr, nil }
 }

@@ -3,7 +3,6 @@ package discover
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -222,11 +221,11 @@ func programCost(b *testing.B, nsw *nsWorker, floor float64) {
 	find := func() { cpuMS(b, findScript) }
 	tar := func() { cpuMS(b, tarScript) }
 	recorder := func(host, helper bool, runs map[string]func()) {
+		opts := RecorderOptions{IncludeHost: host, Hook: HookTpBtf, HostMountNS: benchHostNS}
 		if helper {
-			currentTaskAddrFunc = func() (uint64, error) { return 0, errors.New("benchmark: the helper") }
-			defer func() { currentTaskAddrFunc = currentTaskAddr }()
+			opts.currentTask = readCurrentAt(0)
 		}
-		r, err := NewRecorder(RecorderOptions{IncludeHost: host, Hook: HookTpBtf, HostMountNS: benchHostNS})
+		r, err := NewRecorder(opts)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -87,6 +87,9 @@ type RecorderOptions struct {
 	Hook Hook
 	// ProcRoot is where the host's /proc is mounted; "/proc" if empty.
 	ProcRoot string
+	// currentTask, for tests, says where the program reads the current task
+	// (0 or an error: through the helper); nil finds current_task.
+	currentTask func() (uint64, error)
 	// Logger receives the recorder's few log lines; slog.Default() if nil.
 	Logger *slog.Logger
 }
@@ -231,7 +234,11 @@ func (r *Recorder) attach(opts RecorderOptions, hook Hook) error {
 		// The direct read of the current task (x86-64), if this kernel
 		// allows it; should the program not load with it, it loads without.
 		var addr uint64
-		addr, err = currentTaskAddrFunc()
+		find := opts.currentTask
+		if find == nil {
+			find = currentTaskAddr
+		}
+		addr, err = find()
 		if err != nil {
 			r.log.Debug("recorder: current task from the helper", "reason", err)
 		} else {

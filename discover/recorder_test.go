@@ -46,11 +46,12 @@ func TestStraceParity(t *testing.T) {
 	modes = append(modes, mode{"raw_tp", HookRawTp, false})
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
+			opts := RecorderOptions{Hook: m.hook}
 			if m.wrongAddr {
 				addr, _ := currentTaskAddr()
-				useCurrentTaskAddr(t, addr+8)
+				opts.currentTask = readCurrentAt(addr + 8)
 			}
-			r, events := newTestRecorder(t, RecorderOptions{Hook: m.hook})
+			r, events := newTestRecorder(t, opts)
 			if m.wrongAddr {
 				syscall.Getppid() // the program runs, on this CPU at least
 				if slots, err := r.currentSlots(); err != nil || !slices.Contains(slots, bpf.CurrentHelper) || slices.ContainsFunc(slots, func(s uint64) bool { return s > bpf.CurrentHelper }) {
