@@ -176,7 +176,7 @@ func (d *Dir) carryOut(steps []step, managed []string, opt Options) ([]Change, e
 	for i, st := range steps {
 		changes[i] = st.change
 	}
-	if opt.DryRun {
+	if opt.DryRun || !slices.ContainsFunc(changes, Change.Changed) {
 		return changes, nil
 	}
 	if err := os.MkdirAll(d.dir(), 0o755); err != nil {

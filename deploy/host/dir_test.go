@@ -21,6 +21,13 @@ func TestDirApplyRemove(t *testing.T) {
 		hostPolicy("web", nil, []string{"web", "api"}, api.ActionBlock, "mkdir"),
 		hostPolicy("web-allow", nil, []string{"web"}, api.ActionAllow, "read", "write"),
 	}
+	// Removing what is not there touches nothing, not even the directory.
+	if changes, err := d.Remove(ctx, []string{"web"}, Options{}); err != nil || actions(changes) != "web:absent" {
+		t.Errorf("remove before apply: %s %v", actions(changes), err)
+	}
+	if _, err := os.Stat(filepath.Join(root, DefaultDir)); !os.IsNotExist(err) {
+		t.Errorf("remove created the directory: %v", err)
+	}
 	// The directory is created at first use.
 	changes, err := d.Apply(ctx, policies, Options{})
 	if err != nil || actions(changes) != "api:created web:created" {
