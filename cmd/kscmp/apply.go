@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os/exec"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -91,6 +92,9 @@ func (h *hostFlags) installer(log *slog.Logger) (installer, error) {
 	if h.systemd {
 		s := &host.Systemd{Root: h.root, Family: fam, Log: log}
 		if !h.noVerify {
+			if _, err := exec.LookPath("systemd-analyze"); err != nil {
+				return nil, fmt.Errorf("%w: it checks every drop-in before kscmp writes it; install it, or pass --no-verify", deploy.ErrNoSystemdAnalyze)
+			}
 			s.Verify = deploy.VerifySystemdDropIn
 		}
 		if h.root == "" || h.root == "/" {
