@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kubearmor/kscmp/bpf"
+	"github.com/kubearmor/kscmp/internal/procfs"
 )
 
 // NewKey tells who made the first recorded syscall of a new key. The kernel
@@ -152,7 +153,7 @@ func procIdentity(procRoot string, pid, tid int, start time.Duration) (exe, cgro
 	}
 	// Read after exe and cgroup: if the thread still has the event's start
 	// time now, what was read before belongs to it.
-	ticks, err := readStartTicks(filepath.Join(dir, "task", strconv.Itoa(tid), "stat"))
+	ticks, err := procfs.StartTicks(filepath.Join(dir, "task", strconv.Itoa(tid), "stat"))
 	if err != nil {
 		return "", "", fmt.Errorf("read start time of pid %d: %w", pid, err)
 	}
@@ -164,25 +165,6 @@ func procIdentity(procRoot string, pid, tid int, start time.Duration) (exe, cgro
 
 // userHZ is the unit of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
 const userHZ = 100
-
-// readStartTicks returns field 22 (starttime) of a /proc stat file.
-func readStartTicks(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	// comm (field 2) may hold spaces and parentheses: skip to the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("%s: no comm field", path)
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state), so field 22 is fields[19].
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("%s: %d fields", path, len(fields)+2)
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
-}
 
 // readCgroupFile returns the cgroup v2 path ("0::/path") of a /proc cgroup
 // file, or the systemd hierarchy's path on a v1-only system.

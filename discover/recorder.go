@@ -233,30 +233,28 @@ func (r *Recorder) attach(opts RecorderOptions, hook Hook) error {
 		}
 		// The direct read of the current task (x86-64), if this kernel
 		// allows it; should the program not load with it, it loads without.
-		var addr uint64
 		find := opts.currentTask
 		if find == nil {
 			find = currentTaskAddr
 		}
-		addr, err = find()
-		if err != nil {
-			r.log.Debug("recorder: current task from the helper", "reason", err)
-		} else {
+		addr, ferr := find()
+		if ferr != nil {
+			r.log.Debug("recorder: current task from the helper", "reason", ferr)
+			addr = 0
+		}
+		load := func(addr uint64) error {
 			if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(addr); err != nil {
 				return fmt.Errorf("set current_task_addr: %w", err)
 			}
-			err = spec.LoadAndAssign(&objs, nil)
-			if err != nil {
-				r.log.Info("recorder: tp_btf program does not load with the direct read of the current task; loading it with the helper", "error", err)
-				if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(uint64(0)); err != nil {
-					return fmt.Errorf("set current_task_addr: %w", err)
-				}
-			}
+			return spec.LoadAndAssign(&objs, nil)
+		}
+		err = load(addr)
+		if err != nil && addr != 0 {
+			r.log.Info("recorder: tp_btf program does not load with the direct read of the current task; loading it with the helper", "error", err)
+			err = load(0)
 		}
 		if err != nil {
-			if err := spec.LoadAndAssign(&objs, nil); err != nil {
-				return fmt.Errorf("load %s program: %w", hook, err)
-			}
+			return fmt.Errorf("load %s program: %w", hook, err)
 		}
 		r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
 		r.prog, r.gen = objs.Prog, objs.Gen

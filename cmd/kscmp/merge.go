@@ -72,13 +72,9 @@ Invalid policies make it exit 2 and print nothing.`,
 			if _, err := fam.Arches(); err != nil {
 				return usageErr("--arch-family: %w", err)
 			}
-			docs, err := api.Load(files...)
+			policies, err := loadPolicies(files)
 			if err != nil {
-				return invalidErr(err)
-			}
-			policies := make([]*api.KubeArmorSeccompPolicy, len(docs))
-			for i, d := range docs {
-				policies[i] = d.Policy
+				return err
 			}
 			target := merge.Target{Namespace: namespace, Labels: lbls, Container: container, Unit: unit, ContainerName: hostName, Family: fam, Runtime: r}
 			rs, err := merge.Merge(policies, target)

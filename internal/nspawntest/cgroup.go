@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kubearmor/kscmp/internal/procfs"
 )
 
 // cgroupPrefix starts the name of the cgroup that a Machine's systemd-nspawn
@@ -139,24 +141,10 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// procStartTime returns the start time of process pid (field 22 of
-// /proc/PID/stat, in clock ticks since boot).
+// procStartTime returns the start time of process pid (clock ticks since
+// boot).
 func procStartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may contain spaces and parentheses: the
-	// fields after it start after the last ')'.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	fields := strings.Fields(string(data[i+1:]))
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields)+2)
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
+	return procfs.StartTicks(fmt.Sprintf("/proc/%d/stat", pid))
 }
 
 // cgroupName returns the name of a new machine cgroup owned by this process.
