@@ -163,6 +163,9 @@ func TestLayout(t *testing.T) {
 	if got := spec.Maps[RecorderMapLost].MaxEntries; got != LostCount {
 		t.Errorf("lost has %d counters, Go says %d", got, LostCount)
 	}
+	if got := len(RecorderCpuCache{}.Memo); got != MemoWays {
+		t.Errorf("cpu_cache.memo has %d ways, Go says %d", got, MemoWays)
+	}
 	var ev *btf.Struct
 	if err := spec.Types.TypeByName("new_key_event", &ev); err != nil {
 		t.Fatal(err)

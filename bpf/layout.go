@@ -47,6 +47,10 @@ const (
 	LostRingBufFull = 1
 	// LostOutOfRange counts syscalls whose number was negative or >= NrBits.
 	LostOutOfRange = 2
+	// LostStaleMemo counts task memos found stale on a cache miss: calls
+	// before it may have been recorded under the task's previous key. Never
+	// expected; the memo is then dropped everywhere.
+	LostStaleMemo = 3
 	// LostCount is the number of counter slots in the map.
 	LostCount = 4
 )
@@ -58,6 +62,10 @@ const (
 	// EventCgroupTruncated: the in-kernel cgroup path is incomplete.
 	EventCgroupTruncated = 1 << 1
 )
+
+// MemoWays is the number of tasks in a CPU's task memo
+// (RecorderCpuCache.Memo).
+const MemoWays = 2
 
 // Values of RecorderCpuCache.CurrentSlot other than an address: where the
 // program reads the current task on that CPU.

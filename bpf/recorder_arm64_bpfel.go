@@ -17,7 +17,13 @@ type RecorderCpuCache struct {
 	_           structs.HostLayout
 	CurrentSlot uint64
 	Scratch     uint64
-	Slots       [4]struct {
+	Memo        [2]struct {
+		_    structs.HostLayout
+		Task uint64
+		Gen  uint64
+		Key  uint64
+	}
+	Slots [4]struct {
 		_    structs.HostLayout
 		Key  uint64
 		Gen  uint64
@@ -61,11 +67,14 @@ const (
 	RecorderMapSets            = "sets"
 	RecorderProgSysEnterBtf    = "sys_enter_btf"
 	RecorderProgSysEnterRaw    = "sys_enter_raw"
+	RecorderProgTaskFree       = "task_free"
 	RecorderVarCurrentTaskAddr = "current_task_addr"
 	RecorderVarGeneration      = "generation"
 	RecorderVarHostMntns       = "host_mntns"
 	RecorderVarIncludeHost     = "include_host"
 	RecorderVarIncludeRuntime  = "include_runtime"
+	RecorderVarTaskGeneration  = "task_generation"
+	RecorderVarUseMemo         = "use_memo"
 	RecorderVarZeroSet         = "zero_set"
 )
 
@@ -113,6 +122,7 @@ type RecorderSpecs struct {
 type RecorderProgramSpecs struct {
 	SysEnterBtf *ebpf.ProgramSpec `ebpf:"sys_enter_btf"`
 	SysEnterRaw *ebpf.ProgramSpec `ebpf:"sys_enter_raw"`
+	TaskFree    *ebpf.ProgramSpec `ebpf:"task_free"`
 }
 
 // RecorderMapSpecs contains maps before they are loaded into the kernel.
@@ -134,6 +144,8 @@ type RecorderVariableSpecs struct {
 	HostMntns       *ebpf.VariableSpec `ebpf:"host_mntns"`
 	IncludeHost     *ebpf.VariableSpec `ebpf:"include_host"`
 	IncludeRuntime  *ebpf.VariableSpec `ebpf:"include_runtime"`
+	TaskGeneration  *ebpf.VariableSpec `ebpf:"task_generation"`
+	UseMemo         *ebpf.VariableSpec `ebpf:"use_memo"`
 	ZeroSet         *ebpf.VariableSpec `ebpf:"zero_set"`
 }
 
@@ -181,6 +193,8 @@ type RecorderVariables struct {
 	HostMntns       *ebpf.Variable `ebpf:"host_mntns"`
 	IncludeHost     *ebpf.Variable `ebpf:"include_host"`
 	IncludeRuntime  *ebpf.Variable `ebpf:"include_runtime"`
+	TaskGeneration  *ebpf.Variable `ebpf:"task_generation"`
+	UseMemo         *ebpf.Variable `ebpf:"use_memo"`
 	ZeroSet         *ebpf.Variable `ebpf:"zero_set"`
 }
 
@@ -190,12 +204,14 @@ type RecorderVariables struct {
 type RecorderPrograms struct {
 	SysEnterBtf *ebpf.Program `ebpf:"sys_enter_btf"`
 	SysEnterRaw *ebpf.Program `ebpf:"sys_enter_raw"`
+	TaskFree    *ebpf.Program `ebpf:"task_free"`
 }
 
 func (p *RecorderPrograms) Close() error {
 	return _RecorderClose(
 		p.SysEnterBtf,
 		p.SysEnterRaw,
+		p.TaskFree,
 	)
 }
 

@@ -6,9 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kubearmor/kscmp/internal/testenv"
 )
@@ -30,6 +33,31 @@ func requireKernel(tb testing.TB, tools ...string) {
 		}
 	}
 	testenv.Missing(tb, missing...)
+}
+
+// onOwnThread runs fn on an OS thread that fn may leave in other namespaces:
+// the thread ends with fn. It is never the main thread, which Go keeps
+// (parked) when a goroutine locked to it ends: /proc/self would then show
+// fn's namespaces to the rest of the test binary.
+func onOwnThread(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread: held while fn runs, so fn gets another.
+			defer runtime.UnlockOSThread()
+			go func() {
+				runtime.LockOSThread() // never unlocked: the thread ends with fn
+				defer close(done)
+				fn()
+			}()
+			<-done
+			return
+		}
+		defer close(done)
+		fn()
+	}()
+	<-done
 }
 
 // newTestRecorder starts a recorder and a Run loop that collects events.

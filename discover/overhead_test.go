@@ -178,12 +178,15 @@ const (
 // to every run, equally for all programs, so only differences to the empty
 // program count. Runs of other tasks on the machine are counted too: under
 // other load (other recorded mount namespaces making new keys and calls)
-// they only add, so the minimum over the rounds is shown besides the median. Modes: empty; the recorder on a host thread's getppid loop,
-// excluded (rec-excl) and recorded (rec-host, by cgroup); on a thread in a
-// mount namespace of its own (rec-ns: the container path); the same with
-// the current task from the helper bpf_get_current_task_btf() instead of the
-// direct read (rec-ns-helper); and find and tar, each in a mount namespace
-// of its own, recorded with the direct read and with the helper.
+// they only add, so the minimum over the rounds is shown besides the median.
+// Modes: empty; the recorder on a host thread's getppid loop, excluded
+// (rec-excl) and recorded (rec-host, by cgroup); on a thread in a mount
+// namespace of its own (rec-ns: the container path); the same without the
+// task memo (rec-ns-nomemo: the key read through task → nsproxy → mount
+// namespace on every call) and with the current task from the helper
+// bpf_get_current_task_btf() instead of the direct read (rec-ns-helper);
+// and find and tar, each in a mount namespace of its own, recorded as it
+// runs, without the memo and with the helper.
 //
 // floor is getppid-ns' empty − none from the first phase (CPU time). A
 // syscall costs the hook the floor plus the body, so the estimate of the
@@ -220,8 +223,8 @@ func programCost(b *testing.B, nsw *nsWorker, floor float64) {
 	nsLoop := func() { nsw.getppidBest(getppidLoopCalls) }
 	find := func() { cpuMS(b, findScript) }
 	tar := func() { cpuMS(b, tarScript) }
-	recorder := func(host, helper bool, runs map[string]func()) {
-		opts := RecorderOptions{IncludeHost: host, Hook: HookTpBtf, HostMountNS: benchHostNS}
+	recorder := func(host, helper bool, memo memoMode, runs map[string]func()) {
+		opts := RecorderOptions{IncludeHost: host, Hook: HookTpBtf, HostMountNS: benchHostNS, memo: memo}
 		if helper {
 			opts.currentTask = readCurrentAt(0)
 		}
@@ -238,17 +241,19 @@ func programCost(b *testing.B, nsw *nsWorker, floor float64) {
 		prog, stop := loadEmpty(b)
 		measure("getppid/empty", prog, nsLoop)
 		stop()
-		recorder(false, false, map[string]func(){"getppid/rec-excl": hostLoop, "getppid/rec-ns": nsLoop})
-		recorder(true, false, map[string]func(){"getppid/rec-host": hostLoop})
-		recorder(false, true, map[string]func(){"getppid/rec-ns-helper": nsLoop})
+		recorder(false, false, memoOn, map[string]func(){"getppid/rec-excl": hostLoop, "getppid/rec-ns": nsLoop})
+		recorder(true, false, memoOn, map[string]func(){"getppid/rec-host": hostLoop})
+		recorder(false, false, memoOff, map[string]func(){"getppid/rec-ns-nomemo": nsLoop})
+		recorder(false, true, memoOn, map[string]func(){"getppid/rec-ns-helper": nsLoop})
 	}
 	for range overheadRounds {
 		prog, stop := loadEmpty(b)
 		measure("find/empty", prog, find)
 		measure("tar/empty", prog, tar)
 		stop()
-		recorder(false, false, map[string]func(){"find/rec": find, "tar/rec": tar})
-		recorder(false, true, map[string]func(){"find/rec-helper": find, "tar/rec-helper": tar})
+		recorder(false, false, memoOn, map[string]func(){"find/rec": find, "tar/rec": tar})
+		recorder(false, false, memoOff, map[string]func(){"find/rec-nomemo": find, "tar/rec-nomemo": tar})
+		recorder(false, true, memoOn, map[string]func(){"find/rec-helper": find, "tar/rec-helper": tar})
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "program run time (bpf_stats, ns per run: median [minimum] of %d rounds for getppid, %d for find and tar; + over empty; "+
@@ -257,9 +262,9 @@ func programCost(b *testing.B, nsw *nsWorker, floor float64) {
 		name  string
 		modes []string
 	}{
-		{"getppid", []string{"rec-excl", "rec-host", "rec-ns", "rec-ns-helper"}},
-		{"find", []string{"rec", "rec-helper"}},
-		{"tar", []string{"rec", "rec-helper"}},
+		{"getppid", []string{"rec-excl", "rec-host", "rec-ns", "rec-ns-nomemo", "rec-ns-helper"}},
+		{"find", []string{"rec", "rec-nomemo", "rec-helper"}},
+		{"tar", []string{"rec", "rec-nomemo", "rec-helper"}},
 	} {
 		empty, emptyMin := median(samples[w.name+"/empty"]), slices.Min(samples[w.name+"/empty"])
 		fmt.Fprintf(&out, "\n  %-8s empty %5.1f [%5.1f]", w.name, empty, emptyMin)
@@ -287,13 +292,12 @@ type nsWorker struct {
 func newNSWorker(tb testing.TB) (w *nsWorker, stop func()) {
 	w = &nsWorker{req: make(chan int), res: make(chan float64)}
 	errc := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+	go onOwnThread(func() {
 		errc <- unix.Unshare(unix.CLONE_NEWNS)
 		for n := range w.req {
 			w.res <- getppidBest(n)
 		}
-	}()
+	})
 	if err := <-errc; err != nil {
 		tb.Fatalf("unshare: %v", err)
 	}

@@ -90,9 +90,23 @@ type RecorderOptions struct {
 	// currentTask, for tests, says where the program reads the current task
 	// (0 or an error: through the helper); nil finds current_task.
 	currentTask func() (uint64, error)
+	// memo, for tests and benchmarks: memoOn (the zero value) keeps the
+	// per-CPU task memo of the tp_btf program, memoOff loads it without,
+	// memoNoFree keeps it but does not attach task_free (a broken recorder,
+	// for a negative control).
+	memo memoMode
 	// Logger receives the recorder's few log lines; slog.Default() if nil.
 	Logger *slog.Logger
 }
+
+// memoMode says how the tp_btf program keeps its task memo (tests only).
+type memoMode int
+
+const (
+	memoOn memoMode = iota
+	memoOff
+	memoNoFree
+)
 
 // Recorder records, in the kernel, which syscalls each workload makes. It is
 // attached from NewRecorder until Close; nothing stays attached after Close.
@@ -103,8 +117,11 @@ type Recorder struct {
 	events     *ebpf.Map
 	cache, bss *ebpf.Map
 	prog       *ebpf.Program
+	free       *ebpf.Program // task_free (tp_btf only)
 	gen        *ebpf.Variable
+	taskGen    *ebpf.Variable // task memo generation (tp_btf only)
 	link       link.Link
+	freeLink   link.Link
 	reader     *ringbuf.Reader
 	hook       Hook
 	maxKeys    int
@@ -225,40 +242,7 @@ func (r *Recorder) attach(opts RecorderOptions, hook Hook) error {
 	var l link.Link
 	switch hook {
 	case HookTpBtf:
-		var objs struct {
-			bpf.RecorderMaps
-			Prog *ebpf.Program  `ebpf:"sys_enter_btf"`
-			Gen  *ebpf.Variable `ebpf:"generation"`
-			BSS  *ebpf.Map      `ebpf:".bss"`
-		}
-		// The direct read of the current task (x86-64), if this kernel
-		// allows it; should the program not load with it, it loads without.
-		find := opts.currentTask
-		if find == nil {
-			find = currentTaskAddr
-		}
-		addr, ferr := find()
-		if ferr != nil {
-			r.log.Debug("recorder: current task from the helper", "reason", ferr)
-			addr = 0
-		}
-		load := func(addr uint64) error {
-			if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(addr); err != nil {
-				return fmt.Errorf("set current_task_addr: %w", err)
-			}
-			return spec.LoadAndAssign(&objs, nil)
-		}
-		err = load(addr)
-		if err != nil && addr != 0 {
-			r.log.Info("recorder: tp_btf program does not load with the direct read of the current task; loading it with the helper", "error", err)
-			err = load(0)
-		}
-		if err != nil {
-			return fmt.Errorf("load %s program: %w", hook, err)
-		}
-		r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
-		r.prog, r.gen = objs.Prog, objs.Gen
-		l, err = link.AttachTracing(link.TracingOptions{Program: objs.Prog, AttachType: ebpf.AttachTraceRawTp})
+		l, err = r.attachTpBtf(spec, opts)
 	case HookRawTp:
 		var objs struct {
 			bpf.RecorderMaps
@@ -272,30 +256,128 @@ func (r *Recorder) attach(opts RecorderOptions, hook Hook) error {
 		r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
 		r.prog, r.gen = objs.Prog, objs.Gen
 		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: objs.Prog})
+		if err != nil {
+			err = fmt.Errorf("attach %s/sys_enter: %w", hook, err)
+		}
 	}
 	if err != nil {
 		r.closeKernel()
-		return fmt.Errorf("attach %s/sys_enter: %w", hook, err)
+		return err
 	}
 	r.link, r.hook = l, hook
 	return nil
 }
 
+// attachTpBtf loads the tp_btf program and attaches it, with what this
+// kernel allows of its two shortcuts: the direct read of the current task
+// (x86-64, see currentTaskAddr) and the per-CPU task memo (task_key in
+// recorder.c), which needs task_free attached first.
+func (r *Recorder) attachTpBtf(spec *ebpf.CollectionSpec, opts RecorderOptions) (link.Link, error) {
+	type objects struct {
+		bpf.RecorderMaps
+		Prog    *ebpf.Program  `ebpf:"sys_enter_btf"`
+		Gen     *ebpf.Variable `ebpf:"generation"`
+		TaskGen *ebpf.Variable `ebpf:"task_generation"`
+		BSS     *ebpf.Map      `ebpf:".bss"`
+	}
+	find := opts.currentTask
+	if find == nil {
+		find = currentTaskAddr
+	}
+	addr, err := find()
+	if err != nil {
+		r.log.Debug("recorder: current task from the helper", "reason", err)
+		addr = 0
+	}
+	load := func(addr uint64, memo bool) error {
+		if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(addr); err != nil {
+			return fmt.Errorf("set current_task_addr: %w", err)
+		}
+		if err := spec.Variables[bpf.RecorderVarUseMemo].Set(memo); err != nil {
+			return fmt.Errorf("set use_memo: %w", err)
+		}
+		var objs struct {
+			objects
+			Free *ebpf.Program `ebpf:"task_free"`
+		}
+		var err error
+		if memo {
+			err = spec.LoadAndAssign(&objs, nil)
+		} else {
+			err = spec.LoadAndAssign(&objs.objects, nil)
+		}
+		if err != nil {
+			return err
+		}
+		r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
+		r.prog, r.free, r.gen, r.taskGen = objs.Prog, objs.Free, objs.Gen, objs.TaskGen
+		if memo && opts.memo != memoNoFree {
+			// A memo is valid only while task_free runs: attached first,
+			// detached last (closeKernel).
+			r.freeLink, err = link.AttachTracing(link.TracingOptions{Program: objs.Free, AttachType: ebpf.AttachTraceRawTp})
+			if err != nil {
+				r.closeKernel()
+				return fmt.Errorf("attach tp_btf/sched_process_free: %w", err)
+			}
+		}
+		return nil
+	}
+	// Both shortcuts, then without the one that failed, then without both.
+	type variant struct {
+		addr uint64
+		memo bool
+	}
+	memo := opts.memo != memoOff
+	variants := []variant{{addr, memo}}
+	if addr != 0 {
+		variants = append(variants, variant{0, memo})
+	}
+	if memo {
+		variants = append(variants, variant{addr, false})
+		if addr != 0 {
+			variants = append(variants, variant{0, false})
+		}
+	}
+	var errs []error
+	for _, v := range variants {
+		err := load(v.addr, v.memo)
+		if err == nil {
+			if len(errs) > 0 {
+				r.log.Info("recorder: tp_btf program loaded without some of its shortcuts",
+					"direct_current_task", v.addr != 0, "task_memo", v.memo, "error", errors.Join(errs...))
+			}
+			l, err := link.AttachTracing(link.TracingOptions{Program: r.prog, AttachType: ebpf.AttachTraceRawTp})
+			if err != nil {
+				return nil, fmt.Errorf("attach tp_btf/sys_enter: %w", err)
+			}
+			return l, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("load tp_btf program: %w", errors.Join(errs...))
+}
+
 // closeKernel detaches the program and releases the kernel objects.
 func (r *Recorder) closeKernel() error {
 	var errs []error
-	if r.link != nil {
-		errs = append(errs, r.link.Close())
+	// The syscall program before task_free: while it runs, its memos must
+	// be kept true.
+	for _, l := range []link.Link{r.link, r.freeLink} {
+		if l != nil {
+			errs = append(errs, l.Close())
+		}
 	}
-	if r.prog != nil {
-		errs = append(errs, r.prog.Close())
+	for _, p := range []*ebpf.Program{r.prog, r.free} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
 	}
 	for _, m := range []*ebpf.Map{r.sets, r.lost, r.events, r.cache, r.bss} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
 	}
-	r.link, r.prog, r.sets, r.lost, r.events, r.cache, r.bss, r.gen = nil, nil, nil, nil, nil, nil, nil, nil
+	r.link, r.freeLink, r.prog, r.free, r.sets, r.lost, r.events, r.cache, r.bss, r.gen, r.taskGen = nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -532,11 +614,14 @@ type LostCounters struct {
 	// OutOfRange counts syscalls whose number was negative or beyond the
 	// sets (bpf.NrBits), e.g. ARM private calls (0xf0000+).
 	OutOfRange uint64
+	// StaleMemo counts task memos the program found stale (never expected):
+	// calls before it may have been recorded under the task's previous key.
+	StaleMemo uint64
 }
 
 // Total returns the sum of the counters.
 func (l LostCounters) Total() uint64 {
-	return l.MapFull + l.RingBufFull + l.OutOfRange
+	return l.MapFull + l.RingBufFull + l.OutOfRange + l.StaleMemo
 }
 
 // Lost reads the kernel's loss counters, summed over all CPUs.
@@ -555,6 +640,7 @@ func (r *Recorder) Lost() (LostCounters, error) {
 		MapFull:     sums[bpf.LostMapFull],
 		RingBufFull: sums[bpf.LostRingBufFull],
 		OutOfRange:  sums[bpf.LostOutOfRange],
+		StaleMemo:   sums[bpf.LostStaleMemo],
 	}, nil
 }
 

@@ -59,13 +59,24 @@ type Lost struct {
 	MapFull     uint64 `json:"mapFull"`
 	RingBufFull uint64 `json:"ringBufFull"`
 	OutOfRange  uint64 `json:"outOfRange"`
+	// StaleMemo counts times the recorder found its per-CPU memo of a
+	// task's workload stale (never expected; then calls before it may have
+	// been recorded under the task's previous workload).
+	StaleMemo uint64 `json:"staleMemo,omitempty"`
 	// Unattributed counts workloads whose identity could not be read
 	// (their process was gone before its new-key event was read).
 	Unattributed uint64 `json:"unattributed"`
 }
 
 // Total sums the counters.
-func (l Lost) Total() uint64 { return l.MapFull + l.RingBufFull + l.OutOfRange + l.Unattributed }
+func (l Lost) Total() uint64 {
+	return l.MapFull + l.RingBufFull + l.OutOfRange + l.StaleMemo + l.Unattributed
+}
+
+// lostOf is the report's form of the recorder's counters.
+func lostOf(c LostCounters) Lost {
+	return Lost{MapFull: c.MapFull, RingBufFull: c.RingBufFull, OutOfRange: c.OutOfRange, StaleMemo: c.StaleMemo}
+}
 
 // Count returns the number of distinct system calls over all ABIs.
 func (w *Workload) Count() int {

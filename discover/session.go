@@ -197,7 +197,7 @@ func Discover(ctx context.Context, opts Options) (*Report, error) {
 		if opts.Duration > 0 {
 			p.Remaining = max(0, opts.Duration-p.Elapsed)
 		}
-		p.Lost = Lost{MapFull: lost.MapFull, RingBufFull: lost.RingBufFull, OutOfRange: lost.OutOfRange}
+		p.Lost = lostOf(lost)
 		mu.Lock()
 		seen := map[string]bool{}
 		for _, ks := range sets {
@@ -263,7 +263,7 @@ loop:
 		return nil, fmt.Errorf("discover: %w", err)
 	}
 	report.End = time.Now().UTC()
-	report.Lost = Lost{MapFull: lost.MapFull, RingBufFull: lost.RingBufFull, OutOfRange: lost.OutOfRange}
+	report.Lost = lostOf(lost)
 
 	mu.Lock()
 	defer mu.Unlock()

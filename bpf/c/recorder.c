@@ -9,8 +9,9 @@
  * the loader asks for it.
  *
  * Hot path (key known, bit already set): the per-CPU cache (an array lookup
- * the verifier inlines), a few loads from the current task and one bit test;
- * no helper call, no map call, no write (x86-64, see current_task below). On
+ * the verifier inlines), the current task, its key from the per-CPU task
+ * memo and one bit test; no helper call, no map call, no write (x86-64, see
+ * current_task and task_key below). On
  * a cache miss the hash map is read, the bit is set with an atomic OR only if
  * it is not set yet, and the cache slot learns the bit. The first syscall of
  * a new key inserts a zeroed set and sends one event to user space; nothing
@@ -52,6 +53,15 @@ volatile const __u64 current_task_addr = 0;
 /* Bumped by user space around deleting keys: cache slots of an older
  * generation are not trusted. */
 volatile __u64 generation = 0;
+
+/* Set at load time by user space: the tp_btf program keeps a per-CPU memo
+ * of task → key (task_key below). Only with task_free attached. */
+volatile const __u8 use_memo = 0;
+
+/* Bumped by the programs whenever a task's key may change while its address
+ * stays: task memos of an older generation are not trusted. Next to
+ * generation: the hot path reads both from one cache line. */
+volatile __u64 task_generation = 0;
 
 /* The set inserted for a new key. */
 const struct syscall_set zero_set = {};
@@ -99,6 +109,18 @@ struct mnt_namespace___pre618 {
 struct kernfs_node___pre615 {
 	struct kernfs_node *parent;
 } __attribute__((preserve_access_index));
+
+/* task_free runs when the kernel frees a task (the tracepoint fires from
+ * the RCU callback that drops the task's last reference after it was
+ * reaped, so before its memory can be reused): from then on the address may
+ * be another task's, and no memo made for the old one may be trusted. Not on
+ * the syscall path; once per task, like fork. */
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(task_free, struct task_struct *task)
+{
+	__sync_fetch_and_add(&task_generation, 1);
+	return 0;
+}
 
 /* A kfunc the verifier turns into a plain move (kernel 6.2+): it lets the
  * program read kernel memory at a computed address, faults reading zero. */
@@ -364,6 +386,62 @@ static __always_inline __u64 key_of(struct task_struct *task)
 	return 0;
 }
 
+/* ns_call reports whether syscall id may be unshare or setns, in any ABI:
+ * the calls that change the caller's namespaces (a task changes only its
+ * own). Other calls with these numbers in another ABI only cost a bump. */
+static __always_inline bool ns_call(long id)
+{
+#if defined(__TARGET_ARCH_x86)
+	id &= ~X86_X32_SYSCALL_BIT;
+	return id == 272 || id == 308 || /* x86_64, x32: unshare, setns */
+	       id == 310 || id == 346;   /* i386: unshare, setns */
+#elif defined(__TARGET_ARCH_arm64)
+	return id == 97 || id == 268 || /* aarch64: unshare, setns */
+	       id == 337 || id == 375;  /* arm: unshare, setns */
+#else
+	return true;
+#endif
+}
+
+/* task_key returns key_of(task), from this CPU's task memo when it holds the
+ * task. The chain task → nsproxy → mount namespace is three dependent loads
+ * that miss the cache when the task streams data (tar: about half of the
+ * recorder's cost over the empty program, BENCHMARKS.md); the memo is in
+ * the first 64 bytes of this CPU's state, next to current_slot, which the
+ * hot path reads anyway.
+ *
+ * A memo is valid while task_generation has not moved. A task's mount
+ * namespace changes only in its own unshare or setns (and at exit, after its
+ * last syscall); before such a call enters, every memo is dropped, and none
+ * is made during it. A freed task's address may come back as another task:
+ * task_free drops every memo before that. Cgroup keys (host tasks) are not
+ * memoized: another task can move this one to another cgroup. Should a memo
+ * still be wrong, the slow path finds it on the task's next cache miss
+ * (LOST_STALE_MEMO) unless the memo said "not recorded" (key 0). */
+static __always_inline __u64 task_key(struct cpu_cache *cc, struct task_struct *task, long id)
+{
+	__u64 gen = task_generation, key;
+
+	if (!use_memo)
+		return key_of(task);
+	if (ns_call(id)) {
+		__sync_fetch_and_add(&task_generation, 1);
+		return key_of(task);
+	}
+	if (cc->memo[0].task == (__u64)task && cc->memo[0].gen == gen)
+		return cc->memo[0].key;
+	if (cc->memo[1].task == (__u64)task && cc->memo[1].gen == gen)
+		return cc->memo[1].key;
+	key = key_of(task);
+	if ((key & ~KSCMP_KEY_ID_MASK) != KSCMP_KEY_CGROUP) {
+		cc->memo[1] = cc->memo[0];
+		cc->memo[0].task = (__u64)task;
+		cc->memo[0].gen = gen;
+		cc->memo[0].key = key;
+	}
+	return key;
+}
+
 /* abi_of_task returns the ABI of task's syscall (tp_btf) and strips markers
  * from nr. */
 static __always_inline __u32 abi_of_task(struct task_struct *task, struct pt_regs *regs, __u64 *nr)
@@ -439,7 +517,7 @@ int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
 	struct cpu_cache *cc = cpu_cache();
 	struct task_struct *task, *helper_task;
 	struct cache_slot *c;
-	__u64 nr = id, key;
+	__u64 nr = id, key, helper_key;
 	__u32 abi;
 
 	if (!cc)
@@ -449,7 +527,7 @@ int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
 #else
 	task = bpf_get_current_task_btf();
 #endif
-	key = key_of(task);
+	key = task_key(cc, task, id);
 	if (!key)
 		return 0;
 	abi = abi_of_task(task, regs, &nr);
@@ -457,14 +535,26 @@ int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
 	if (known(c, key, abi, nr))
 		return 0;
 
-	/* Slow path: with the task the helper returns. */
+	/* Slow path: with the task the helper returns and its key read now,
+	 * which is what the hot path's task and key must be. */
 	helper_task = bpf_get_current_task_btf();
+	helper_key = key_of(helper_task);
+	if (task != helper_task || key != helper_key) {
 #if defined(__TARGET_ARCH_x86)
-	if (task != helper_task) {
 		/* The hot path did not read the current task: never again on
-		 * this CPU, and this call from the helper's task. */
-		cc->current_slot = KSCMP_CURRENT_HELPER;
-		key = key_of(helper_task);
+		 * this CPU. */
+		if (task != helper_task)
+			cc->current_slot = KSCMP_CURRENT_HELPER;
+#endif
+		/* Same task, other key, and one the memo may have given: a
+		 * stale memo. */
+		if (task == helper_task && use_memo &&
+		    (key & ~KSCMP_KEY_ID_MASK) != KSCMP_KEY_CGROUP) {
+			count_lost(KSCMP_LOST_STALE_MEMO);
+			__sync_fetch_and_add(&task_generation, 1);
+		}
+		/* This call from the helper's task and key. */
+		key = helper_key;
 		if (!key)
 			return 0;
 		nr = id;
@@ -473,7 +563,6 @@ int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
 		if (known(c, key, abi, nr))
 			return 0;
 	}
-#endif
 	return record_slow(helper_task, c, key, abi, nr);
 }
 

@@ -36,6 +36,7 @@
 #define KSCMP_LOST_MAP_FULL 0     /* syscalls of a new key that found the set map full */
 #define KSCMP_LOST_RINGBUF_FULL 1 /* new-key events that found the ring buffer full */
 #define KSCMP_LOST_OUT_OF_RANGE 2 /* syscall numbers >= KSCMP_NR_BITS (or negative) */
+#define KSCMP_LOST_STALE_MEMO 3   /* task memos found stale on a cache miss (never expected) */
 #define KSCMP_LOST_COUNT 4
 
 /* Sizes of the path buffers in new_key_event. Paths are stored leaf first as
@@ -64,6 +65,20 @@ struct cache_slot {
 	__u64 bits[KSCMP_ABI_COUNT][KSCMP_NR_WORDS];
 };
 
+/* task_memo remembers, on one CPU, the key of a task's calls, by the task's
+ * address: valid while gen equals the program's task_generation, which is
+ * bumped whenever a task's mount namespace may change under the same address
+ * (the task calls unshare or setns, or it is freed and its memory may hold
+ * another task next). */
+struct task_memo {
+	__u64 task;
+	__u64 gen;
+	__u64 key;
+};
+
+/* Ways of the task memo: the tasks last seen on a CPU (a pipe's two ends). */
+#define KSCMP_MEMO_WAYS 2
+
 /* Values of cpu_cache.current_slot other than an address. */
 #define KSCMP_CURRENT_UNKNOWN 0 /* not looked for yet on this CPU */
 #define KSCMP_CURRENT_HELPER 1  /* not usable: ask bpf_get_current_task_btf() */
@@ -73,6 +88,7 @@ struct cache_slot {
 struct cpu_cache {
 	__u64 current_slot; /* this CPU's address of current_task, or KSCMP_CURRENT_* */
 	__u64 scratch;      /* turns a pointer into a number (see learn_current) */
+	struct task_memo memo[KSCMP_MEMO_WAYS]; /* most recent first */
 	struct cache_slot slots[KSCMP_CACHE_SLOTS];
 };
 
