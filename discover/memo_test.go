@@ -96,10 +96,10 @@ func TestMemoNamespaceSwitch(t *testing.T) {
 // The control (KSCMP_MEMO_CONTROL=1 go test -run TestMemoTaskReuse -v
 // ./discover/) runs the same without task_free: the memo then takes
 // children for their predecessor whenever the CPU's memo still holds it
-// when the next child comes. On the project's VM, 1 to 8 of 20 children
-// were under a key of their own in about half of the runs (the others had
-// the predecessor pushed out of the memo by other tasks' calls on that CPU,
-// and all 20). Not in CI: whether it shows depends on the machine's load.
+// when the next child comes. On the project's VM, 1, 2, 8 and 1 of 20
+// children were under a key of their own in 4 of 11 runs (in the others,
+// other tasks' calls on that CPU had pushed the predecessor out of the memo,
+// and all 20 were). Not in CI: whether it shows depends on the load.
 func TestMemoTaskReuse(t *testing.T) {
 	requireKernel(t, "gcc")
 	bin := buildC(t, t.TempDir(), "reuse.c", "reuse")
