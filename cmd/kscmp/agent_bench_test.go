@@ -34,7 +34,7 @@ import (
 // rss-MiB (the agent's peak resident memory).
 func BenchmarkAgent(b *testing.B) {
 	srv := apitest.Start(b)
-	srv.InstallCRD(b, "../../deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(b)
 	srv.CreateNamespace(b, "bench")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

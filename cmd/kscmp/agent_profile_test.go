@@ -123,14 +123,7 @@ func badLog(log string) string {
 // daemonSetPod is the pod the manifests' DaemonSet makes on node.
 func daemonSetPod(t *testing.T, node string) *corev1.Pod {
 	t.Helper()
-	data, err := os.ReadFile("../../deploy/manifests/agent/daemonset.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ds appsv1.DaemonSet
-	if err := yaml.Unmarshal(data, &ds); err != nil {
-		t.Fatal(err)
-	}
+	ds := apitest.AgentDaemonSet(t)
 	p := &corev1.Pod{ObjectMeta: ds.Spec.Template.ObjectMeta, Spec: ds.Spec.Template.Spec}
 	p.Name, p.Namespace, p.Spec.NodeName = "kscmp-agent-x7k2p", ds.Namespace, node
 	return p
@@ -146,7 +139,7 @@ func daemonSetPod(t *testing.T, node string) *corev1.Pod {
 // file must stay as it was installed.
 func agentJob(t *testing.T, bin string, launch agentLauncher) {
 	srv := apitest.Start(t)
-	srv.InstallCRD(t, "../../deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(t)
 	srv.CreateNamespace(t, "shop")
 	srv.CreateNamespace(t, agent.OwnNamespace)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -395,7 +388,7 @@ func TestAgentUnderOwnProfile(t *testing.T) {
 			t.Fatal(err)
 		}
 		srv := apitest.Start(t)
-		srv.InstallCRD(t, "../../deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+		srv.InstallPolicyCRD(t)
 		srv.CreateNamespace(t, "shop")
 		if _, err := srv.Client.CoreV1().Pods("shop").Create(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},
 			Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}, metav1.CreateOptions{}); err != nil {
@@ -444,7 +437,7 @@ func TestAgentOwnProfileUnderRuntimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := apitest.Start(t)
-	srv.InstallCRD(t, "../../deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(t)
 	srv.CreateNamespace(t, "shop")
 	ctx := context.Background()
 	if _, err := srv.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}},

@@ -28,7 +28,7 @@ import (
 // leaves a partial profile or a temporary file; the last agent converges.
 func TestAgentCommand(t *testing.T) {
 	srv := apitest.Start(t)
-	srv.InstallCRD(t, "../../deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(t)
 	srv.CreateNamespace(t, "shop")
 	bin := buildKscmp(t)
 	kubeconfig := srv.Kubeconfig(t)

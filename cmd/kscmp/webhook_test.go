@@ -26,7 +26,7 @@ import (
 // calls it over TLS and binds a pod to its profile.
 func TestWebhookCommand(t *testing.T) {
 	srv := apitest.Start(t)
-	srv.InstallCRD(t, "../../deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(t)
 	srv.CreateNamespace(t, "shop")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

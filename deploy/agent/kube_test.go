@@ -41,7 +41,7 @@ func TestAgentsConverge(t *testing.T) {
 	srv := apitest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv.InstallCRD(t, "../manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(t)
 	srv.CreateNamespace(t, "shop")
 	dyn := dynamic.NewForConfigOrDie(srv.Config)
 

@@ -8,13 +8,13 @@ import (
 	"strings"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/internal/apitest"
 	"github.com/kubearmor/kscmp/merge"
 	"github.com/kubearmor/kscmp/recommend"
 )
@@ -83,14 +83,7 @@ func TestOwnProfile(t *testing.T) {
 // daemonSetPod is the pod the manifests' DaemonSet makes on node-a.
 func daemonSetPod(t *testing.T) *corev1.Pod {
 	t.Helper()
-	data, err := os.ReadFile("../manifests/agent/daemonset.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ds appsv1.DaemonSet
-	if err := yaml.Unmarshal(data, &ds); err != nil {
-		t.Fatal(err)
-	}
+	ds := apitest.AgentDaemonSet(t)
 	p := &corev1.Pod{ObjectMeta: ds.Spec.Template.ObjectMeta, Spec: ds.Spec.Template.Spec}
 	p.Name, p.Namespace, p.Spec.NodeName = "kscmp-agent-x7k2p", ds.Namespace, "node-a"
 	yes := true

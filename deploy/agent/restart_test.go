@@ -23,7 +23,7 @@ import (
 // are made by the test as the controllers would.
 func TestRestartWorkloads(t *testing.T) {
 	srv := apitest.Start(t)
-	srv.InstallCRD(t, "../manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(t)
 	srv.CreateNamespace(t, "shop")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

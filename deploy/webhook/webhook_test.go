@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -32,7 +30,7 @@ import (
 // the webhook blocks nobody.
 func TestWebhookBindsPods(t *testing.T) {
 	srv := apitest.Start(t)
-	srv.InstallCRD(t, "../manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml")
+	srv.InstallPolicyCRD(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, ns := range []string{"shop", "plain"} {
@@ -159,14 +157,7 @@ func (s staticPolicies) Policies(ns string) []*api.KubeArmorSeccompPolicy {
 // container names its profile (its own, or RuntimeDefault for the init
 // container).
 func TestWebhookLeavesAgentAlone(t *testing.T) {
-	data, err := os.ReadFile("../manifests/agent/daemonset.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ds appsv1.DaemonSet
-	if err := yaml.Unmarshal(data, &ds); err != nil {
-		t.Fatal(err)
-	}
+	ds := apitest.AgentDaemonSet(t)
 	pod := corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: ds.Spec.Template.ObjectMeta, Spec: ds.Spec.Template.Spec}
 	pod.Name, pod.Namespace = "kscmp-agent-x7k2p", ds.Namespace
 	raw, _ := json.Marshal(pod)

@@ -63,6 +63,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -586,6 +587,31 @@ func (s *Server) issue(subject pkix.Name, usage x509.ExtKeyUsage, dnsNames []str
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// PolicyCRD is kscmp's CustomResourceDefinition, relative to the module root.
+const PolicyCRD = "deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml"
+
+// InstallPolicyCRD installs kscmp's own CustomResourceDefinition (PolicyCRD).
+func (s *Server) InstallPolicyCRD(t testing.TB) {
+	t.Helper()
+	s.InstallCRD(t, filepath.Join(testenv.ModuleRoot(t), PolicyCRD))
+}
+
+// AgentDaemonSet returns the agent DaemonSet of the manifests
+// (deploy/manifests/agent/daemonset.yaml).
+func AgentDaemonSet(t testing.TB) *appsv1.DaemonSet {
+	t.Helper()
+	path := filepath.Join(testenv.ModuleRoot(t), "deploy/manifests/agent/daemonset.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds appsv1.DaemonSet
+	if err := sigsyaml.Unmarshal(data, &ds); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &ds
 }
 
 // InstallCRD creates the CustomResourceDefinition in the YAML file path and

@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -25,4 +26,24 @@ func Missing(tb testing.TB, missing ...string) {
 		tb.Fatal(msg + " (CI=true: not skipping)")
 	}
 	tb.Skip(msg)
+}
+
+// ModuleRoot returns the module's root directory: the first directory with a
+// go.mod from the test's working directory (its package's) up.
+func ModuleRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			tb.Fatal("testenv: no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
