@@ -28,7 +28,9 @@ const (
 const (
 	// KeyKindShift is the position of the key kind.
 	KeyKindShift = 62
-	// KeyMountNS marks a key whose id is a mount namespace inode.
+	// KeyMountNS marks a key whose id is the unique id of a mount namespace
+	// (what ioctl(NS_GET_MNTNS_ID) returns; see c/recorder.h), not its
+	// inode, which the kernel reuses.
 	KeyMountNS uint64 = 1 << KeyKindShift
 	// KeyCgroup marks a key whose id is a cgroup (v2) id, used for tasks in
 	// the host mount namespace.

@@ -1,7 +1,13 @@
 //go:build ignore
 
-/* recorder.c: the kscmp syscall recorder. One program, one job: the set of
- * syscall numbers, per ABI, that each workload makes.
+/* recorder.c: the kscmp syscall recorder. One job: the set of syscall
+ * numbers, per ABI, that each workload makes. Three programs, of which user
+ * space attaches two:
+ *   sys_enter_btf  tp_btf/sys_enter, the recorder (direct reads, task memo);
+ *   task_free      tp_btf/sched_process_free, with sys_enter_btf: drops the
+ *                  task memos before a freed task's memory can be reused;
+ *   sys_enter_raw  raw_tp/sys_enter, the recorder on kernels without tp_btf
+ *                  (probe reads, no memo), attached alone.
  *
  * A workload is keyed by its mount namespace (containers; the namespace's
  * unique id, see recorder.h), or, for tasks in the host mount namespace, by
@@ -30,14 +36,21 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Kernel constants that are macros, so not in BTF (vmlinux.h): copied from
+ * the kernel's headers, part of its ABI or stable for years. Nothing in Go
+ * mirrors them; the tests that would break are named. */
+
+/* include/uapi/asm-generic/errno-base.h. */
 #define EEXIST 17
 
 /* x86: thread_info.status bit of a task in a 32-bit (int 0x80 or compat)
- * syscall; not in BTF, from arch/x86/include/asm/thread_info.h. */
+ * syscall, TS_COMPAT in arch/x86/include/asm/thread_info.h (TestCompat32). */
 #define X86_TS_COMPAT 0x0002
-/* x86: the x32 marker in the syscall number (__X32_SYSCALL_BIT). */
+/* x86: the x32 marker in the syscall number, __X32_SYSCALL_BIT in
+ * arch/x86/include/uapi/asm/unistd.h (TestX32). */
 #define X86_X32_SYSCALL_BIT 0x40000000UL
-/* arm64: pstate bit of a task running AArch32 code (PSR_MODE32_BIT). */
+/* arm64: pstate bit of a task running AArch32 code, PSR_MODE32_BIT in
+ * arch/arm64/include/uapi/asm/ptrace.h (not exercised here: x86-64 only). */
 #define ARM64_PSR_MODE32_BIT 0x10
 
 /* Set at load time by user space. */
@@ -388,7 +401,23 @@ static __always_inline __u64 key_of(struct task_struct *task)
 
 /* ns_call reports whether syscall id may be unshare or setns, in any ABI:
  * the calls that change the caller's namespaces (a task changes only its
- * own). Other calls with these numbers in another ABI only cost a bump. */
+ * own). Other calls with these numbers in another ABI only cost a bump.
+ *
+ * The numbers are the kernel's, from its syscall tables (part of the ABI:
+ * a number is never reused for another call):
+ *   x86_64, x32  arch/x86/entry/syscalls/syscall_64.tbl: unshare 272,
+ *                setns 308 (both "common": x32 shares them, bit 30 set);
+ *   i386         arch/x86/entry/syscalls/syscall_32.tbl: unshare 310,
+ *                setns 346;
+ *   aarch64      include/uapi/asm-generic/unistd.h (scripts/syscall.tbl
+ *                since 6.11): unshare 97, setns 268;
+ *   arm          arch/arm/tools/syscall.tbl: unshare 337, setns 375.
+ * The Go side names recorded numbers with elastic/go-seccomp-bpf's tables
+ * (arch/zsyscalls.go), which give the same numbers. What must stay in step
+ * is the set of calls, not the numbers: should the kernel add another call
+ * that changes the caller's mount namespace, it must be listed here for
+ * every ABI, or the memo keeps the task's old key after it. Only the x86_64
+ * pair is exercised by a test (TestMemoNamespaceSwitch). */
 static __always_inline bool ns_call(long id)
 {
 #if defined(__TARGET_ARCH_x86)
