@@ -1,7 +1,9 @@
 // Command kscmp learns which system calls workloads make, recommends minimal
 // KubeArmorSeccompPolicy files, merges them into seccomp profiles and
-// installs those profiles. This package only wires the CLI; the work is done
-// in the api, merge and deploy packages.
+// installs those profiles. This package only wires the CLI (flags, options,
+// exit codes); the work is done in the packages of each stage: discover,
+// api/report, recommend, api, merge, deploy and its agent, webhook and host
+// (docs/architecture.md).
 package main
 
 import (

@@ -169,7 +169,7 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-// noArgs is cobra.NoArgs with a usage exit code.
+// argsUsage wraps fn so that its error exits with the usage code (exitUsage).
 func argsUsage(fn cobra.PositionalArgs) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if err := fn(cmd, args); err != nil {
