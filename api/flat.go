@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// The design note's flat form puts the fields at the top level:
+// The flat form, in which the policy was first proposed, puts the fields at
+// the top level:
 //
 //	kind: KubeArmorSeccompPolicy
 //	name: ksp-wordpress-block-process

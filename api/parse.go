@@ -23,7 +23,7 @@ type Document struct {
 	File   string // file name as given
 	Index  int    // 1-based index of the YAML document in File
 	Line   int    // first line of the document
-	Flat   bool   // written in the flat form of the design note
+	Flat   bool   // written in the flat form (fields at the top level, flat.go)
 }
 
 // Parse reads every YAML document in r (a file named file, for messages)

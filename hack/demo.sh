@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: validate and merge the design note's example policies, explain
+# make demo: validate and merge the example policies (examples/), explain
 # the profile, then run a busybox container under runc with a small demo
 # policy: an allowed command works, a blocked one is refused with EPERM.
 set -euo pipefail

@@ -112,9 +112,10 @@ func TestEnforcedByRuntime(t *testing.T) {
 	}
 }
 
-// TestDesignNoteProfileStartsContainer merges the design note's example
-// policy with a second policy for the workload's own calls: the runtime
-// start-up set makes the container start and run to exit 0.
+// TestDesignNoteProfileStartsContainer merges the example allow-list policy
+// (examples/wordpress.yaml) with a second policy for the workload's own
+// calls: the runtime start-up set makes the container start and run to
+// exit 0.
 func TestDesignNoteProfileStartsContainer(t *testing.T) {
 	wordpress := enforcePolicy("ksp-wordpress-block-process", bb,
 		api.Rule{Syscalls: []string{"accept4", "epoll_wait", "pselect6", "futex", "madvise"}, Action: api.ActionAllow})

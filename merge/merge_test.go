@@ -47,7 +47,8 @@ var web = map[string]string{"app": "web"}
 
 func names(rs *RuleSet, a api.Action) string { return strings.Join(rs.Names(a), ",") }
 
-// TestDesignNoteExample is the design note's merge rule with real names:
+// TestDesignNoteExample is the merge rule, deny wins
+// (docs/architecture.md#how-policies-merge), with real names:
 // kscmp1 allow{s1,s2,s4} deny{s3} + kscmp2 allow{s1,s3} deny{s2}
 // → allow{s1,s4} deny{s2,s3}; deleting kscmp2 → allow{s1,s2,s4} deny{s3}.
 func TestDesignNoteExample(t *testing.T) {
@@ -95,8 +96,9 @@ func TestDesignNoteExample(t *testing.T) {
 	}
 }
 
-// TestDesignNoteProfile checks the design note's own mapping of its example
-// policy to the OCI profile (with --runtime none: nothing added).
+// TestDesignNoteProfile checks how the example allow-list policy
+// (examples/wordpress.yaml) maps to the OCI profile: default SCMP_ACT_ERRNO,
+// its three architectures, its calls allowed (--runtime none: nothing added).
 func TestDesignNoteProfile(t *testing.T) {
 	p := policy("wordpress-mysql", "ksp-wordpress-block-process", map[string]string{"app": "wordpress"},
 		[]api.Arch{api.ArchX86_64, api.ArchX86, api.ArchX32}, "Allow:accept4,epoll_wait,pselect6,futex,madvise")

@@ -51,10 +51,10 @@ func TestProfileName(t *testing.T) {
 	}
 }
 
-// TestDesiredAndSync follows the design note's deletion rule on disk: two
-// policies select a container; deleting one recomputes the profile under a
-// new name; the old file stays while a pod still runs with it, and goes when
-// none does.
+// TestDesiredAndSync follows a policy's deletion on disk (the profile is a
+// function of the current policies, no history): two policies select a
+// container; deleting one recomputes the profile under a new name; the old
+// file stays while a pod still runs with it, and goes when none does.
 func TestDesiredAndSync(t *testing.T) {
 	web := map[string]string{"app": "web"}
 	k1 := policy("shop", "kscmp1", web, nil, api.Rule{Syscalls: []string{"read", "write", "getpid"}, Action: api.ActionAllow}, api.Rule{Syscalls: []string{"mkdir"}, Action: api.ActionBlock})
