@@ -15,8 +15,10 @@ import (
 // Exec loads the rule set into the calling process as a seccomp filter (with
 // no_new_privs, synchronised to every thread) and replaces the process with
 // argv[0], found in PATH. It returns only on error. Exec resolves the
-// command before it loads the filter, so the filter needs to allow only
-// execve and what the command itself calls.
+// command before it loads the filter, but the Go runtime's other threads
+// keep running until execve (futex, nanosleep, epoll_pwait, clone3 for a
+// new thread, ...), so an allow-list must allow those as well as execve
+// and what the command itself calls (examples/coreutils.yaml).
 func Exec(rs *merge.RuleSet, argv []string, env []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("exec: no command given")
