@@ -49,7 +49,9 @@ kube_ok() {
 }
 etcd_ok() {
   [ -x "$dir/etcd" ] &&
-    "$dir/etcd" --version 2>/dev/null | grep -qx "etcd Version: ${ETCD_VERSION#v}"
+    # Read the whole output first: with pipefail, grep -q quitting at the
+    # first line can end etcd with SIGPIPE and fail the check (seen under load).
+    grep -qx "etcd Version: ${ETCD_VERSION#v}" <<<"$("$dir/etcd" --version 2>/dev/null)"
 }
 
 if kube_ok && etcd_ok; then
