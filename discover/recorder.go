@@ -279,7 +279,7 @@ func hostMountNS(procRoot string, log *slog.Logger) (uint32, error) {
 	}
 	self, serr := MountNSOf(filepath.Join(procRoot, "self"))
 	if serr != nil {
-		return 0, errors.Join(err, serr)
+		return 0, fmt.Errorf("neither init's nor this process's is readable: %w", errors.Join(err, serr))
 	}
 	log.Warn("recorder: init's mount namespace is not readable; treating this process's as the host's",
 		"error", err, "mntns", self)
@@ -661,7 +661,7 @@ func (r *Recorder) Delete(keys ...Key) error {
 	// generation before and after the deletes makes every cache slot that
 	// may have seen an old set invalid.
 	if err := r.bumpGeneration(); err != nil {
-		return err
+		return fmt.Errorf("recorder: %w", err)
 	}
 	var errs []error
 	for _, k := range keys {
@@ -678,13 +678,14 @@ func (r *Recorder) Delete(keys ...Key) error {
 	return nil
 }
 
+// bumpGeneration makes every per-CPU cache slot filled so far stale.
 func (r *Recorder) bumpGeneration() error {
 	var gen uint64
 	if err := r.gen.Get(&gen); err != nil {
-		return fmt.Errorf("recorder: read generation: %w", err)
+		return fmt.Errorf("read generation: %w", err)
 	}
 	if err := r.gen.Set(gen + 1); err != nil {
-		return fmt.Errorf("recorder: set generation: %w", err)
+		return fmt.Errorf("set generation: %w", err)
 	}
 	return nil
 }
