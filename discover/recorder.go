@@ -182,7 +182,7 @@ type Recorder struct {
 	runMu     sync.Mutex // held by the one active Run
 	deleteMu  sync.Mutex // serializes Delete's generation bumps
 	closeOnce sync.Once
-	closeErr  error
+	closeErr  error // written once, inside closeOnce
 }
 
 // NewRecorder loads the recorder into the kernel and attaches it. Call Run
