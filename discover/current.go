@@ -48,6 +48,18 @@ func currentTaskAddr() (uint64, error) {
 	if err := spec.TypeByName("bpf_rdonly_cast", &fn); err != nil {
 		return 0, fmt.Errorf("kfunc bpf_rdonly_cast: %w", err)
 	}
+	// The program compiles its direct read in only when the kernel has
+	// these (current_task in recorder.c); without them it would load, but
+	// ask the helper.
+	for _, tm := range []struct{ typ, member string }{{"rcuwait", "task"}, {"bpf_array", "pptrs"}} {
+		var st *btf.Struct
+		if err := spec.TypeByName(tm.typ, &st); err != nil {
+			return 0, fmt.Errorf("struct %s: %w", tm.typ, err)
+		}
+		if !hasMember(st, tm.member) {
+			return 0, fmt.Errorf("struct %s has no %s", tm.typ, tm.member)
+		}
+	}
 	var percpu *btf.Datasec
 	if err := spec.TypeByName(".data..percpu", &percpu); err != nil {
 		return 0, fmt.Errorf("per-CPU section: %w", err)
@@ -95,6 +107,24 @@ func percpuOffset(sec *btf.Datasec, name string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("per-CPU variable %s not in the kernel's BTF", name)
+}
+
+// hasMember reports whether a struct or union has the named member, also
+// inside its anonymous structs and unions (where bpf_array keeps pptrs).
+func hasMember(t btf.Type, name string) bool {
+	var members []btf.Member
+	switch c := btf.UnderlyingType(t).(type) {
+	case *btf.Struct:
+		members = c.Members
+	case *btf.Union:
+		members = c.Members
+	}
+	for _, m := range members {
+		if m.Name == name || (m.Name == "" && hasMember(m.Type, name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // cpuNumberAddr returns the address of the per-CPU variable cpu_number, as

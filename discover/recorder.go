@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -21,22 +22,52 @@ import (
 	"github.com/kubearmor/kscmp/bpf"
 )
 
-// Hook selects the kernel hook the recorder attaches to.
+// Hook names the kernel hook the recorder attaches to and, on tp_btf, which
+// of the program's two shortcuts it runs with. RecorderOptions.Hook asks
+// for HookAuto, HookTpBtf or HookRawTp; Recorder.Hook says what loaded, and
+// its String is the report's "hook" field:
+//
+//   - "tp_btf": tp_btf/sys_enter with both shortcuts: the direct read of the
+//     current task (x86-64, current.go; other architectures' JITs inline the
+//     helper, so they have nothing to give up) and the per-CPU task memo
+//     (task_key in recorder.c, with task_free attached). The cheapest.
+//   - "tp_btf+helper": the current task from the helper
+//     bpf_get_current_task_btf() on every call (x86-64 kernels where the
+//     address of current_task is not found).
+//   - "tp_btf-nomemo": without the task memo (tp_btf/sched_process_free does
+//     not attach): the key read through task → nsproxy → mount namespace on
+//     every call.
+//   - "tp_btf+helper-nomemo": without both.
+//   - "raw_tp": raw_tp/sys_enter with CO-RE probe reads, for kernels without
+//     tp_btf (before 5.5, or without kernel BTF).
+//
+// Which shortcuts a kernel allows is found by named probes, once per process
+// (features.go). With the direct read, the program still checks the address
+// on each CPU against the helper and asks the helper where it does not hold
+// the current task.
 type Hook int
 
 const (
 	// HookAuto attaches to tp_btf/sys_enter and falls back to
-	// raw_tp/sys_enter when that fails.
+	// raw_tp/sys_enter when that fails. An option only.
 	HookAuto Hook = iota
 	// HookTpBtf attaches to the BTF-enabled tracepoint tp_btf/sys_enter
-	// (kernel 5.5+, direct reads of kernel memory; the cheaper one).
+	// (kernel 5.5+, direct reads of kernel memory; the cheaper one). As an
+	// option it takes the shortcuts this kernel allows; as a result, it has
+	// both.
 	HookTpBtf
 	// HookRawTp attaches to the raw tracepoint raw_tp/sys_enter (CO-RE probe
 	// reads).
 	HookRawTp
+	// HookTpBtfHelper is tp_btf reading the current task through the helper.
+	HookTpBtfHelper
+	// HookTpBtfNoMemo is tp_btf without the task memo.
+	HookTpBtfNoMemo
+	// HookTpBtfHelperNoMemo is tp_btf without either shortcut.
+	HookTpBtfHelperNoMemo
 )
 
-// String returns "auto", "tp_btf" or "raw_tp".
+// String returns "auto", or the name the Hook type's documentation gives.
 func (h Hook) String() string {
 	switch h {
 	case HookAuto:
@@ -45,8 +76,27 @@ func (h Hook) String() string {
 		return "tp_btf"
 	case HookRawTp:
 		return "raw_tp"
+	case HookTpBtfHelper:
+		return "tp_btf+helper"
+	case HookTpBtfNoMemo:
+		return "tp_btf-nomemo"
+	case HookTpBtfHelperNoMemo:
+		return "tp_btf+helper-nomemo"
 	}
 	return fmt.Sprintf("hook(%d)", int(h))
+}
+
+// tpBtfHook names the tp_btf variant with the given shortcuts.
+func tpBtfHook(helper, memo bool) Hook {
+	switch {
+	case helper && !memo:
+		return HookTpBtfHelperNoMemo
+	case helper:
+		return HookTpBtfHelper
+	case !memo:
+		return HookTpBtfNoMemo
+	}
+	return HookTpBtf
 }
 
 // Defaults of RecorderOptions.
@@ -88,7 +138,7 @@ type RecorderOptions struct {
 	// ProcRoot is where the host's /proc is mounted; "/proc" if empty.
 	ProcRoot string
 	// currentTask, for tests, says where the program reads the current task
-	// (0 or an error: through the helper); nil finds current_task.
+	// (0 or an error: through the helper); nil takes directCurrentTask.
 	currentTask func() (uint64, error)
 	// memo, for tests and benchmarks: memoOn (the zero value) keeps the
 	// per-CPU task memo of the tp_btf program, memoOff loads it without,
@@ -129,10 +179,10 @@ type Recorder struct {
 	procRoot   string
 	log        *slog.Logger
 
-	runMu     sync.Mutex
+	runMu     sync.Mutex // held by the one active Run
 	deleteMu  sync.Mutex // serializes Delete's generation bumps
 	closeOnce sync.Once
-	closeErr  error
+	closeErr  error // written once, inside closeOnce
 }
 
 // NewRecorder loads the recorder into the kernel and attaches it. Call Run
@@ -152,6 +202,9 @@ func NewRecorder(opts RecorderOptions) (*Recorder, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Hook != HookAuto && opts.Hook != HookTpBtf && opts.Hook != HookRawTp {
+		return nil, fmt.Errorf("recorder: RecorderOptions.Hook is %s: want auto, tp_btf or raw_tp", opts.Hook)
+	}
 	if opts.MaxKeys < 1 || opts.MaxKeys > 1<<24 {
 		return nil, fmt.Errorf("recorder: MaxKeys %d out of range 1..%d", opts.MaxKeys, 1<<24)
 	}
@@ -167,34 +220,54 @@ func NewRecorder(opts RecorderOptions) (*Recorder, error) {
 	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("recorder: %w", err)
+		return nil, unsupported("recorder", err)
 	}
 
 	r := &Recorder{hostMntNS: opts.HostMountNS, maxKeys: opts.MaxKeys, procRoot: opts.ProcRoot, log: opts.Logger}
-	var err error
-	switch opts.Hook {
-	case HookAuto:
-		err = r.attach(opts, HookTpBtf)
-		if err != nil {
-			r.log.Info("recorder: tp_btf/sys_enter unavailable, falling back to raw_tp/sys_enter", "error", err)
-			err = r.attach(opts, HookRawTp)
-		}
-	case HookTpBtf, HookRawTp:
-		err = r.attach(opts, opts.Hook)
-	default:
-		err = fmt.Errorf("unknown hook %d", int(opts.Hook))
-	}
+	givenUp, err := r.attachHook(opts)
 	if err != nil {
-		return nil, fmt.Errorf("recorder: %w", err)
+		return nil, unsupported("recorder", err)
 	}
 	r.reader, err = ringbuf.NewReader(r.events)
 	if err != nil {
 		r.closeKernel()
-		return nil, fmt.Errorf("recorder: ring buffer reader: %w", err)
+		return nil, unsupported("recorder: ring buffer reader", err)
 	}
-	r.log.Debug("recorder attached", "hook", r.hook, "max_keys", opts.MaxKeys,
-		"include_host", opts.IncludeHost, "host_mntns", opts.HostMountNS)
+	// The one line that says which path this recorder took, and why it
+	// is not the cheapest when it is not.
+	level := slog.LevelDebug
+	if givenUp != nil {
+		level = slog.LevelInfo
+	}
+	r.log.Log(context.Background(), level, "recorder: attached", "hook", r.hook, "given_up", givenUp,
+		"max_keys", opts.MaxKeys, "include_host", opts.IncludeHost, "host_mntns", opts.HostMountNS)
 	return r, nil
+}
+
+// unsupported wraps an error of loading the recorder into the kernel: it
+// says this system cannot record (ErrUnsupported), once.
+func unsupported(what string, err error) error {
+	if errors.Is(err, ErrUnsupported) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return &unsupportedError{what, err}
+}
+
+// attachHook attaches the hook opts asks for: with HookAuto tp_btf, and
+// raw_tp when tp_btf does not load here. It returns why the hook is not
+// the cheapest one (nil when it is).
+func (r *Recorder) attachHook(opts RecorderOptions) (givenUp, err error) {
+	if opts.Hook != HookAuto {
+		return r.attach(opts, opts.Hook)
+	}
+	givenUp, err = r.attach(opts, HookTpBtf)
+	if err == nil {
+		return givenUp, nil
+	}
+	if _, rawErr := r.attach(opts, HookRawTp); rawErr != nil {
+		return nil, errors.Join(err, rawErr)
+	}
+	return err, nil
 }
 
 // hostMountNS returns the inode of init's mount namespace or, when init's is
@@ -206,155 +279,168 @@ func hostMountNS(procRoot string, log *slog.Logger) (uint32, error) {
 	}
 	self, serr := MountNSOf(filepath.Join(procRoot, "self"))
 	if serr != nil {
-		return 0, errors.Join(err, serr)
+		return 0, fmt.Errorf("neither init's nor this process's is readable: %w", errors.Join(err, serr))
 	}
 	log.Warn("recorder: init's mount namespace is not readable; treating this process's as the host's",
 		"error", err, "mntns", self)
 	return self, nil
 }
 
-// attach loads the program for hook with the maps and attaches it.
-func (r *Recorder) attach(opts RecorderOptions, hook Hook) error {
-	spec, err := bpf.LoadRecorder()
+// attach loads the program for hook (HookTpBtf or HookRawTp) with the maps
+// and attaches it. It returns why the program runs without some of its
+// shortcuts (tp_btf only; nil when it has them all).
+func (r *Recorder) attach(opts RecorderOptions, hook Hook) (givenUp, err error) {
+	spec, err := recorderSpec(opts)
 	if err != nil {
-		return fmt.Errorf("load object: %w", err)
+		return nil, err
 	}
-	spec.Maps[bpf.RecorderMapSets].MaxEntries = uint32(opts.MaxKeys)
-	spec.Maps[bpf.RecorderMapEvents].MaxEntries = uint32(opts.RingBufferSize)
-	if err := spec.Variables[bpf.RecorderVarHostMntns].Set(opts.HostMountNS); err != nil {
-		return fmt.Errorf("set host_mntns: %w", err)
-	}
-	include := uint8(0)
-	if opts.IncludeHost {
-		include = 1
-	}
-	if err := spec.Variables[bpf.RecorderVarIncludeHost].Set(include); err != nil {
-		return fmt.Errorf("set include_host: %w", err)
-	}
-	includeRuntime := uint8(0)
-	if opts.IncludeRuntime {
-		includeRuntime = 1
-	}
-	if err := spec.Variables[bpf.RecorderVarIncludeRuntime].Set(includeRuntime); err != nil {
-		return fmt.Errorf("set include_runtime: %w", err)
-	}
-
-	var l link.Link
-	switch hook {
-	case HookTpBtf:
-		l, err = r.attachTpBtf(spec, opts)
-	case HookRawTp:
-		var objs struct {
-			bpf.RecorderMaps
-			Prog *ebpf.Program  `ebpf:"sys_enter_raw"`
-			Gen  *ebpf.Variable `ebpf:"generation"`
-			BSS  *ebpf.Map      `ebpf:".bss"`
-		}
-		if err := spec.LoadAndAssign(&objs, nil); err != nil {
-			return fmt.Errorf("load %s program: %w", hook, err)
-		}
-		r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
-		r.prog, r.gen = objs.Prog, objs.Gen
-		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: objs.Prog})
-		if err != nil {
-			err = fmt.Errorf("attach %s/sys_enter: %w", hook, err)
-		}
+	if hook == HookTpBtf {
+		givenUp, err = r.attachTpBtf(spec, opts)
+	} else {
+		err = r.attachRawTp(spec)
 	}
 	if err != nil {
 		r.closeKernel()
-		return err
+		return nil, err
 	}
-	r.link, r.hook = l, hook
+	return givenUp, nil
+}
+
+// recorderSpec is the recorder's object with the options' sizes and
+// constants set.
+func recorderSpec(opts RecorderOptions) (*ebpf.CollectionSpec, error) {
+	spec, err := bpf.LoadRecorder()
+	if err != nil {
+		return nil, fmt.Errorf("load object: %w", err)
+	}
+	spec.Maps[bpf.RecorderMapSets].MaxEntries = uint32(opts.MaxKeys)
+	spec.Maps[bpf.RecorderMapEvents].MaxEntries = uint32(opts.RingBufferSize)
+	for _, v := range []struct {
+		name  string
+		value any
+	}{
+		{bpf.RecorderVarHostMntns, opts.HostMountNS},
+		{bpf.RecorderVarIncludeHost, boolByte(opts.IncludeHost)},
+		{bpf.RecorderVarIncludeRuntime, boolByte(opts.IncludeRuntime)},
+	} {
+		if err := spec.Variables[v.name].Set(v.value); err != nil {
+			return nil, fmt.Errorf("set %s: %w", v.name, err)
+		}
+	}
+	return spec, nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// attachRawTp loads the raw_tp program and attaches it.
+func (r *Recorder) attachRawTp(spec *ebpf.CollectionSpec) error {
+	var objs struct {
+		bpf.RecorderMaps
+		Prog *ebpf.Program  `ebpf:"sys_enter_raw"`
+		Gen  *ebpf.Variable `ebpf:"generation"`
+		BSS  *ebpf.Map      `ebpf:".bss"`
+	}
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return fmt.Errorf("load raw_tp program: %w", err)
+	}
+	r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
+	r.prog, r.gen = objs.Prog, objs.Gen
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: objs.Prog})
+	if err != nil {
+		return fmt.Errorf("attach raw_tp/sys_enter: %w", err)
+	}
+	r.link, r.hook = l, HookRawTp
 	return nil
 }
 
-// attachTpBtf loads the tp_btf program and attaches it, with what this
-// kernel allows of its two shortcuts: the direct read of the current task
-// (x86-64, see currentTaskAddr) and the per-CPU task memo (task_key in
-// recorder.c), which needs task_free attached first.
-func (r *Recorder) attachTpBtf(spec *ebpf.CollectionSpec, opts RecorderOptions) (link.Link, error) {
-	type objects struct {
-		bpf.RecorderMaps
-		Prog    *ebpf.Program  `ebpf:"sys_enter_btf"`
-		Gen     *ebpf.Variable `ebpf:"generation"`
-		TaskGen *ebpf.Variable `ebpf:"task_generation"`
-		BSS     *ebpf.Map      `ebpf:".bss"`
-	}
+// tpBtfShortcuts decides, from the feature probes (and the test options),
+// which shortcuts the tp_btf program takes: the address of current_task
+// for the direct read (0: the helper) and the task memo. givenUp says why
+// one is left out when the kernel lacks it.
+func tpBtfShortcuts(opts RecorderOptions) (addr uint64, memo bool, givenUp error) {
+	var errs []error
 	find := opts.currentTask
 	if find == nil {
-		find = currentTaskAddr
+		find = directCurrentTask
 	}
 	addr, err := find()
 	if err != nil {
-		r.log.Debug("recorder: current task from the helper", "reason", err)
 		addr = 0
+		if runtime.GOARCH == "amd64" { // elsewhere the helper is the fast way
+			errs = append(errs, err)
+		}
 	}
-	load := func(addr uint64, memo bool) error {
-		if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(addr); err != nil {
-			return fmt.Errorf("set current_task_addr: %w", err)
-		}
-		if err := spec.Variables[bpf.RecorderVarUseMemo].Set(memo); err != nil {
-			return fmt.Errorf("set use_memo: %w", err)
-		}
-		var objs struct {
-			objects
-			Free *ebpf.Program `ebpf:"task_free"`
-		}
-		var err error
-		if memo {
-			err = spec.LoadAndAssign(&objs, nil)
+	switch opts.memo {
+	case memoOff:
+	case memoNoFree:
+		memo = true // a broken recorder, for a negative control
+	default:
+		if err := haveTaskFree(); err != nil {
+			errs = append(errs, err)
 		} else {
-			err = spec.LoadAndAssign(&objs.objects, nil)
+			memo = true
 		}
-		if err != nil {
-			return err
-		}
-		r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
-		r.prog, r.free, r.gen, r.taskGen = objs.Prog, objs.Free, objs.Gen, objs.TaskGen
-		if memo && opts.memo != memoNoFree {
-			// A memo is valid only while task_free runs: attached first,
-			// detached last (closeKernel).
-			r.freeLink, err = link.AttachTracing(link.TracingOptions{Program: objs.Free, AttachType: ebpf.AttachTraceRawTp})
-			if err != nil {
-				r.closeKernel()
-				return fmt.Errorf("attach tp_btf/sched_process_free: %w", err)
-			}
-		}
-		return nil
 	}
-	// Both shortcuts, then without the one that failed, then without both.
-	type variant struct {
-		addr uint64
-		memo bool
+	return addr, memo, errors.Join(errs...)
+}
+
+// tpBtfObjects are the tp_btf program and what it uses.
+type tpBtfObjects struct {
+	bpf.RecorderMaps
+	Prog    *ebpf.Program  `ebpf:"sys_enter_btf"`
+	Gen     *ebpf.Variable `ebpf:"generation"`
+	TaskGen *ebpf.Variable `ebpf:"task_generation"`
+	BSS     *ebpf.Map      `ebpf:".bss"`
+}
+
+// attachTpBtf loads the tp_btf program with the shortcuts this kernel
+// allows (tpBtfShortcuts) and attaches it; task_free first, when the
+// program keeps the task memo.
+func (r *Recorder) attachTpBtf(spec *ebpf.CollectionSpec, opts RecorderOptions) (givenUp, err error) {
+	if err := haveTpBtf(); err != nil {
+		return nil, err
 	}
-	memo := opts.memo != memoOff
-	variants := []variant{{addr, memo}}
-	if addr != 0 {
-		variants = append(variants, variant{0, memo})
+	addr, memo, givenUp := tpBtfShortcuts(opts)
+	if err := spec.Variables[bpf.RecorderVarCurrentTaskAddr].Set(addr); err != nil {
+		return nil, fmt.Errorf("set current_task_addr: %w", err)
 	}
+	if err := spec.Variables[bpf.RecorderVarUseMemo].Set(memo); err != nil {
+		return nil, fmt.Errorf("set use_memo: %w", err)
+	}
+	var objs struct {
+		tpBtfObjects
+		Free *ebpf.Program `ebpf:"task_free"`
+	}
+	// Without the memo task_free is not loaded at all.
 	if memo {
-		variants = append(variants, variant{addr, false})
-		if addr != 0 {
-			variants = append(variants, variant{0, false})
+		err = spec.LoadAndAssign(&objs, nil)
+	} else {
+		err = spec.LoadAndAssign(&objs.tpBtfObjects, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load tp_btf program: %w", err)
+	}
+	r.sets, r.lost, r.events, r.cache, r.bss = objs.Sets, objs.Lost, objs.Events, objs.Cache, objs.BSS
+	r.prog, r.free, r.gen, r.taskGen = objs.Prog, objs.Free, objs.Gen, objs.TaskGen
+	if memo && opts.memo != memoNoFree {
+		// A memo is valid only while task_free runs: attached first,
+		// detached last (closeKernel).
+		r.freeLink, err = link.AttachTracing(link.TracingOptions{Program: r.free, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, fmt.Errorf("attach tp_btf/sched_process_free: %w", err)
 		}
 	}
-	var errs []error
-	for _, v := range variants {
-		err := load(v.addr, v.memo)
-		if err == nil {
-			if len(errs) > 0 {
-				r.log.Info("recorder: tp_btf program loaded without some of its shortcuts",
-					"direct_current_task", v.addr != 0, "task_memo", v.memo, "error", errors.Join(errs...))
-			}
-			l, err := link.AttachTracing(link.TracingOptions{Program: r.prog, AttachType: ebpf.AttachTraceRawTp})
-			if err != nil {
-				return nil, fmt.Errorf("attach tp_btf/sys_enter: %w", err)
-			}
-			return l, nil
-		}
-		errs = append(errs, err)
+	r.link, err = link.AttachTracing(link.TracingOptions{Program: r.prog, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return nil, fmt.Errorf("attach tp_btf/sys_enter: %w", err)
 	}
-	return nil, fmt.Errorf("load tp_btf program: %w", errors.Join(errs...))
+	r.hook = tpBtfHook(addr == 0 && runtime.GOARCH == "amd64", memo)
+	return givenUp, nil
 }
 
 // closeKernel detaches the program and releases the kernel objects.
@@ -381,7 +467,8 @@ func (r *Recorder) closeKernel() error {
 	return errors.Join(errs...)
 }
 
-// Hook returns the hook the recorder is attached to (HookTpBtf or HookRawTp).
+// Hook returns the hook the recorder is attached to and, on tp_btf, the
+// variant that loaded (see Hook): never HookAuto.
 func (r *Recorder) Hook() Hook {
 	return r.hook
 }
@@ -574,7 +661,7 @@ func (r *Recorder) Delete(keys ...Key) error {
 	// generation before and after the deletes makes every cache slot that
 	// may have seen an old set invalid.
 	if err := r.bumpGeneration(); err != nil {
-		return err
+		return fmt.Errorf("recorder: %w", err)
 	}
 	var errs []error
 	for _, k := range keys {
@@ -591,13 +678,14 @@ func (r *Recorder) Delete(keys ...Key) error {
 	return nil
 }
 
+// bumpGeneration makes every per-CPU cache slot filled so far stale.
 func (r *Recorder) bumpGeneration() error {
 	var gen uint64
 	if err := r.gen.Get(&gen); err != nil {
-		return fmt.Errorf("recorder: read generation: %w", err)
+		return fmt.Errorf("read generation: %w", err)
 	}
 	if err := r.gen.Set(gen + 1); err != nil {
-		return fmt.Errorf("recorder: set generation: %w", err)
+		return fmt.Errorf("set generation: %w", err)
 	}
 	return nil
 }

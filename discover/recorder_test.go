@@ -33,21 +33,23 @@ func TestStraceParity(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skip("strace names are compared with the x86_64 table")
 	}
-	// tp_btf as it loads here; on x86-64 also with the current task from
-	// the helper, after the direct read's address failed its check.
+	// tp_btf as it loads here, and without the task memo; on x86-64 also
+	// with the current task from the helper, after the direct read's
+	// address failed its check.
 	type mode struct {
 		name      string
 		hook      Hook
 		wrongAddr bool
+		memo      memoMode
 	}
-	modes := []mode{{"tp_btf", HookTpBtf, false}}
+	modes := []mode{{"tp_btf", HookTpBtf, false, memoOn}, {"tp_btf_nomemo", HookTpBtf, false, memoOff}}
 	if _, err := currentTaskAddr(); err == nil {
-		modes = append(modes, mode{"tp_btf_helper", HookTpBtf, true})
+		modes = append(modes, mode{"tp_btf_helper", HookTpBtf, true, memoOn})
 	}
-	modes = append(modes, mode{"raw_tp", HookRawTp, false})
+	modes = append(modes, mode{"raw_tp", HookRawTp, false, memoOn})
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			opts := RecorderOptions{Hook: m.hook}
+			opts := RecorderOptions{Hook: m.hook, memo: m.memo}
 			if m.wrongAddr {
 				addr, _ := currentTaskAddr()
 				opts.currentTask = readCurrentAt(addr + 8)

@@ -231,34 +231,75 @@ func Merge(policies []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error) {
 	return mergeSelected(sel, t)
 }
 
+// mergeSelected merges the policies already found to select t. It reads as
+// the steps of a merge: check the target, collect every rule, settle the
+// architectures, add the start-up sets an allow-list needs, and order the
+// result; each step is a method of merger below.
 func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error) {
+	familyArches, runtime, kernel, err := resolveTarget(t)
+	if err != nil {
+		return nil, err
+	}
+	if len(sel) == 0 {
+		return &RuleSet{DefaultAction: api.ActionAllow, Arches: familyArches}, nil
+	}
+	m := newMerger(sel, runtime)
+	arches, anyArch := m.collect(sel)
+	m.architectures(arches, anyArch, familyArches)
+	m.startupSets(runtime, kernel)
+	return m.order(), nil
+}
+
+// resolveTarget fills in the target's defaults (amd64, runc) and says which
+// start-up sets an allow-list gets: a runtime's (none for a systemd unit,
+// which installs the filter itself) and the kernel's (all but RuntimeNone
+// on a container; always on a unit). It runs before anything is collected
+// so a bad family or runtime fails even when no policy selects the target.
+func resolveTarget(t Target) (familyArches []api.Arch, runtime Runtime, kernel bool, err error) {
 	family := t.Family
 	if family == "" {
 		family = api.FamilyAMD64
 	}
-	familyArches, err := family.Arches()
+	familyArches, err = family.Arches()
 	if err != nil {
-		return nil, err
+		return nil, "", false, err
 	}
-	runtime := t.Runtime
+	runtime = t.Runtime
 	if runtime == "" {
 		runtime = RuntimeRunc
 	}
 	if !slices.Contains(Runtimes[:], runtime) {
-		return nil, fmt.Errorf("unknown runtime %q (want runc, crun, any or none)", runtime)
+		return nil, "", false, fmt.Errorf("unknown runtime %q (want runc, crun, any or none)", runtime)
 	}
-	kernel := runtime != RuntimeNone
+	kernel = runtime != RuntimeNone
 	if t.Unit != "" {
 		runtime, kernel = RuntimeNone, true
 	}
+	return familyArches, runtime, kernel, nil
+}
 
-	rs := &RuleSet{DefaultAction: api.ActionAllow}
-	// Sources are collected in one slab and handed out as sub-slices at the
-	// end: one allocation instead of one per system call.
-	type contribution struct {
-		idx int32
-		src Source
-	}
+// merger is one merge in progress. Every system call gets one entry in
+// rs.Syscalls (found through index) that keeps the strongest action seen,
+// and every naming of it one contribution; order turns the contributions
+// into each entry's Sources at the end.
+type merger struct {
+	rs       *RuleSet
+	index    map[string]int32 // system call name → its entry in rs.Syscalls
+	contribs []contribution
+}
+
+// contribution is one source naming the system call rs.Syscalls[idx].
+// Contributions are kept in one slab and handed out as sub-slices at the
+// end: one allocation instead of one per system call.
+type contribution struct {
+	idx int32
+	src Source
+}
+
+// newMerger sizes the merge from the rules it will see, so collecting does
+// not grow maps and slices call by call (the merge runs for every container
+// of every node).
+func newMerger(sel []*api.KubeArmorSeccompPolicy, runtime Runtime) *merger {
 	n := len(startup[runtime].required) + len(startup[runtime].extra) + len(KernelSyscalls())
 	for _, p := range sel {
 		for _, r := range p.Spec.Seccomp.AllRules() {
@@ -266,26 +307,35 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		}
 	}
 	distinct := min(n, 512) // no ABI has many more system calls
-	index := make(map[string]int32, distinct)
-	contribs := make([]contribution, 0, n)
-	rs.Syscalls = make([]Syscall, 0, distinct)
-	add := func(name string, src Source) {
-		i, ok := index[name]
-		if !ok {
-			i = int32(len(rs.Syscalls))
-			index[name] = i
-			rs.Syscalls = append(rs.Syscalls, Syscall{Name: name, Action: src.Action})
-		}
-		if e := &rs.Syscalls[i]; src.Action.Precedence() > e.Action.Precedence() {
-			e.Action = src.Action
-		}
-		contribs = append(contribs, contribution{i, src})
+	return &merger{
+		rs:       &RuleSet{DefaultAction: api.ActionAllow, Syscalls: make([]Syscall, 0, distinct)},
+		index:    make(map[string]int32, distinct),
+		contribs: make([]contribution, 0, n),
 	}
+}
 
-	var arches [len(api.Arches)]bool
-	anyArch := false
+// add records that src names the system call: deny wins, so the entry's
+// action becomes src's when src's is stronger.
+func (m *merger) add(name string, src Source) {
+	i, ok := m.index[name]
+	if !ok {
+		i = int32(len(m.rs.Syscalls))
+		m.index[name] = i
+		m.rs.Syscalls = append(m.rs.Syscalls, Syscall{Name: name, Action: src.Action})
+	}
+	if e := &m.rs.Syscalls[i]; src.Action.Precedence() > e.Action.Precedence() {
+		e.Action = src.Action
+	}
+	m.contribs = append(m.contribs, contribution{i, src})
+}
+
+// collect adds every rule of every selected policy and notes the
+// architectures they name. One allowing rule anywhere makes the result an
+// allow-list (default Block): a policy that allows something means
+// "only this", and deny-wins must not widen it.
+func (m *merger) collect(sel []*api.KubeArmorSeccompPolicy) (arches [len(api.Arches)]bool, anyArch bool) {
 	for _, p := range sel {
-		rs.Policies = append(rs.Policies, p.Key())
+		m.rs.Policies = append(m.rs.Policies, p.Key())
 		for _, a := range p.Spec.Seccomp.Arch {
 			if i := a.Index(); i >= 0 {
 				arches[i], anyArch = true, true
@@ -294,67 +344,90 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 		for _, r := range p.Spec.Seccomp.AllRules() {
 			act := r.Action.Canonical()
 			if act == api.ActionAllow {
-				rs.DefaultAction = api.ActionBlock
+				m.rs.DefaultAction = api.ActionBlock
 			}
 			src := Source{Kind: SourcePolicy, Name: p.Key(), Action: act}
 			for _, name := range r.Syscalls {
-				add(name, src)
+				m.add(name, src)
 			}
 		}
 	}
-	if len(sel) == 0 {
-		return &RuleSet{DefaultAction: api.ActionAllow, Arches: familyArches}, nil
-	}
+	return arches, anyArch
+}
+
+// architectures sets the ABIs the profile covers: the union of the
+// policies' arch lists, or the target family's when no policy names one
+// (then FamilyArches says so). They come out in api.Arches' canonical
+// order, whatever order the policies listed them in.
+func (m *merger) architectures(arches [len(api.Arches)]bool, anyArch bool, familyArches []api.Arch) {
 	if !anyArch {
-		rs.FamilyArches = true
+		m.rs.FamilyArches = true
 		for _, a := range familyArches {
 			arches[a.Index()] = true
 		}
 	}
 	for i, ok := range arches {
 		if ok {
-			rs.Arches = append(rs.Arches, api.Arches[i])
+			m.rs.Arches = append(m.rs.Arches, api.Arches[i])
 		}
 	}
+}
 
-	if rs.AllowList() && kernel {
+// startupSets adds to an allow-list what the workload never asks for but
+// cannot start or run without: the calls the kernel makes for a process
+// (signal return) and the runtime's calls between installing the filter
+// and executing the workload. A deny list needs neither. A start-up call a
+// policy blocks or kills stays blocked (deny wins) and is warned about: the
+// container may not start.
+func (m *merger) startupSets(runtime Runtime, kernel bool) {
+	if !m.rs.AllowList() {
+		return
+	}
+	if kernel {
 		src := Source{Kind: SourceKernel, Name: "signals", Action: api.ActionAllow}
 		for _, name := range KernelSyscalls() {
-			add(name, src)
+			m.add(name, src)
 		}
 	}
-	if rs.AllowList() && runtime != RuntimeNone {
-		rs.Runtime = runtime
-		src := Source{Kind: SourceRuntime, Name: string(runtime), Action: api.ActionAllow}
-		for _, name := range runtime.StartupSyscalls() {
-			add(name, src)
-			if e := &rs.Syscalls[index[name]]; e.Action == api.ActionBlock || e.Action == api.ActionKill {
-				rs.Warnings = append(rs.Warnings, fmt.Sprintf("%s is %s by policy, but %s calls it while starting the container: the container may not start", name, verb(e.Action), runtime))
-			}
+	if runtime == RuntimeNone {
+		return
+	}
+	m.rs.Runtime = runtime
+	src := Source{Kind: SourceRuntime, Name: string(runtime), Action: api.ActionAllow}
+	for _, name := range runtime.StartupSyscalls() {
+		m.add(name, src)
+		if e := &m.rs.Syscalls[m.index[name]]; e.Action == api.ActionBlock || e.Action == api.ActionKill {
+			m.rs.Warnings = append(m.rs.Warnings, fmt.Sprintf("%s is %s by policy, but %s calls it while starting the container: the container may not start", name, verb(e.Action), runtime))
 		}
 	}
+}
 
-	// Counting sort of the contributions by system call, into one slab.
+// order makes the result independent of the policies' order: system calls
+// by name, each one's sources sorted and without duplicates, policies and
+// warnings sorted. The contributions are grouped by system call with a
+// counting sort into one slab, so each entry's Sources is a sub-slice of it.
+func (m *merger) order() *RuleSet {
+	rs := m.rs
 	start := make([]int32, len(rs.Syscalls)+1)
-	for _, c := range contribs {
+	for _, c := range m.contribs {
 		start[c.idx+1]++
 	}
 	for i := 1; i < len(start); i++ {
 		start[i] += start[i-1]
 	}
-	slab := make([]Source, len(contribs))
+	slab := make([]Source, len(m.contribs))
 	fill := slices.Clone(start[:len(rs.Syscalls)])
-	for _, c := range contribs {
+	for _, c := range m.contribs {
 		slab[fill[c.idx]] = c.src
 		fill[c.idx]++
 	}
-	order := make([]int32, len(rs.Syscalls))
-	for i := range order {
-		order[i] = int32(i)
+	byName := make([]int32, len(rs.Syscalls))
+	for i := range byName {
+		byName[i] = int32(i)
 	}
-	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(rs.Syscalls[a].Name, rs.Syscalls[b].Name) })
+	slices.SortFunc(byName, func(a, b int32) int { return strings.Compare(rs.Syscalls[a].Name, rs.Syscalls[b].Name) })
 	sorted := make([]Syscall, len(rs.Syscalls))
-	for k, i := range order {
+	for k, i := range byName {
 		srcs := slab[start[i]:start[i+1]:start[i+1]]
 		slices.SortFunc(srcs, compareSource)
 		sorted[k] = Syscall{Name: rs.Syscalls[i].Name, Action: rs.Syscalls[i].Action, Sources: slices.Compact(srcs)}
@@ -362,7 +435,7 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 	rs.Syscalls = sorted
 	slices.Sort(rs.Policies)
 	slices.Sort(rs.Warnings)
-	return rs, nil
+	return rs
 }
 
 func verb(a api.Action) string {

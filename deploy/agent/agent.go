@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,14 +53,13 @@ type Agent struct {
 	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string]
 	memo     Memo
-	rep      *reporter
+	rep      *reporter // used by the status worker alone
 	stopRep  func()
-	ctx      context.Context
 
 	// Status goes through its own queue, so that API round trips for the
 	// policies' status never delay a profile on disk.
 	statusQ workqueue.TypedInterface[string]
-	smu     sync.Mutex
+	smu     sync.Mutex                // guards pending
 	pending map[string]statusSnapshot // namespace ("" = all) → latest state to report
 }
 
@@ -89,7 +87,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Agent{kube: kube, opts: opts, policies: NewPolicyCache(dyn, opts.Logger), ctx: context.Background()}
+	a := &Agent{kube: kube, opts: opts, policies: NewPolicyCache(dyn, opts.Logger)}
 	a.rep, a.stopRep = newReporter(kube, dyn, opts.Node)
 	a.statusQ = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "kscmp-agent-status"})
 	a.pending = map[string]statusSnapshot{}
@@ -131,12 +129,12 @@ func metaNamespace(obj any) (string, error) {
 // Run starts the informers, reconciles every namespace once (the restart
 // reload: the directory is made equal to what the current state needs,
 // removing what no policy produces and no pod uses), then reconciles what
-// changes until ctx is done.
+// changes until ctx is done. ctx is handed down to every API call the
+// workers make (restarts, status writes), so they end with it.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.queue.ShutDown()
 	defer a.statusQ.ShutDown()
 	defer a.stopRep()
-	a.ctx = ctx
 	if err := os.MkdirAll(filepath.Join(a.opts.SeccompDir, ProfileDir), 0o755); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -150,15 +148,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	for range a.opts.Workers {
-		wg.Go(func() {
-			for a.next() {
-			}
-		})
+		wg.Go(func() { a.runWorker(ctx) })
 	}
-	wg.Go(func() {
-		for a.nextStatus() {
-		}
-	})
+	// One status worker: the reporter's memory of what it wrote is not
+	// shared, and status writes are ordered per node.
+	wg.Go(func() { a.runStatusWorker(ctx) })
 	<-ctx.Done()
 	a.queue.ShutDown()
 	a.statusQ.ShutDown()
@@ -166,13 +160,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) next() bool {
+// runWorker reconciles namespaces from the queue until it shuts down. The
+// queue hands a namespace to one worker at a time, so two workers never
+// write one namespace's directory together.
+func (a *Agent) runWorker(ctx context.Context) {
+	for a.processNextNamespace(ctx) {
+	}
+}
+
+// processNextNamespace reconciles one namespace from the queue; a failure
+// puts it back with a growing delay, a success resets its delay. It returns
+// false when the queue is shut down.
+func (a *Agent) processNextNamespace(ctx context.Context) bool {
 	ns, quit := a.queue.Get()
 	if quit {
 		return false
 	}
 	defer a.queue.Done(ns)
-	if err := a.Reconcile(ns); err != nil {
+	if err := a.reconcile(ctx, ns); err != nil {
 		a.opts.Logger.Error("agent: reconcile", "namespace", ns, "error", err)
 		a.queue.AddRateLimited(ns)
 		return true
@@ -197,10 +202,11 @@ func (a *Agent) reconcileAll() error {
 	return err
 }
 
-// Reconcile makes kubearmor/<namespace>/ hold the profiles the namespace's
-// pods on this node need, from the current policies, and reports the
-// policies' status: level-triggered, idempotent.
-func (a *Agent) Reconcile(namespace string) error {
+// reconcile makes kubearmor/<namespace>/ hold the profiles the namespace's
+// pods on this node need, from the current policies, and queues the
+// policies' status: level-triggered, idempotent. ctx bounds the workload
+// restarts it makes.
+func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 	pods := a.nodePods(namespace)
 	a.opts.Logger.Debug("agent: reconcile", "namespace", namespace, "pods", len(pods))
 	set := merge.NewSet(a.policies.Policies(namespace))
@@ -216,7 +222,7 @@ func (a *Agent) Reconcile(namespace string) error {
 	}
 	if a.opts.RestartWorkloads {
 		for target, digest := range restartTargets(pods, assigned, files, res.Changed) {
-			rolled, err := restart(a.ctx, a.kube, target, digest)
+			rolled, err := restart(ctx, a.kube, target, digest)
 			if err != nil {
 				return fmt.Errorf("restart %s: %w", target, err)
 			}
@@ -231,6 +237,9 @@ func (a *Agent) Reconcile(namespace string) error {
 	return nil
 }
 
+// queueStatus hands a namespace's state to the status worker. Only the
+// latest state of a namespace is kept: a status write that fell behind
+// writes what is true now, not every step in between.
 func (a *Agent) queueStatus(namespace string, s statusSnapshot) {
 	a.smu.Lock()
 	a.pending[namespace] = s
@@ -238,7 +247,16 @@ func (a *Agent) queueStatus(namespace string, s statusSnapshot) {
 	a.statusQ.Add(namespace)
 }
 
-func (a *Agent) nextStatus() bool {
+// runStatusWorker writes the policies' status from the status queue until
+// it shuts down; ctx bounds each write.
+func (a *Agent) runStatusWorker(ctx context.Context) {
+	for a.processNextStatus(ctx) {
+	}
+}
+
+// processNextStatus writes the latest state queued for one namespace. It
+// returns false when the queue is shut down.
+func (a *Agent) processNextStatus(ctx context.Context) bool {
 	ns, quit := a.statusQ.Get()
 	if quit {
 		return false
@@ -249,7 +267,7 @@ func (a *Agent) nextStatus() bool {
 	delete(a.pending, ns)
 	a.smu.Unlock()
 	if ok {
-		a.rep.report(a.ctx, ns, s.objs, s.installed, s.refused, s.err)
+		a.rep.report(ctx, ns, s.objs, s.installed, s.refused, s.err)
 	}
 	return true
 }
@@ -279,19 +297,4 @@ func (a *Agent) nodePods(namespace string) []*corev1.Pod {
 		}
 	}
 	return out
-}
-
-// Wait is for tests and callers that need a quiet queue: it returns when the
-// queue is empty and ctx is not done, polling every 10 ms.
-func (a *Agent) Wait(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for a.queue.Len() > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }

@@ -62,7 +62,7 @@ type Assignment struct {
 // only the profiles that policy is part of. The zero value is ready; a nil
 // *Memo disables it. It is safe for concurrent use.
 type Memo struct {
-	mu sync.Mutex
+	mu sync.Mutex           // guards m
 	m  map[string]memoEntry // profile path → last merge
 }
 

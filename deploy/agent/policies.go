@@ -22,7 +22,7 @@ type PolicyCache struct {
 	informer cache.SharedIndexInformer
 	log      *slog.Logger
 
-	mu      sync.Mutex
+	mu      sync.Mutex        // guards invalid and parsed
 	invalid map[string]string // policy key → why it is refused
 	parsed  map[string]parsed // policy key → its last conversion
 }

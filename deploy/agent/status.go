@@ -30,14 +30,16 @@ const (
 
 // reporter writes the policies' status (on how many nodes, which, errors)
 // and Events. Each agent adds or removes only its own node, with
-// optimistic concurrency (retried on conflict).
+// optimistic concurrency (retried on conflict). It is not safe for
+// concurrent use: the agent's one status worker owns it, so its maps need
+// no lock.
 type reporter struct {
 	dyn      dynamic.Interface
 	node     string
 	recorder record.EventRecorder
 	// reported: policy key → installed on this node, as last written.
 	reported map[string]bool
-	refused  map[string]string
+	refused  map[string]string // policy key → why it was refused, as last reported
 }
 
 func newReporter(kube kubernetes.Interface, dyn dynamic.Interface, node string) (*reporter, func()) {
