@@ -52,7 +52,7 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 		}
 		full := filepath.Join(base, filepath.FromSlash(strings.TrimPrefix(path, ProfileDir+"/")))
 		_, statErr := os.Stat(full)
-		changed, err := fsutil.WriteFile(full, data, 0o644)
+		changed, err := fsutil.WriteManaged(full, data, 0o644)
 		if err != nil {
 			return res, fmt.Errorf("sync: %w", err)
 		}

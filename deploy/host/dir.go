@@ -80,7 +80,7 @@ func (d *Dir) writeManaged(names []string) error {
 	for _, n := range names {
 		b.WriteString(n + "\n")
 	}
-	_, err := fsutil.WriteFile(filepath.Join(d.dir(), ManifestName), b.Bytes(), 0o644)
+	_, err := fsutil.WriteManaged(filepath.Join(d.dir(), ManifestName), b.Bytes(), 0o644)
 	return err
 }
 
@@ -195,7 +195,7 @@ func (d *Dir) carryOut(steps []step, managed []string, opt Options) ([]Change, e
 		if st.data == nil || !st.change.Changed() {
 			continue
 		}
-		if _, err := fsutil.WriteFile(st.change.Path, st.data, 0o644); err != nil {
+		if _, err := fsutil.WriteManaged(st.change.Path, st.data, 0o644); err != nil {
 			return nil, err
 		}
 	}

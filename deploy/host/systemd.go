@@ -278,7 +278,7 @@ func (s *Systemd) carryOut(ctx context.Context, steps []step, opt Options) ([]Ch
 		}
 		var err error
 		if st.data != nil {
-			_, err = fsutil.WriteFile(st.change.Path, st.data, 0o644)
+			_, err = fsutil.WriteManaged(st.change.Path, st.data, 0o644)
 		} else {
 			err = removeFile(st.change.Path)
 		}
@@ -355,7 +355,7 @@ func (s *Systemd) rollback(ctx context.Context, done []step, reload bool) error 
 		st := done[i]
 		var err error
 		if st.old != nil {
-			_, err = fsutil.WriteFile(st.change.Path, st.old, 0o644)
+			_, err = fsutil.WriteManaged(st.change.Path, st.old, 0o644)
 		} else {
 			err = removeFile(st.change.Path)
 		}
