@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/internal/fsutil"
+	"github.com/kubearmor/kscmp/internal/safepath"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -50,12 +51,52 @@ func (d *Dir) dir() string {
 	return filepath.Join(d.Root, p)
 }
 
+// rootAndRel returns the root every path is resolved in ("/" without
+// Root) and the profile directory relative to it.
+func (d *Dir) rootAndRel() (root, rel string, err error) {
+	rel = d.Path
+	if rel == "" {
+		rel = DefaultDir
+	}
+	if d.Root == "" {
+		rel, err = filepath.Abs(rel)
+		return "/", rel, err
+	}
+	return d.Root, rel, nil
+}
+
+// open opens the root (nil when it does not exist and not create) and
+// returns the profile directory relative to it.
+func (d *Dir) open(create bool) (*safepath.Root, string, error) {
+	root, rel, err := d.rootAndRel()
+	if err != nil {
+		return nil, "", err
+	}
+	r, err := openRoot(root, create)
+	return r, rel, err
+}
+
 // File returns the profile file of a container name.
 func (d *Dir) File(name string) string { return filepath.Join(d.dir(), name+".json") }
 
+// maxManifest bounds what is read of the manifest and of a profile.
+const maxManifest = 16 << 20
+
 // Managed returns the container names whose profiles kscmp wrote, sorted.
 func (d *Dir) Managed() ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(d.dir(), ManifestName))
+	r, rel, err := d.open(false)
+	if r == nil {
+		return nil, err
+	}
+	defer r.Close()
+	return d.managed(r, rel)
+}
+
+func (d *Dir) managed(r *safepath.Root, rel string) ([]string, error) {
+	if r == nil {
+		return nil, nil
+	}
+	data, err := r.ReadFile(path.Join(rel, ManifestName), maxManifest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -72,7 +113,7 @@ func (d *Dir) Managed() ([]string, error) {
 	return slices.Compact(names), nil
 }
 
-func (d *Dir) writeManaged(names []string) error {
+func (d *Dir) writeManaged(r *safepath.Root, rel string, names []string) error {
 	slices.Sort(names)
 	names = slices.Compact(names)
 	var b bytes.Buffer
@@ -80,7 +121,7 @@ func (d *Dir) writeManaged(names []string) error {
 	for _, n := range names {
 		b.WriteString(n + "\n")
 	}
-	_, err := fsutil.WriteManaged(filepath.Join(d.dir(), ManifestName), b.Bytes(), 0o644)
+	_, err := r.WriteFile(path.Join(rel, ManifestName), b.Bytes(), 0o644)
 	return err
 }
 
@@ -94,7 +135,14 @@ func (d *Dir) Apply(_ context.Context, policies []*api.KubeArmorSeccompPolicy, o
 	if err != nil {
 		return nil, err
 	}
-	managed, err := d.Managed()
+	r, rel, err := d.open(false)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil {
+		defer r.Close()
+	}
+	managed, err := d.managed(r, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -114,18 +162,24 @@ func (d *Dir) Apply(_ context.Context, policies []*api.KubeArmorSeccompPolicy, o
 			errs = append(errs, fmt.Errorf("container %s: %w", name, err))
 			continue
 		}
-		path := d.File(name)
-		old, err := os.ReadFile(path)
-		exists := err == nil
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		file := d.File(name)
+		exists, same, err := sameIn(r, path.Join(rel, name+".json"), data)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if exists && !slices.Contains(managed, name) {
-			errs = append(errs, fmt.Errorf("%s exists and was not written by kscmp: not overwritten (move it away first)", path))
+			errs = append(errs, fmt.Errorf("%s exists and was not written by kscmp: not overwritten (move it away first)", file))
 			continue
 		}
-		steps = append(steps, step{change: planned(name, path, rs.Policies, old, data, exists), data: data})
+		c := Change{Target: name, Path: file, Action: Created, Policies: rs.Policies}
+		switch {
+		case same:
+			c.Action = Unchanged
+		case exists:
+			c.Action = Updated
+		}
+		steps = append(steps, step{change: c, data: data})
 	}
 	if opt.Prune {
 		for _, name := range managed {
@@ -140,26 +194,47 @@ func (d *Dir) Apply(_ context.Context, policies []*api.KubeArmorSeccompPolicy, o
 	return d.carryOut(steps, managed, opt)
 }
 
+// sameIn is safepath.Root.Same for a root that may not exist (nil).
+func sameIn(r *safepath.Root, rel string, data []byte) (exists, same bool, err error) {
+	if r == nil {
+		return false, false, nil
+	}
+	return r.Same(rel, data)
+}
+
 // Remove deletes the profiles of names that kscmp wrote.
 func (d *Dir) Remove(_ context.Context, names []string, opt Options) ([]Change, error) {
-	managed, err := d.Managed()
+	r, rel, err := d.open(false)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil {
+		defer r.Close()
+	}
+	managed, err := d.managed(r, rel)
 	if err != nil {
 		return nil, err
 	}
 	var steps []step
 	var errs []error
 	for _, name := range names {
-		path := d.File(name)
-		_, err := os.Stat(path)
+		file := d.File(name)
+		var mode fs.FileMode
+		err := fs.ErrNotExist
+		if r != nil {
+			mode, err = r.Lstat(path.Join(rel, name+".json"))
+		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			steps = append(steps, step{change: Change{Target: name, Path: path, Action: Absent}})
+			steps = append(steps, step{change: Change{Target: name, Path: file, Action: Absent}})
 		case err != nil:
 			errs = append(errs, err)
 		case !slices.Contains(managed, name):
-			errs = append(errs, fmt.Errorf("%s was not written by kscmp: not removed", path))
+			errs = append(errs, fmt.Errorf("%s was not written by kscmp: not removed", file))
+		case !mode.IsRegular():
+			errs = append(errs, fsutil.NotRegular(file, mode, "removed"))
 		default:
-			steps = append(steps, step{change: Change{Target: name, Path: path, Action: Removed}})
+			steps = append(steps, step{change: Change{Target: name, Path: file, Action: Removed}})
 		}
 	}
 	if len(errs) > 0 {
@@ -179,23 +254,25 @@ func (d *Dir) carryOut(steps []step, managed []string, opt Options) ([]Change, e
 	if opt.DryRun || !slices.ContainsFunc(changes, Change.Changed) {
 		return changes, nil
 	}
-	if err := os.MkdirAll(d.dir(), 0o755); err != nil {
+	r, rel, err := d.open(true)
+	if err != nil {
 		return nil, err
 	}
+	defer r.Close()
 	names := slices.Clone(managed)
 	for _, st := range steps {
 		if st.data != nil {
 			names = append(names, st.change.Target)
 		}
 	}
-	if err := d.writeManaged(names); err != nil {
+	if err := d.writeManaged(r, rel, names); err != nil {
 		return nil, err
 	}
 	for _, st := range steps {
 		if st.data == nil || !st.change.Changed() {
 			continue
 		}
-		if _, err := fsutil.WriteManaged(st.change.Path, st.data, 0o644); err != nil {
+		if _, err := r.WriteFile(path.Join(rel, st.change.Target+".json"), st.data, 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -204,14 +281,14 @@ func (d *Dir) carryOut(steps []step, managed []string, opt Options) ([]Change, e
 		if st.change.Action != Removed {
 			continue
 		}
-		if err := os.Remove(st.change.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := r.Remove(path.Join(rel, st.change.Target+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
 		names = slices.DeleteFunc(names, func(n string) bool { return n == st.change.Target })
 		removed = true
 	}
 	if removed {
-		if err := d.writeManaged(names); err != nil {
+		if err := d.writeManaged(r, rel, names); err != nil {
 			return nil, err
 		}
 	}

@@ -45,7 +45,13 @@ func snapshot(t *testing.T, root string) map[string]string {
 			return err
 		}
 		v := info.Mode().String()
-		if !d.IsDir() {
+		if d.Type() == fs.ModeSymlink {
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			v += " -> " + target
+		} else if !d.IsDir() {
 			b, err := os.ReadFile(p)
 			if err != nil {
 				return err
