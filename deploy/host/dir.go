@@ -104,10 +104,15 @@ func (d *Dir) managed(r *safepath.Root, rel string) ([]string, error) {
 		return nil, err
 	}
 	var names []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			names = append(names, l)
+	for i, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l == "" || strings.HasPrefix(l, "#") {
+			continue
 		}
+		// A name that is not a container name (../victim) is never used.
+		if err := api.ValidContainerName(l); err != nil {
+			return nil, fmt.Errorf("%s:%d: %q: %w", r.Join(path.Join(rel, ManifestName)), i+1, l, err)
+		}
+		names = append(names, l)
 	}
 	slices.Sort(names)
 	return slices.Compact(names), nil
@@ -149,6 +154,10 @@ func (d *Dir) Apply(_ context.Context, policies []*api.KubeArmorSeccompPolicy, o
 	var steps []step
 	var errs []error
 	for _, name := range names {
+		if err := api.ValidContainerName(name); err != nil {
+			errs = append(errs, fmt.Errorf("container %q: %w", name, err))
+			continue
+		}
 		rs, err := merge.Merge(policies, merge.Target{ContainerName: name, Family: d.Family, Runtime: d.Runtime})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("container %s: %w", name, err))
@@ -218,6 +227,10 @@ func (d *Dir) Remove(_ context.Context, names []string, opt Options) ([]Change, 
 	var steps []step
 	var errs []error
 	for _, name := range names {
+		if err := api.ValidContainerName(name); err != nil {
+			errs = append(errs, fmt.Errorf("container %q: %w", name, err))
+			continue
+		}
 		file := d.File(name)
 		var mode fs.FileMode
 		err := fs.ErrNotExist

@@ -150,9 +150,13 @@ func (s *Systemd) Managed() ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if exists && ours {
-			units = append(units, unit)
+		if !exists || !ours {
+			continue
 		}
+		if err := api.ValidUnitName(unit); err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", r.Join(path.Join(UnitDir, e.Name())), unit, err)
+		}
+		units = append(units, unit)
 	}
 	slices.Sort(units)
 	return units, nil
@@ -217,6 +221,10 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 	var steps []step
 	var errs []error
 	for _, unit := range units {
+		if err := api.ValidUnitName(unit); err != nil {
+			errs = append(errs, fmt.Errorf("systemd unit %q: %w", unit, err))
+			continue
+		}
 		if !strings.HasSuffix(unit, ".service") {
 			errs = append(errs, fmt.Errorf("systemd unit %s: kscmp writes [Service] drop-ins; give a .service unit", unit))
 			continue
@@ -295,6 +303,10 @@ func (s *Systemd) Remove(ctx context.Context, units []string, opt Options) ([]Ch
 	var errs []error
 	for _, unit := range units {
 		unit = api.UnitName(unit)
+		if err := api.ValidUnitName(unit); err != nil {
+			errs = append(errs, fmt.Errorf("systemd unit %q: %w", unit, err))
+			continue
+		}
 		path := s.Path(unit)
 		old, exists, ours, err := readOwned(r, dropInRel(unit))
 		switch {
