@@ -195,20 +195,61 @@ func WriteManaged(path string, data []byte, perm fs.FileMode) (changed bool, err
 // between the name and dir is resolved again.
 func WriteAt(dir *os.File, name string, data []byte, perm fs.FileMode) (changed bool, err error) {
 	path := filepath.Join(dir.Name(), name)
-	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
-		return false, fmt.Errorf("write %s: %q is not a file name", path, name)
+	if err := checkName(name, path); err != nil {
+		return false, err
 	}
-	if len(name)+TempOverhead > NameMax {
-		return false, fmt.Errorf("write %s: the name is longer than %d bytes (the longest that leaves room for its temporary file)", path, NameMax-TempOverhead)
-	}
-	dfd := int(dir.Fd())
-	same, err := sameAt(dfd, name, path, data, perm)
+	same, err := sameAt(int(dir.Fd()), name, path, data, perm)
 	if err != nil || same {
 		return false, err
 	}
-	tmp, f, err := createTemp(dfd, name, path)
+	s, err := StageAt(dir, name, data, perm)
 	if err != nil {
 		return false, err
+	}
+	return true, s.Commit()
+}
+
+// checkName fails unless name is one path component whose temporary file
+// name fits in NameMax.
+func checkName(name, path string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("write %s: %q is not a file name", path, name)
+	}
+	if len(name)+TempOverhead > NameMax {
+		return fmt.Errorf("write %s: the name is longer than %d bytes (the longest that leaves room for its temporary file)", path, NameMax-TempOverhead)
+	}
+	return nil
+}
+
+// Staged is the new content of a file, written and synced to a temporary
+// file next to it but not yet renamed over it: a writer of many files
+// stages them all first, so that running out of space changes none of
+// them, and then commits each.
+type Staged struct {
+	dir       *os.File
+	name, tmp string
+	path      string
+}
+
+// StageAt writes data with mode perm to a new temporary file for name in
+// the open directory dir (fsync'ed, not renamed). Anything but a regular
+// file at name is refused (ErrNotRegular), as by WriteAt. The caller
+// commits or aborts it, and keeps dir open until then.
+func StageAt(dir *os.File, name string, data []byte, perm fs.FileMode) (_ *Staged, err error) {
+	path := filepath.Join(dir.Name(), name)
+	if err := checkName(name, path); err != nil {
+		return nil, err
+	}
+	dfd := int(dir.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && !FileMode(st.Mode).IsRegular() {
+		return nil, NotRegular(path, FileMode(st.Mode), "written")
+	} else if err != nil && !errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("write %s: %w", path, &fs.PathError{Op: "stat", Path: path, Err: err})
+	}
+	tmp, f, err := createTemp(dfd, name, path)
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -217,24 +258,37 @@ func WriteAt(dir *os.File, name string, data []byte, perm fs.FileMode) (changed 
 		}
 	}()
 	if _, err = f.Write(data); err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = f.Chmod(perm); err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = f.Sync(); err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = f.Close(); err != nil {
-		return false, fmt.Errorf("write %s: %w", path, err)
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	if err = unix.Renameat(dfd, tmp, dfd, name); err != nil {
-		return false, fmt.Errorf("write %s: rename: %w", path, err)
-	}
-	// Make the rename itself durable.
-	unix.Fsync(dfd)
-	return true, nil
+	return &Staged{dir: dir, name: name, tmp: tmp, path: path}, nil
 }
+
+// Commit renames the temporary file over the file, atomically, and makes
+// the rename durable. On failure the temporary file is removed.
+func (s *Staged) Commit() error {
+	dfd := int(s.dir.Fd())
+	if err := unix.Renameat(dfd, s.tmp, dfd, s.name); err != nil {
+		unix.Unlinkat(dfd, s.tmp, 0)
+		return fmt.Errorf("write %s: rename: %w", s.path, err)
+	}
+	unix.Fsync(dfd)
+	return nil
+}
+
+// Abort removes the temporary file: the file stays as it was.
+func (s *Staged) Abort() { unix.Unlinkat(int(s.dir.Fd()), s.tmp, 0) }
+
+// Name is the name of the file the staged content is for.
+func (s *Staged) Name() string { return s.name }
 
 // createTemp creates a new temporary file for name in the directory dfd.
 func createTemp(dfd int, name, path string) (string, *os.File, error) {
