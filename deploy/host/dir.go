@@ -76,6 +76,29 @@ func (d *Dir) open(create bool) (*safepath.Root, string, error) {
 	return r, rel, err
 }
 
+// begin starts an Apply or Remove. Unless it is a dry run, it locks the
+// profile directory and removes the temporary files that killed runs left
+// there (of profiles and of the manifest).
+func (d *Dir) begin(opt Options) (*session, string, error) {
+	root, rel, err := d.rootAndRel()
+	if err != nil {
+		return nil, "", err
+	}
+	ses, err := begin(root)
+	if err != nil || opt.DryRun {
+		return ses, rel, err
+	}
+	err = ses.lock(rel, false)
+	if err == nil && ses.r != nil {
+		_, err = ses.r.RemoveTemps(rel, func(name string) bool { return strings.HasSuffix(name, ".json") || name == ManifestName })
+	}
+	if err != nil {
+		ses.end()
+		return nil, "", err
+	}
+	return ses, rel, nil
+}
+
 // File returns the profile file of a container name.
 func (d *Dir) File(name string) string { return filepath.Join(d.dir(), name+".json") }
 
@@ -150,13 +173,12 @@ func (d *Dir) Apply(_ context.Context, policies []*api.KubeArmorSeccompPolicy, o
 	if err != nil {
 		return nil, err
 	}
-	r, rel, err := d.open(false)
+	ses, rel, err := d.begin(opt)
 	if err != nil {
 		return nil, err
 	}
-	if r != nil {
-		defer r.Close()
-	}
+	defer ses.end()
+	r := ses.r
 	managed, err := d.managed(r, rel)
 	if err != nil {
 		return nil, err
@@ -217,7 +239,7 @@ func (d *Dir) Apply(_ context.Context, policies []*api.KubeArmorSeccompPolicy, o
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return d.carryOut(steps, managed, opt)
+	return d.carryOut(ses, rel, steps, managed, opt)
 }
 
 // sameIn is safepath.Root.Same for a root that may not exist (nil).
@@ -230,13 +252,12 @@ func sameIn(r *safepath.Root, rel string, data []byte) (exists, same bool, err e
 
 // Remove deletes the profiles of names that kscmp wrote.
 func (d *Dir) Remove(_ context.Context, names []string, opt Options) ([]Change, error) {
-	r, rel, err := d.open(false)
+	ses, rel, err := d.begin(opt)
 	if err != nil {
 		return nil, err
 	}
-	if r != nil {
-		defer r.Close()
-	}
+	defer ses.end()
+	r := ses.r
 	managed, err := d.managed(r, rel)
 	if err != nil {
 		return nil, err
@@ -270,7 +291,7 @@ func (d *Dir) Remove(_ context.Context, names []string, opt Options) ([]Change, 
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return d.carryOut(steps, managed, opt)
+	return d.carryOut(ses, rel, steps, managed, opt)
 }
 
 // carryOut changes the directory all or nothing, and keeps the manifest
@@ -287,7 +308,7 @@ func (d *Dir) Remove(_ context.Context, names []string, opt Options) ([]Change, 
 // A run killed between 2 and 3 leaves names in the manifest whose profiles
 // do not exist; the next run drops them (existing) and removes the
 // temporary files.
-func (d *Dir) carryOut(steps []step, managed []string, opt Options) ([]Change, error) {
+func (d *Dir) carryOut(ses *session, rel string, steps []step, managed []string, opt Options) ([]Change, error) {
 	changes := make([]Change, len(steps))
 	for i, st := range steps {
 		changes[i] = st.change
@@ -295,12 +316,11 @@ func (d *Dir) carryOut(steps []step, managed []string, opt Options) ([]Change, e
 	if opt.DryRun || !slices.ContainsFunc(changes, Change.Changed) {
 		return changes, nil
 	}
-	r, rel, err := d.open(true)
-	if err != nil {
+	if err := ses.lock(rel, true); err != nil {
 		return nil, err
 	}
-	defer r.Close()
-	dir, err := r.MkdirAll(rel)
+	r := ses.r
+	dir, err := r.OpenDir(rel)
 	if err != nil {
 		return nil, err
 	}

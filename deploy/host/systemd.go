@@ -199,6 +199,61 @@ type step struct {
 	rs     *merge.RuleSet
 }
 
+// begin starts an Apply or Remove. Unless it is a dry run, it locks the
+// unit directory and removes the temporary files of drop-ins that killed
+// runs left in the units' ".d" directories (and such a directory when that
+// leaves it empty: a killed run made it).
+func (s *Systemd) begin(opt Options) (*session, error) {
+	ses, err := begin(s.Root)
+	if err != nil || opt.DryRun {
+		return ses, err
+	}
+	if err := ses.lock(UnitDir, false); err != nil {
+		ses.end()
+		return nil, err
+	}
+	if err := s.removeLeftovers(ses.r); err != nil {
+		ses.end()
+		return nil, err
+	}
+	return ses, nil
+}
+
+// removeLeftovers removes the temporary files of kscmp's drop-ins in every
+// "<unit>.d" below the root r (nil: none).
+func (s *Systemd) removeLeftovers(r *safepath.Root) error {
+	if r == nil {
+		return nil
+	}
+	entries, err := r.ReadDir(UnitDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".d") {
+			continue
+		}
+		dir := path.Join(UnitDir, e.Name())
+		removed, err := r.RemoveTemps(dir, func(name string) bool { return name == DropInName })
+		if errors.Is(err, syscall.ENOTDIR) {
+			continue // a file named *.d
+		}
+		if err != nil {
+			return err
+		}
+		if len(removed) > 0 {
+			s.log().Info("removed what killed runs left", "dir", r.Join(dir), "files", removed)
+			if _, err := r.RemoveEmptyDir(dir); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Apply installs the drop-in of every unit the policies select (or of
 // opt.Targets). All drop-ins are computed and checked before the first
 // write; a drop-in kscmp did not write is never overwritten. On the running
@@ -211,13 +266,12 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 	if err != nil {
 		return nil, err
 	}
-	r, err := openRoot(s.Root, false)
+	ses, err := s.begin(opt)
 	if err != nil {
 		return nil, err
 	}
-	if r != nil {
-		defer r.Close()
-	}
+	defer ses.end()
+	r := ses.r
 	var steps []step
 	var errs []error
 	for _, unit := range units {
@@ -283,7 +337,7 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return s.carryOut(ctx, steps, opt)
+	return s.carryOut(ctx, ses, steps, opt)
 }
 
 // Remove deletes kscmp's drop-in of each unit (and the unit's ".d"
@@ -292,13 +346,12 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 // opt.Restart, the units are restarted. A drop-in kscmp did not write is
 // left alone and reported as an error.
 func (s *Systemd) Remove(ctx context.Context, units []string, opt Options) ([]Change, error) {
-	r, err := openRoot(s.Root, false)
+	ses, err := s.begin(opt)
 	if err != nil {
 		return nil, err
 	}
-	if r != nil {
-		defer r.Close()
-	}
+	defer ses.end()
+	r := ses.r
 	var steps []step
 	var errs []error
 	for _, unit := range units {
@@ -323,13 +376,13 @@ func (s *Systemd) Remove(ctx context.Context, units []string, opt Options) ([]Ch
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return s.carryOut(ctx, steps, opt)
+	return s.carryOut(ctx, ses, steps, opt)
 }
 
 // carryOut writes and removes the planned files, then reloads, checks and
 // restarts on the running system. A failure before the reload's check
 // restores every file already touched.
-func (s *Systemd) carryOut(ctx context.Context, steps []step, opt Options) ([]Change, error) {
+func (s *Systemd) carryOut(ctx context.Context, ses *session, steps []step, opt Options) ([]Change, error) {
 	changes := make([]Change, len(steps))
 	for i, st := range steps {
 		changes[i] = st.change
@@ -337,11 +390,10 @@ func (s *Systemd) carryOut(ctx context.Context, steps []step, opt Options) ([]Ch
 	if opt.DryRun || !slices.ContainsFunc(changes, Change.Changed) {
 		return changes, nil
 	}
-	r, err := openRoot(s.Root, true)
-	if err != nil {
+	if err := ses.lock(UnitDir, true); err != nil {
 		return nil, err
 	}
-	defer r.Close()
+	r := ses.r
 	var done []step
 	for _, st := range steps {
 		if !st.change.Changed() {

@@ -65,17 +65,24 @@ func TempName(name string) string {
 // what a killed run leaves behind. No file kscmp manages has such a name:
 // profile, container and unit names never start with a dot.
 func IsTemp(name string) bool {
-	i := strings.LastIndex(name, ".tmp-")
-	if i < 2 || name[0] != '.' {
-		return false
+	_, ok := TempOf(name)
+	return ok
+}
+
+// TempOf returns the name of the file that tmp is a temporary file of, when
+// tmp is one (IsTemp).
+func TempOf(tmp string) (name string, ok bool) {
+	i := strings.LastIndex(tmp, ".tmp-")
+	if i < 2 || tmp[0] != '.' {
+		return "", false
 	}
-	suffix := name[i+len(".tmp-"):]
+	suffix := tmp[i+len(".tmp-"):]
 	isHex, isDigits := len(suffix) == tempRandLen, len(suffix) > 0 && len(suffix) <= 10
 	for _, c := range suffix {
 		isHex = isHex && (c >= '0' && c <= '9' || c >= 'a' && c <= 'f')
 		isDigits = isDigits && c >= '0' && c <= '9'
 	}
-	return isHex || isDigits
+	return tmp[1:i], isHex || isDigits
 }
 
 // Kind names the type of file mode m ("regular file", "symbolic link",

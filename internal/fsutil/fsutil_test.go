@@ -306,3 +306,14 @@ func TestTempNames(t *testing.T) {
 		t.Errorf("files: %v", entries)
 	}
 }
+
+func TestTempOf(t *testing.T) {
+	for tmp, want := range map[string]string{".web.json.tmp-0a1b2c3d": "web.json", "..kscmp-managed.tmp-12": ".kscmp-managed", ".a.tmp-b.tmp-00000000": "a.tmp-b"} {
+		if got, ok := TempOf(tmp); !ok || got != want {
+			t.Errorf("TempOf(%q) = %q, %v; want %q", tmp, got, ok, want)
+		}
+	}
+	if got, ok := TempOf(TempName("x.conf")); !ok || got != "x.conf" {
+		t.Errorf("TempOf(TempName(x.conf)) = %q, %v", got, ok)
+	}
+}

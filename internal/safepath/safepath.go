@@ -335,10 +335,11 @@ func (r *Root) ReadDir(rel string) ([]fs.DirEntry, error) {
 }
 
 // RemoveTemps removes, in the directory rel, the temporary files
-// (fsutil.IsTemp) that writes killed before their rename left behind — of
-// the file name only, or of any file when name is "" — and returns their
-// names. Only regular files are removed. A missing directory has none.
-func (r *Root) RemoveTemps(rel, name string) ([]string, error) {
+// (fsutil.IsTemp) that writes killed before their rename left behind, of
+// the files for which of returns true (of gets the file's name, without
+// the temporary suffix), and returns their names. Only regular files are
+// removed. A missing directory has none.
+func (r *Root) RemoveTemps(rel string, of func(name string) bool) ([]string, error) {
 	d, err := r.OpenDir(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -353,7 +354,8 @@ func (r *Root) RemoveTemps(rel, name string) ([]string, error) {
 	}
 	var removed []string
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !fsutil.IsTemp(e.Name()) || name != "" && !strings.HasPrefix(e.Name(), "."+name+".tmp-") {
+		name, ok := fsutil.TempOf(e.Name())
+		if !ok || !e.Type().IsRegular() || !of(name) {
 			continue
 		}
 		if err := unix.Unlinkat(int(d.Fd()), e.Name(), 0); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -361,15 +363,16 @@ func (r *Root) RemoveTemps(rel, name string) ([]string, error) {
 		}
 		removed = append(removed, e.Name())
 	}
+	slices.Sort(removed)
 	return removed, nil
 }
 
-// Lock takes an exclusive lock (flock) on the directory rel, creating it
-// when missing, so that two runs managing it do not interleave (one's
-// cleanup removing the other's temporary file). The lock holds until
-// unlock is called or the process ends, killed or not.
+// Lock takes an exclusive lock (flock) on the directory rel, so that two
+// runs managing it do not interleave (one's cleanup removing the other's
+// temporary file). The lock holds until unlock is called or the process
+// ends, killed or not.
 func (r *Root) Lock(rel string) (unlock func(), err error) {
-	d, err := r.MkdirAll(rel)
+	d, err := r.OpenDir(rel)
 	if err != nil {
 		return nil, err
 	}

@@ -143,10 +143,10 @@ func TestRemoveTemps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if removed, err := r.RemoveTemps(".", "a.json"); err != nil || !slices.Equal(removed, []string{".a.json.tmp-0a1b2c3d"}) {
+	if removed, err := r.RemoveTemps(".", func(n string) bool { return n == "a.json" }); err != nil || !slices.Equal(removed, []string{".a.json.tmp-0a1b2c3d"}) {
 		t.Errorf("RemoveTemps(a.json) = %v, %v", removed, err)
 	}
-	if removed, err := r.RemoveTemps("/", ""); err != nil || !slices.Equal(removed, []string{".b.json.tmp-123"}) {
+	if removed, err := r.RemoveTemps("/", func(string) bool { return true }); err != nil || !slices.Equal(removed, []string{".b.json.tmp-123"}) {
 		t.Errorf("RemoveTemps = %v, %v", removed, err)
 	}
 	var left []string
@@ -157,7 +157,7 @@ func TestRemoveTemps(t *testing.T) {
 	if want := []string{".d.json.tmp-0a1b2c3d", ".x.tmp-notatemp", "a.json", "c.tmp-12345678"}; !slices.Equal(left, want) {
 		t.Errorf("left %v, want %v", left, want)
 	}
-	if removed, err := r.RemoveTemps("missing", ""); err != nil || removed != nil {
+	if removed, err := r.RemoveTemps("missing", func(string) bool { return true }); err != nil || removed != nil {
 		t.Errorf("RemoveTemps of a missing directory: %v %v", removed, err)
 	}
 }
