@@ -131,3 +131,21 @@ func TestDirLinkOut(t *testing.T) {
 	}
 	sameTree(t, "outside", beforeOut, snapshot(t, outside))
 }
+
+// TestRootWithGlobCharacters: a root whose path holds "[" (no glob: every
+// drop-in is found by reading the directory).
+func TestRootWithGlobCharacters(t *testing.T) {
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "img[1]")
+	s := &Systemd{Root: root}
+	if _, err := s.Apply(ctx, webPolicy, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	units, err := s.Managed()
+	if err != nil || strings.Join(units, ",") != "web.service" {
+		t.Fatalf("Managed under %s: %v %v", root, units, err)
+	}
+	if changes, err := s.Remove(ctx, units, Options{}); err != nil || actions(changes) != "web.service:removed" {
+		t.Errorf("remove --all: %s %v", actions(changes), err)
+	}
+}

@@ -31,9 +31,12 @@ const ManifestName = ".kscmp-managed"
 // seccomp=<file>` and runc's config.json (linux.seccomp) take. The directory
 // is created at first use.
 type Dir struct {
-	// Root prefixes Path.
+	// Root is the directory every path is resolved inside ("" is "/"):
+	// links below it are followed as if it were "/", never out of it
+	// (internal/safepath).
 	Root string
-	// Path is the directory; "" is DefaultDir.
+	// Path is the directory below Root; "" is DefaultDir. Without Root, a
+	// relative Path is taken from the working directory.
 	Path string
 	// Family is the machine's architecture family ("" is amd64).
 	Family api.Family
@@ -65,14 +68,14 @@ func (d *Dir) rootAndRel() (root, rel string, err error) {
 	return d.Root, rel, nil
 }
 
-// open opens the root (nil when it does not exist and not create) and
-// returns the profile directory relative to it.
-func (d *Dir) open(create bool) (*safepath.Root, string, error) {
+// open opens the root (nil when it does not exist) and returns the profile
+// directory relative to it.
+func (d *Dir) open() (*safepath.Root, string, error) {
 	root, rel, err := d.rootAndRel()
 	if err != nil {
 		return nil, "", err
 	}
-	r, err := openRoot(root, create)
+	r, err := openRoot(root)
 	return r, rel, err
 }
 
@@ -107,7 +110,7 @@ const maxManifest = 16 << 20
 
 // Managed returns the container names whose profiles kscmp wrote, sorted.
 func (d *Dir) Managed() ([]string, error) {
-	r, rel, err := d.open(false)
+	r, rel, err := d.open()
 	if r == nil {
 		return nil, err
 	}

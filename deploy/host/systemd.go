@@ -86,7 +86,9 @@ func (c Systemctl) Property(ctx context.Context, unit, name string) (string, err
 // <root>/etc/systemd/system/<unit>.d/50-kscmp-seccomp.conf (see
 // merge.RuleSet.Systemd for what a drop-in holds).
 type Systemd struct {
-	// Root prefixes every path ("" is /).
+	// Root is the directory every path is resolved inside ("" is "/"):
+	// links below it are followed as if it were "/", never out of it
+	// (internal/safepath).
 	Root string
 	// Family is the machine's architecture family ("" is amd64).
 	Family api.Family
@@ -125,7 +127,7 @@ const maxDropIn = 1 << 20
 
 // Managed returns the units that have a drop-in written by kscmp, sorted.
 func (s *Systemd) Managed() ([]string, error) {
-	r, err := openRoot(s.Root, false)
+	r, err := openRoot(s.Root)
 	if r == nil {
 		return nil, err
 	}
@@ -163,11 +165,8 @@ func (s *Systemd) Managed() ([]string, error) {
 }
 
 // openRoot opens the root dir ("" is "/"). A root that does not exist is
-// nil (nothing is in it) unless create, which makes it.
-func openRoot(dir string, create bool) (*safepath.Root, error) {
-	if create {
-		return safepath.OpenOrCreate(dir)
-	}
+// nil: nothing is in it.
+func openRoot(dir string) (*safepath.Root, error) {
 	r, err := safepath.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
