@@ -86,16 +86,16 @@ func validateSelector(sel *Selector) ErrorList {
 	}
 	for i, u := range sel.SystemdUnits {
 		f := fmt.Sprintf("spec.selector.systemdUnits[%d]", i)
-		if !validUnitName(u) {
-			add(f, u, "not a valid systemd unit name (letters, digits, \":-_.\\@\", at most 255 characters, no \"/\")")
+		if err := ValidUnitName(UnitName(u)); err != nil {
+			add(f, u, "%v", err)
 		} else if slices.Index(sel.SystemdUnits, u) < i {
 			add(f, u, "listed twice")
 		}
 	}
 	for i, c := range sel.ContainerNames {
 		f := fmt.Sprintf("spec.selector.containerNames[%d]", i)
-		if !validContainerName(c) {
-			add(f, c, "not a valid container name (a letter or digit, then letters, digits, \"_.-\", at most 253 characters)")
+		if err := ValidContainerName(c); err != nil {
+			add(f, c, "%v", err)
 		} else if slices.Index(sel.ContainerNames, c) < i {
 			add(f, c, "listed twice")
 		}
@@ -218,35 +218,6 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// validUnitName follows systemd's unit name rules (unit_name_is_valid): the
-// characters [a-zA-Z0-9:_.\\@-], at most 255 bytes, not starting with a dot.
-func validUnitName(u string) bool {
-	if u == "" || len(u) > 255 || u[0] == '.' || u == ".." {
-		return false
-	}
-	for _, c := range u {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(":_.\\@-", c)) {
-			return false
-		}
-	}
-	return true
-}
-
-// validContainerName accepts docker's and podman's container names and runc's
-// and crun's ids: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 253 characters.
-func validContainerName(c string) bool {
-	if c == "" || len(c) > 253 {
-		return false
-	}
-	for i, r := range c {
-		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
-		if !alnum && (i == 0 || !strings.ContainsRune("_.-", r)) {
-			return false
-		}
-	}
-	return true
 }
 
 // UnitName returns u with ".service" added when it has no unit type suffix.

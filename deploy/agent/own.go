@@ -90,6 +90,6 @@ func InstallOwnProfile(seccompDir string, family api.Family) (path string, chang
 		return "", false, err
 	}
 	path = filepath.Join(seccompDir, filepath.FromSlash(OwnProfile))
-	changed, err = fsutil.WriteFile(path, data, 0o644)
+	changed, err = fsutil.WriteManaged(path, data, 0o644)
 	return path, changed, err
 }

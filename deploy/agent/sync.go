@@ -52,7 +52,7 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 		}
 		full := filepath.Join(base, filepath.FromSlash(strings.TrimPrefix(path, ProfileDir+"/")))
 		_, statErr := os.Stat(full)
-		changed, err := fsutil.WriteFile(full, data, 0o644)
+		changed, err := fsutil.WriteManaged(full, data, 0o644)
 		if err != nil {
 			return res, fmt.Errorf("sync: %w", err)
 		}
@@ -83,8 +83,9 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 			// The agent's own: installed by its init container, needed
 			// whenever its container (re)starts.
 			res.KeptInUse++
-		case strings.Contains(filepath.Base(p), ".tmp-"):
-			// A temporary file of a write that was killed: never a profile.
+		case fsutil.IsTemp(filepath.Base(p)):
+			// A temporary file of a write that was killed: never a profile
+			// (the rule deploy/host's cleanup uses too).
 			return os.Remove(p)
 		case inUse[rel]:
 			res.KeptInUse++

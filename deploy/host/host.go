@@ -6,7 +6,11 @@
 // (the shared merger, then the compiler of the target), check all of them,
 // and only then write: bad input changes nothing. Writes are atomic and
 // skipped when the content is already there. Files that kscmp did not write
-// are never overwritten nor removed.
+// are never overwritten nor removed. Every path is resolved inside the
+// installer's root (internal/safepath), every unit and container name is
+// checked (api.ValidUnitName, api.ValidContainerName) before it becomes a
+// path, and every run that writes first removes the temporary files that
+// killed runs left.
 package host
 
 import (

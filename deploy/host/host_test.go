@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -45,7 +45,13 @@ func snapshot(t *testing.T, root string) map[string]string {
 			return err
 		}
 		v := info.Mode().String()
-		if !d.IsDir() {
+		if d.Type() == fs.ModeSymlink {
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			v += " -> " + target
+		} else if !d.IsDir() {
 			b, err := os.ReadFile(p)
 			if err != nil {
 				return err
@@ -59,6 +65,24 @@ func snapshot(t *testing.T, root string) map[string]string {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// fileIdentity is what rewriting a file changes: an atomic write makes a new
+// inode, an in-place write or a chmod a new ctime. Unlike comparing mtimes
+// after a sleep, it depends on no clock granularity.
+type fileIdentity struct {
+	ino   uint64
+	ctime syscall.Timespec
+}
+
+func fileID(t *testing.T, path string) fileIdentity {
+	t.Helper()
+	st, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	return fileIdentity{sys.Ino, sys.Ctim}
 }
 
 func sameTree(t *testing.T, what string, before, after map[string]string) {
@@ -148,13 +172,12 @@ func TestSystemdApplyRemove(t *testing.T) {
 	}
 
 	// Again: nothing to do, nothing written.
-	st1, _ := os.Stat(s.Path("web.service"))
-	time.Sleep(10 * time.Millisecond)
+	id1 := fileID(t, s.Path("web.service"))
 	changes, err = s.Apply(ctx, policies, Options{})
 	if err != nil || actions(changes) != "db.service:unchanged web.service:unchanged" {
 		t.Errorf("second apply: %s %v", actions(changes), err)
 	}
-	if st2, _ := os.Stat(s.Path("web.service")); !st2.ModTime().Equal(st1.ModTime()) {
+	if fileID(t, s.Path("web.service")) != id1 {
 		t.Error("an unchanged drop-in was rewritten")
 	}
 

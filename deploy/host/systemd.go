@@ -7,14 +7,15 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/kubearmor/kscmp/api"
-	"github.com/kubearmor/kscmp/internal/fsutil"
+	"github.com/kubearmor/kscmp/internal/safepath"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -85,7 +86,9 @@ func (c Systemctl) Property(ctx context.Context, unit, name string) (string, err
 // <root>/etc/systemd/system/<unit>.d/50-kscmp-seccomp.conf (see
 // merge.RuleSet.Systemd for what a drop-in holds).
 type Systemd struct {
-	// Root prefixes every path ("" is /).
+	// Root is the directory every path is resolved inside ("" is "/"):
+	// links below it are followed as if it were "/", never out of it
+	// (internal/safepath).
 	Root string
 	// Family is the machine's architecture family ("" is amd64).
 	Family api.Family
@@ -113,31 +116,71 @@ func (s *Systemd) log() *slog.Logger {
 
 // Path returns the drop-in file of unit.
 func (s *Systemd) Path(unit string) string {
-	return filepath.Join(s.Root, UnitDir, unit+".d", DropInName)
+	return filepath.Join(s.Root, dropInRel(unit))
 }
+
+// dropInRel is the drop-in of unit relative to the root.
+func dropInRel(unit string) string { return path.Join(UnitDir, unit+".d", DropInName) }
+
+// maxDropIn bounds what is read of a drop-in: kscmp's are a few KiB.
+const maxDropIn = 1 << 20
 
 // Managed returns the units that have a drop-in written by kscmp, sorted.
 func (s *Systemd) Managed() ([]string, error) {
-	matches, err := filepath.Glob(filepath.Join(s.Root, UnitDir, "*.d", DropInName))
+	r, err := openRoot(s.Root)
+	if r == nil {
+		return nil, err
+	}
+	defer r.Close()
+	entries, err := r.ReadDir(UnitDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	var units []string
-	for _, m := range matches {
-		_, exists, ours, err := readOwned(m)
+	for _, e := range entries {
+		unit, ok := strings.CutSuffix(e.Name(), ".d")
+		if !ok {
+			continue
+		}
+		_, exists, ours, err := readOwned(r, dropInRel(unit))
+		if errors.Is(err, syscall.ENOTDIR) {
+			continue // a file named *.d
+		}
 		if err != nil {
 			return nil, err
 		}
-		if exists && ours {
-			units = append(units, strings.TrimSuffix(filepath.Base(filepath.Dir(m)), ".d"))
+		if !exists || !ours {
+			continue
 		}
+		if err := api.ValidUnitName(unit); err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", r.Join(path.Join(UnitDir, e.Name())), unit, err)
+		}
+		units = append(units, unit)
 	}
+	slices.Sort(units)
 	return units, nil
 }
 
-// readOwned reads a file and tells whether kscmp wrote it.
-func readOwned(path string) (data []byte, exists, ours bool, err error) {
-	data, err = os.ReadFile(path)
+// openRoot opens the root dir ("" is "/"). A root that does not exist is
+// nil: nothing is in it.
+func openRoot(dir string) (*safepath.Root, error) {
+	r, err := safepath.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return r, err
+}
+
+// readOwned reads a file below the root r (nil: none) and tells whether
+// kscmp wrote it. Anything but a regular file is an error.
+func readOwned(r *safepath.Root, rel string) (data []byte, exists, ours bool, err error) {
+	if r == nil {
+		return nil, false, false, nil
+	}
+	data, err = r.ReadFile(rel, maxDropIn)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, false, nil
 	}
@@ -155,6 +198,61 @@ type step struct {
 	rs     *merge.RuleSet
 }
 
+// begin starts an Apply or Remove. Unless it is a dry run, it locks the
+// unit directory and removes the temporary files of drop-ins that killed
+// runs left in the units' ".d" directories (and such a directory when that
+// leaves it empty: a killed run made it).
+func (s *Systemd) begin(opt Options) (*session, error) {
+	ses, err := begin(s.Root)
+	if err != nil || opt.DryRun {
+		return ses, err
+	}
+	if err := ses.lock(UnitDir, false); err != nil {
+		ses.end()
+		return nil, err
+	}
+	if err := s.removeLeftovers(ses.r); err != nil {
+		ses.end()
+		return nil, err
+	}
+	return ses, nil
+}
+
+// removeLeftovers removes the temporary files of kscmp's drop-ins in every
+// "<unit>.d" below the root r (nil: none).
+func (s *Systemd) removeLeftovers(r *safepath.Root) error {
+	if r == nil {
+		return nil
+	}
+	entries, err := r.ReadDir(UnitDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".d") {
+			continue
+		}
+		dir := path.Join(UnitDir, e.Name())
+		removed, err := r.RemoveTemps(dir, func(name string) bool { return name == DropInName })
+		if errors.Is(err, syscall.ENOTDIR) {
+			continue // a file named *.d
+		}
+		if err != nil {
+			return err
+		}
+		if len(removed) > 0 {
+			s.log().Info("removed what killed runs left", "dir", r.Join(dir), "files", removed)
+			if _, err := r.RemoveEmptyDir(dir); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Apply installs the drop-in of every unit the policies select (or of
 // opt.Targets). All drop-ins are computed and checked before the first
 // write; a drop-in kscmp did not write is never overwritten. On the running
@@ -167,9 +265,19 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 	if err != nil {
 		return nil, err
 	}
+	ses, err := s.begin(opt)
+	if err != nil {
+		return nil, err
+	}
+	defer ses.end()
+	r := ses.r
 	var steps []step
 	var errs []error
 	for _, unit := range units {
+		if err := api.ValidUnitName(unit); err != nil {
+			errs = append(errs, fmt.Errorf("systemd unit %q: %w", unit, err))
+			continue
+		}
 		if !strings.HasSuffix(unit, ".service") {
 			errs = append(errs, fmt.Errorf("systemd unit %s: kscmp writes [Service] drop-ins; give a .service unit", unit))
 			continue
@@ -187,7 +295,7 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 			}
 		}
 		path := s.Path(unit)
-		old, exists, ours, err := readOwned(path)
+		old, exists, ours, err := readOwned(r, dropInRel(unit))
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -217,7 +325,7 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 				continue
 			}
 			path := s.Path(unit)
-			old, _, _, err := readOwned(path)
+			old, _, _, err := readOwned(r, dropInRel(unit))
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -228,7 +336,7 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return s.carryOut(ctx, steps, opt)
+	return s.carryOut(ctx, ses, steps, opt)
 }
 
 // Remove deletes kscmp's drop-in of each unit (and the unit's ".d"
@@ -237,12 +345,22 @@ func (s *Systemd) Apply(ctx context.Context, policies []*api.KubeArmorSeccompPol
 // opt.Restart, the units are restarted. A drop-in kscmp did not write is
 // left alone and reported as an error.
 func (s *Systemd) Remove(ctx context.Context, units []string, opt Options) ([]Change, error) {
+	ses, err := s.begin(opt)
+	if err != nil {
+		return nil, err
+	}
+	defer ses.end()
+	r := ses.r
 	var steps []step
 	var errs []error
 	for _, unit := range units {
 		unit = api.UnitName(unit)
+		if err := api.ValidUnitName(unit); err != nil {
+			errs = append(errs, fmt.Errorf("systemd unit %q: %w", unit, err))
+			continue
+		}
 		path := s.Path(unit)
-		old, exists, ours, err := readOwned(path)
+		old, exists, ours, err := readOwned(r, dropInRel(unit))
 		switch {
 		case err != nil:
 			errs = append(errs, err)
@@ -257,20 +375,24 @@ func (s *Systemd) Remove(ctx context.Context, units []string, opt Options) ([]Ch
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return s.carryOut(ctx, steps, opt)
+	return s.carryOut(ctx, ses, steps, opt)
 }
 
 // carryOut writes and removes the planned files, then reloads, checks and
 // restarts on the running system. A failure before the reload's check
 // restores every file already touched.
-func (s *Systemd) carryOut(ctx context.Context, steps []step, opt Options) ([]Change, error) {
+func (s *Systemd) carryOut(ctx context.Context, ses *session, steps []step, opt Options) ([]Change, error) {
 	changes := make([]Change, len(steps))
 	for i, st := range steps {
 		changes[i] = st.change
 	}
-	if opt.DryRun {
+	if opt.DryRun || !slices.ContainsFunc(changes, Change.Changed) {
 		return changes, nil
 	}
+	if err := ses.lock(UnitDir, true); err != nil {
+		return nil, err
+	}
+	r := ses.r
 	var done []step
 	for _, st := range steps {
 		if !st.change.Changed() {
@@ -278,12 +400,12 @@ func (s *Systemd) carryOut(ctx context.Context, steps []step, opt Options) ([]Ch
 		}
 		var err error
 		if st.data != nil {
-			_, err = fsutil.WriteFile(st.change.Path, st.data, 0o644)
+			_, err = r.WriteFile(dropInRel(st.change.Target), st.data, 0o644)
 		} else {
-			err = removeFile(st.change.Path)
+			err = removeDropIn(r, st.change.Target)
 		}
 		if err != nil {
-			return nil, errors.Join(err, s.rollback(ctx, done, false))
+			return nil, errors.Join(err, s.rollback(ctx, r, done, false))
 		}
 		done = append(done, st)
 	}
@@ -291,14 +413,14 @@ func (s *Systemd) carryOut(ctx context.Context, steps []step, opt Options) ([]Ch
 		return changes, nil
 	}
 	if err := s.Manager.DaemonReload(ctx); err != nil {
-		return nil, errors.Join(err, s.rollback(ctx, done, true))
+		return nil, errors.Join(err, s.rollback(ctx, r, done, true))
 	}
 	for _, st := range done {
 		if st.data == nil {
 			continue
 		}
 		if err := s.checkLoaded(ctx, st); err != nil {
-			return nil, errors.Join(err, s.rollback(ctx, done, true))
+			return nil, errors.Join(err, s.rollback(ctx, r, done, true))
 		}
 	}
 	if opt.Restart {
@@ -349,15 +471,15 @@ func (s *Systemd) checkLoaded(ctx context.Context, st step) error {
 
 // rollback restores the files of done, newest first, and reloads systemd
 // when it had been reloaded.
-func (s *Systemd) rollback(ctx context.Context, done []step, reload bool) error {
+func (s *Systemd) rollback(ctx context.Context, r *safepath.Root, done []step, reload bool) error {
 	var errs []error
 	for i := len(done) - 1; i >= 0; i-- {
 		st := done[i]
 		var err error
 		if st.old != nil {
-			_, err = fsutil.WriteFile(st.change.Path, st.old, 0o644)
+			_, err = r.WriteFile(dropInRel(st.change.Target), st.old, 0o644)
 		} else {
-			err = removeFile(st.change.Path)
+			err = removeDropIn(r, st.change.Target)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("roll back %s: %w", st.change.Path, err))
@@ -374,16 +496,13 @@ func (s *Systemd) rollback(ctx context.Context, done []step, reload bool) error 
 	return errors.Join(errs...)
 }
 
-// removeFile removes path and then its directory if that is empty.
-func removeFile(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+// removeDropIn removes the drop-in of unit and then its ".d" directory when
+// that is a real directory with nothing else in it: a ".d" that is a
+// symbolic link (the administrator's) stays.
+func removeDropIn(r *safepath.Root, unit string) error {
+	if err := r.Remove(dropInRel(unit)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
-		if err := os.Remove(dir); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := r.RemoveEmptyDir(path.Join(UnitDir, unit+".d"))
+	return err
 }

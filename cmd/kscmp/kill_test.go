@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
+	"github.com/kubearmor/kscmp/internal/testenv"
+)
+
+// killPolicies returns a policy file for n systemd units and n container
+// names; variant changes the blocked calls, so that consecutive runs of the
+// two variants always have files to rewrite.
+func killPolicies(n, variant int) string {
+	var units, names []string
+	for i := range n {
+		units = append(units, fmt.Sprintf("svc-%03d", i))
+		names = append(names, fmt.Sprintf("ctr-%03d", i))
+	}
+	calls := []string{"mkdir", "ptrace"}
+	if variant == 1 {
+		calls = append(calls, "bpf")
+	}
+	doc := func(name, selector string, targets []string) string {
+		return fmt.Sprintf("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: %s, namespace: default}\n"+
+			"spec:\n  selector: {%s: [%s]}\n  seccomp: {syscalls: [%s], action: Block}\n",
+			name, selector, strings.Join(targets, ", "), strings.Join(calls, ", "))
+	}
+	return doc("units", "systemdUnits", units) + "---\n" + doc("containers", "containerNames", names)
+}
+
+// tempFiles returns the temporary files (fsutil.IsTemp) below dir.
+func tempFiles(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	found := map[string]bool{}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && fsutil.IsTemp(d.Name()) {
+			found[p] = true
+		}
+		return nil
+	})
+	return found
+}
+
+// treeOf maps every path below dir to its type, mode and content hash.
+func treeOf(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		v := info.Mode().String()
+		if info.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			v += fmt.Sprintf(" %x", sha256.Sum256(b))
+		}
+		m[strings.TrimPrefix(p, dir)] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestKillDuringApply kills `kscmp apply --dir` and `kscmp apply --systemd
+// --root` with SIGKILL 100 times each, at random moments of their runs;
+// then one run that is let finish must leave no temporary file and every
+// file complete and byte-equal to a clean run's. Kills that left a
+// temporary file behind are counted, and some are required: without them
+// the loop would prove nothing.
+func TestKillDuringApply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if _, err := exec.LookPath("go"); err != nil {
+		testenv.Missing(t, "the go command (to build kscmp)")
+	}
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "kscmp")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/kscmp")
+	build.Dir = testenv.ModuleRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	policies := [2]string{filepath.Join(tmp, "a.yaml"), filepath.Join(tmp, "b.yaml")}
+	for v, p := range policies {
+		if err := os.WriteFile(p, []byte(killPolicies(200, v)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, target := range []struct {
+		name string
+		args []string
+	}{
+		{"dir", []string{"--dir", "/etc/seccomp/kubearmor"}},
+		{"systemd", []string{"--systemd", "--no-verify"}},
+	} {
+		t.Run(target.name, func(t *testing.T) {
+			apply := func(root, policy string) *exec.Cmd {
+				args := append([]string{"apply", "-f", policy, "--root", root}, target.args...)
+				return exec.CommandContext(ctx, bin, args...)
+			}
+			// A clean run: what every file must be in the end, and how
+			// long a run takes (the range of the kill delays).
+			clean := t.TempDir()
+			start := time.Now()
+			if out, err := apply(clean, policies[0]).CombinedOutput(); err != nil {
+				t.Fatalf("clean run: %v\n%s", err, out)
+			}
+			runTime := time.Since(start)
+			want := treeOf(t, clean)
+
+			root := t.TempDir()
+			landed, prev := 0, map[string]bool{}
+			for i := range 100 {
+				cmd := apply(root, policies[i%2])
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(rand.N(runTime * 3 / 2))
+				cmd.Process.Kill()
+				cmd.Wait()
+				// A kill that landed while a temporary file existed leaves
+				// new ones (names are random, so never the same again).
+				now := tempFiles(t, root)
+				for p := range now {
+					if !prev[p] {
+						landed++
+						break
+					}
+				}
+				prev = now
+			}
+			t.Logf("%d of 100 kills left temporary files (a clean run takes %v)", landed, runTime)
+			if landed == 0 {
+				t.Errorf("no kill landed while a temporary file existed: the loop proves nothing")
+			}
+
+			if out, err := apply(root, policies[0]).CombinedOutput(); err != nil {
+				t.Fatalf("the run after the kills: %v\n%s", err, out)
+			}
+			if left := tempFiles(t, root); len(left) > 0 {
+				t.Errorf("temporary files left after a good run: %v", slices.Sorted(maps.Keys(left)))
+			}
+			got := treeOf(t, root)
+			for _, p := range slices.Sorted(maps.Keys(want)) {
+				if got[p] != want[p] {
+					t.Errorf("%s: %q, a clean run's: %q", p, got[p], want[p])
+				}
+			}
+			for _, p := range slices.Sorted(maps.Keys(got)) {
+				if _, ok := want[p]; !ok {
+					t.Errorf("%s: not in a clean run's tree", p)
+				}
+			}
+		})
+	}
+}
