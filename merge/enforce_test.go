@@ -129,11 +129,17 @@ func TestDesignNoteProfileStartsContainer(t *testing.T) {
 				t.Fatalf("container did not start under the merged profile: %+v", res)
 			}
 			// Without the runtime's start-up set the container cannot start
-			// under runc (crun needs only execve, which the workload has).
+			// under runc (crun needs only execve, which the workload has):
+			// runc's init is refused a call (EPERM), and the same container
+			// without any profile starts.
 			if rt == merge.RuntimeRunc {
 				c.Seccomp = profileFor(t, merge.RuntimeNone, wordpress, workload)
-				if res := run(t, c); res.ExitCode == 0 {
-					t.Errorf("runc started without its start-up set: the set is not shown to be needed: %+v", res)
+				if res := run(t, c); res.ExitCode == 0 || !strings.Contains(res.RuntimeLog, "operation not permitted") {
+					t.Errorf("runc without its start-up set: want a start refused with EPERM, got %+v", res)
+				}
+				c.Seccomp = nil
+				if res := run(t, c); res.ExitCode != 0 || strings.TrimSpace(res.Stdout) != "started" {
+					t.Errorf("control: the container did not start without a profile: %+v", res)
 				}
 			}
 		})
