@@ -110,9 +110,22 @@ func TestExecDenyListEnforced(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "allowed" {
 		t.Fatalf("allowed command: %v: %q", err, out)
 	}
-	out, err = runUnder(t, rs, "mkdir "+filepath.Join(t.TempDir(), "d"))
+	dir := filepath.Join(t.TempDir(), "d")
+	out, err = runUnder(t, rs, "mkdir "+dir)
 	if err == nil || !strings.Contains(out, "Operation not permitted") {
 		t.Fatalf("mkdir: want EPERM, got %v: %q", err, out)
+	}
+	if _, serr := os.Stat(dir); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("the directory was made anyway: %v", serr)
+	}
+	// Control: the same command through Exec under a deny-list that does
+	// not name mkdir works, so the EPERM above is the rule's.
+	other := mustMerge(t, api.Rule{Syscalls: []string{"ptrace"}, Action: api.ActionBlock})
+	if out, err := runUnder(t, other, "mkdir "+dir); err != nil {
+		t.Fatalf("control: mkdir under a deny-list without it: %v: %q", err, out)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("control: %v", err)
 	}
 }
 

@@ -411,7 +411,10 @@ func TestIncludeHost(t *testing.T) {
 	}
 }
 
-// TestNothingLeftAttached checks that Close detaches the program.
+// TestNothingLeftAttached checks that Close detaches the programs: before
+// Close the kernel lists a link for each of the recorder's programs (the
+// syscall hook and, on tp_btf, task_free), after it none. The kernel's link
+// list is read whole each time; a failed read or link query fails the test.
 func TestNothingLeftAttached(t *testing.T) {
 	requireKernel(t)
 	r, err := NewRecorder(RecorderOptions{})
@@ -431,8 +434,14 @@ func TestNothingLeftAttached(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, _ := info.ID()
+		id, ok := info.ID()
+		if !ok {
+			t.Fatal("the kernel gives no program ids")
+		}
 		ids = append(ids, id)
+	}
+	if before := linksTo(t, ids); len(before) != len(ids) {
+		t.Fatalf("before Close: links %v for programs %v, want one link per program", before, ids)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -444,13 +453,32 @@ func TestNothingLeftAttached(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run after Close: %v", err)
 	}
-	it := new(link.Iterator)
-	for it.Next() {
-		if info, err := it.Link.Info(); err == nil && slices.Contains(ids, info.Program) {
-			t.Errorf("link %d still holds program %d", info.ID, info.Program)
-		}
-		it.Link.Close()
+	if after := linksTo(t, ids); len(after) > 0 {
+		t.Errorf("after Close: links %v still hold the recorder's programs %v", after, ids)
 	}
+}
+
+// linksTo lists the kernel's links whose program is one of ids, as
+// "link <id> → program <id>". Any failure to list the links or to query one
+// fails t (the iterator itself skips a link that goes away meanwhile).
+func linksTo(t *testing.T, ids []ebpf.ProgramID) []string {
+	t.Helper()
+	var out []string
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info() // the iterator closes the link on Next
+		if err != nil {
+			t.Fatalf("link info: %v", err)
+		}
+		if slices.Contains(ids, info.Program) {
+			out = append(out, fmt.Sprintf("link %d → program %d", info.ID, info.Program))
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatalf("listing the kernel's links: %v", err)
+	}
+	return out
 }
 
 // runProbe runs a test workload to its end and returns its pid.

@@ -101,6 +101,10 @@ type workload struct {
 	// stopSignal stops the server cleanly (exit status 0); it must be one
 	// the server handles, as a container's init ignores the others.
 	stopSignal syscall.Signal
+	// setPort makes args (and the server's configuration in data) use
+	// port on 127.0.0.1. Each start picks a port that was free a moment
+	// ago, and another one when the server says it could not bind it.
+	setPort func(t *testing.T, port int)
 
 	rootfs string
 	mounts []specs.Mount
@@ -208,17 +212,6 @@ func newName(t *testing.T, prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // server is a running server container.
 type server struct {
 	w      *workload
@@ -238,16 +231,37 @@ type runResult struct {
 const runTimeout = 3 * time.Minute
 
 // start runs the server in a container with the profile (nil: none) and
-// waits until it accepts connections on port. The container is killed and
-// deleted at the end of the test at the latest.
-func (w *workload) start(t *testing.T, runtime string, profile []byte, port int) *server {
+// waits until it accepts connections on its port. The container is killed
+// and deleted at the end of the test at the latest.
+func (w *workload) start(t *testing.T, runtime string, profile []byte) *server {
 	t.Helper()
-	return w.startNamed(t, runtime, profile, port, newName(t, "e2e-"+w.name+"-"))
+	return w.startNamed(t, runtime, profile, newName(t, "e2e-"+w.name+"-"))
 }
 
 // startNamed is start with the container's cgroup name (its id in
-// discover's reports) chosen by the caller.
-func (w *workload) startNamed(t *testing.T, runtime string, profile []byte, port int, name string) *server {
+// discover's reports) chosen by the caller. The port is one that was free a
+// moment ago; when another process took it before the server bound it, the
+// server starts again on another one (testenv.OnFreePorts).
+func (w *workload) startNamed(t *testing.T, runtime string, profile []byte, name string) *server {
+	t.Helper()
+	var s *server
+	err := testenv.OnFreePorts(t, 1, 3, func(ports []int) error {
+		w.setPort(t, ports[0])
+		var err error
+		s, err = w.tryStart(t, runtime, profile, name, ports[0])
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// tryStart runs the server on port and waits until it listens there: the
+// port's listening socket belongs to a process of the container (not to
+// another process that took the port first). A server that ends saying
+// the address is in use gives an error that wraps testenv.ErrPortInUse.
+func (w *workload) tryStart(t *testing.T, runtime string, profile []byte, name string, port int) (*server, error) {
 	t.Helper()
 	if w.reset != nil {
 		w.reset(t)
@@ -275,23 +289,43 @@ func (w *workload) startNamed(t *testing.T, runtime string, profile []byte, port
 	deadline := time.Now().Add(30 * time.Second)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			conn.Close()
-			return s
+			if listensIn(port, name) {
+				return s, nil
+			}
 		}
 		select {
 		case r := <-s.done:
 			s.result = &r
-			t.Fatalf("%s (%s) ended before listening on %s: %v\nexit %d\nstdout: %s\nstderr: %s\nruntime log: %s",
+			err := fmt.Errorf("%s (%s) ended before listening on %s: %v\nexit %d\nstdout: %s\nstderr: %s\nruntime log: %s",
 				w.name, filepath.Base(runtime), addr, r.err, r.res.ExitCode, r.res.Stdout, r.res.Stderr, r.res.RuntimeLog)
+			if testenv.AddrInUse(r.res.Stdout + r.res.Stderr) {
+				err = fmt.Errorf("%w: %w", testenv.ErrPortInUse, err)
+			}
+			return nil, err
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			s.kill(t)
-			t.Fatalf("%s (%s) does not listen on %s after 30 s", w.name, filepath.Base(runtime), addr)
+			return nil, fmt.Errorf("%s (%s) does not listen on %s after 30 s", w.name, filepath.Base(runtime), addr)
 		}
 	}
+}
+
+// listensIn reports whether a process in the container's cgroup "/<name>"
+// holds the listening socket on port.
+func listensIn(port int, name string) bool {
+	owners, err := testenv.PortOwners(port)
+	if err != nil {
+		return false
+	}
+	for _, pid := range owners {
+		if cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil && inCgroup(string(cg), "/"+name) {
+			return true
+		}
+	}
+	return false
 }
 
 // runTB is the testing.TB given to an ocitest.Run that runs in its own

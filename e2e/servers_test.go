@@ -28,8 +28,13 @@ func TestNginx(t *testing.T) {
 	data := t.TempDir()
 	files := writeSite(t, filepath.Join(data, "www"))
 	mkdirAll(t, filepath.Join(data, "logs"), 0o755)
-	port := freePort(t)
-	conf := fmt.Sprintf(`worker_processes 2;
+	w := &workload{
+		name:       "nginx",
+		args:       []string{"nginx", "-e", "stderr", "-p", dataDir + "/", "-c", dataDir + "/nginx.conf"},
+		data:       data,
+		stopSignal: syscall.SIGQUIT, // graceful shutdown
+		setPort: func(t *testing.T, port int) {
+			conf := fmt.Sprintf(`worker_processes 2;
 daemon off;
 master_process on;
 user www-data;
@@ -54,12 +59,8 @@ http {
 	}
 }
 `, dataDir, port)
-	writeFile(t, filepath.Join(data, "nginx.conf"), conf, 0o644)
-	w := &workload{
-		name:       "nginx",
-		args:       []string{"nginx", "-e", "stderr", "-p", dataDir + "/", "-c", dataDir + "/nginx.conf"},
-		data:       data,
-		stopSignal: syscall.SIGQUIT, // graceful shutdown
+			writeFile(t, filepath.Join(data, "nginx.conf"), conf, 0o644)
+		},
 	}
 	load := func(t *testing.T, s *server) {
 		httpChecks(t, s.port, files)
@@ -76,7 +77,7 @@ http {
 			t.Errorf("nginx wrote no access log: %v", err)
 		}
 	}
-	endToEnd(t, w, runc, crun, port, load)
+	endToEnd(t, w, runc, crun, load)
 }
 
 // TestRedis runs redis-server (as the redis user, with an append-only file)
@@ -90,12 +91,8 @@ func TestRedis(t *testing.T) {
 	if err := os.Chown(data, uid, gid); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
 	w := &workload{
 		name: "redis",
-		args: []string{"redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
-			"--dir", dataDir, "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "yes",
-			"--appendfsync", "everysec", "--daemonize", "no", "--logfile", "", "--protected-mode", "yes"},
 		user: specs.User{UID: uint32(uid), GID: uint32(gid)},
 		data: data,
 		// Every run starts empty, like the recorded one (no dataset to load).
@@ -111,6 +108,11 @@ func TestRedis(t *testing.T) {
 			}
 		},
 		stopSignal: syscall.SIGTERM,
+	}
+	w.setPort = func(t *testing.T, port int) {
+		w.args = []string{"redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+			"--dir", dataDir, "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "yes",
+			"--appendfsync", "everysec", "--daemonize", "no", "--logfile", "", "--protected-mode", "yes"}
 	}
 	var firstTests []string
 	load := func(t *testing.T, s *server) {
@@ -176,7 +178,7 @@ func TestRedis(t *testing.T) {
 			t.Errorf("no snapshot written: %v", err)
 		}
 	}
-	endToEnd(t, w, runc, crun, port, load)
+	endToEnd(t, w, runc, crun, load)
 }
 
 // TestPythonHTTPServer runs Debian's python3 -m http.server (as nobody)
@@ -186,22 +188,23 @@ func TestPythonHTTPServer(t *testing.T) {
 	runc, crun := requireTools(t, "/usr/bin/python3", "curl", "wrk")
 	data := t.TempDir()
 	files := writeSite(t, filepath.Join(data, "www"))
-	port := freePort(t)
 	w := &workload{
-		name: "python-http",
-		// Debian's interpreter, not one found in PATH.
-		args:        []string{"/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dataDir + "/www", strconv.Itoa(port)},
+		name:        "python-http",
 		user:        specs.User{UID: 65534, GID: 65534},
 		data:        data,
 		stopSignal:  syscall.SIGINT, // KeyboardInterrupt: exits with status 0
 		idleThreads: 1,              // no request thread left
+	}
+	w.setPort = func(t *testing.T, port int) {
+		// Debian's interpreter, not one found in PATH.
+		w.args = []string{"/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dataDir + "/www", strconv.Itoa(port)}
 	}
 	load := func(t *testing.T, s *server) {
 		httpChecks(t, s.port, files)
 		wrkLoad(t, s.port, "/index.html", 2, 8, 3*time.Second)
 		wrkLoad(t, s.port, "/big.bin", 1, 2, 2*time.Second)
 	}
-	endToEnd(t, w, runc, crun, port, load)
+	endToEnd(t, w, runc, crun, load)
 }
 
 // endToEnd is the proof for one server:
@@ -211,14 +214,14 @@ func TestPythonHTTPServer(t *testing.T) {
 //     pass again and the server must stop cleanly,
 //  4. a call it never made (a probe's) is refused with EPERM, while the
 //     probe succeeds without the profile.
-func endToEnd(t *testing.T, w *workload, runc, crun string, port int, load func(*testing.T, *server)) {
+func endToEnd(t *testing.T, w *workload, runc, crun string, load func(*testing.T, *server)) {
 	w.prepare(t)
 
 	// 1. Record.
 	start := time.Now()
 	name := newName(t, "e2e-"+w.name+"-")
 	rec := recordContainer(t, name)
-	s := w.startNamed(t, runc, nil, port, name)
+	s := w.startNamed(t, runc, nil, name)
 	load(t, s)
 	s.stop(t)
 	report := rec.finish(t)
@@ -238,7 +241,7 @@ func endToEnd(t *testing.T, w *workload, runc, crun string, port int, load func(
 			logFigures(t, w.name, rt.rt, allowed, own)
 			checkKernelCalls(t, allowed)
 			// 3. The same load under the profile.
-			s := w.start(t, rt.bin, profile, port)
+			s := w.start(t, rt.bin, profile)
 			load(t, s)
 			res := s.stop(t)
 			if strings.Contains(res.Stderr, "Operation not permitted") || strings.Contains(res.Stdout, "Operation not permitted") {

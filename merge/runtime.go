@@ -36,16 +36,24 @@ type startupSet struct {
 	extra []string
 }
 
-// startup holds the sets found with Debian's runc 1.1.5 and crun 1.8.1 by
-// internal/ocitest's start-up search (KSCMP_STARTUP_SEARCH=1): a 12-byte
-// workload that only calls exit_group, every candidate removed in turn, a
-// call kept only when removing it broke start-up in two rounds of up to 100
-// runs. They are the sets for noNewPrivileges false, what Kubernetes gives by
-// default; they contain the smaller sets that noNewPrivileges true needs, and
-// are the same for root and other users. TestStartupSets (merge) checks both
-// directions on every CI run.
-var startup = map[Runtime]startupSet{
-	RuntimeRunc: {
+// recordedStartup holds the start-up sets per runtime version, as
+// internal/ocitest's start-up search (KSCMP_STARTUP_SEARCH=1) found them: a
+// 12-byte workload that only calls exit_group, every candidate removed in
+// turn, a call kept only when removing it broke start-up in two rounds of up
+// to 100 runs. They are the sets for noNewPrivileges false, what Kubernetes
+// gives by default; they contain the smaller sets that noNewPrivileges true
+// needs, and are the same for root and other users. The version is what
+// `<runtime> --version` prints after "version " on its first line.
+//
+// TestStartupSets (merge) proves the set of the installed version both ways
+// on every run, and fails with the set it needs when the installed version
+// has none here; the opt-in search fails when it finds another set.
+var recordedStartup = []struct {
+	runtime Runtime
+	version string
+	set     startupSet
+}{
+	{RuntimeRunc, "1.1.5+ds1", startupSet{
 		// runc init closes its descriptors, looks up the entrypoint,
 		// finishes the user change and executes the workload.
 		required: []string{"capget", "capset", "chdir", "close", "execve", "faccessat2", "fstat",
@@ -63,31 +71,74 @@ var startup = map[Runtime]startupSet{
 			// /dev/stdout.
 			"fchown",
 		},
-	},
+	}},
 	// crun loads the filter last: with noNewPrivileges true only execve
 	// follows; otherwise the user and capability change and its signal
 	// reset come after it too.
-	RuntimeCrun: {required: []string{"capset", "execve", "prctl", "rt_sigaction", "rt_sigprocmask", "setresgid", "setresuid", "write"}},
-	RuntimeNone: {},
+	{RuntimeCrun, "1.8.1", startupSet{
+		required: []string{"capset", "execve", "prctl", "rt_sigaction", "rt_sigprocmask", "setresgid", "setresuid", "write"},
+	}},
 }
 
+// startup holds the set merge adds per runtime: the node's runtime version
+// is not known where a profile is made, so a runtime's set is the union of
+// its recorded versions' sets (required where any version requires it).
+var startup = map[Runtime]startupSet{}
+
 func init() {
+	for _, rec := range recordedStartup {
+		startup[rec.runtime] = unionSets(startup[rec.runtime], rec.set)
+	}
+	startup[RuntimeNone] = startupSet{}
 	// RuntimeAny: what any one runtime requires is required, the rest is
 	// extra.
+	startup[RuntimeAny] = unionSets(startup[RuntimeRunc], startup[RuntimeCrun])
+}
+
+// unionSets returns the union of a and b: required where either requires
+// it, extra for the rest, both sorted.
+func unionSets(a, b startupSet) startupSet {
 	var u startupSet
-	for _, r := range []Runtime{RuntimeRunc, RuntimeCrun} {
-		u.required = append(u.required, startup[r].required...)
-	}
+	u.required = slices.Concat(a.required, b.required)
 	slices.Sort(u.required)
 	u.required = slices.Compact(u.required)
-	for _, r := range []Runtime{RuntimeRunc, RuntimeCrun} {
-		for _, name := range startup[r].extra {
-			if !slices.Contains(u.required, name) && !slices.Contains(u.extra, name) {
-				u.extra = append(u.extra, name)
-			}
+	for _, name := range slices.Concat(a.extra, b.extra) {
+		if !slices.Contains(u.required, name) && !slices.Contains(u.extra, name) {
+			u.extra = append(u.extra, name)
 		}
 	}
-	startup[RuntimeAny] = u
+	slices.Sort(u.extra)
+	return u
+}
+
+// RecordedStartup returns the start-up set recorded for one version of the
+// runtime (as `<runtime> --version` prints it after "version "), sorted:
+// required, without any one of which the container does not start, and
+// extra, needed now and then or for something that fails quietly. ok is
+// false when that version has no recorded set.
+func (r Runtime) RecordedStartup(version string) (required, extra []string, ok bool) {
+	for _, rec := range recordedStartup {
+		if rec.runtime == r && rec.version == version {
+			required, extra = slices.Clone(rec.set.required), slices.Clone(rec.set.extra)
+			slices.Sort(required)
+			slices.Sort(extra)
+			return required, extra, true
+		}
+	}
+	return nil, nil, false
+}
+
+// RecordedVersions returns the versions of the runtime that have a
+// recorded start-up set, sorted.
+func (r Runtime) RecordedVersions() []string {
+	var out []string
+	for _, rec := range recordedStartup {
+		if rec.runtime == r {
+			out = append(out, rec.version)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // KernelSyscalls are made by the kernel on a process's behalf, not by its

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/internal/testenv"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -290,7 +291,7 @@ func TestSummaryRiskyAndShare(t *testing.T) {
 
 func TestWriteAndGit(t *testing.T) {
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
+		testenv.Missing(t, "git (apt-get install git)")
 	}
 	res, err := Recommend([]Source{report("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read"))}, Options{})
 	if err != nil {

@@ -8,11 +8,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
-// buildKscmp builds the real binary once per test.
+// buildKscmp builds the real binary once per test. A missing go skips the
+// test, or fails it with CI=true (testenv).
 func buildKscmp(t testing.TB) string {
 	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		testenv.Missing(t, "go on PATH, to build kscmp (/usr/local/go/bin)")
+	}
 	bin := filepath.Join(t.TempDir(), "kscmp")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -24,9 +30,6 @@ func buildKscmp(t testing.TB) string {
 // TestREADMETour runs the README's tour with the built binary: validate,
 // merge to a file, and exec a command under the profile.
 func TestREADMETour(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go not on PATH")
-	}
 	bin := buildKscmp(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -58,6 +61,22 @@ func TestREADMETour(t *testing.T) {
 	}
 	if _, err := os.Stat(target); err == nil {
 		t.Fatal("directory made despite the profile")
+	}
+	// Control: the same mkdir through kscmp exec under a profile that does
+	// not block it works, so the EPERM above is the policy's.
+	other := filepath.Join(dir, "no-ptrace.yaml")
+	os.WriteFile(other, []byte("kind: KubeArmorSeccompPolicy\nname: no-ptrace\nnamespace: demo\napp: tool\nsyscalls: [ptrace]\naction: Block\n"), 0o644)
+	otherProf, err := kscmp("merge", "-f", other, "-n", "demo", "-l", "app=tool")
+	if err != nil {
+		t.Fatalf("merge: %v\n%s", err, otherProf)
+	}
+	otherFile := filepath.Join(dir, "no-ptrace.json")
+	os.WriteFile(otherFile, []byte(otherProf), 0o644)
+	if out, err := kscmp("exec", "--profile", otherFile, "--", "mkdir", target); err != nil {
+		t.Fatalf("control: mkdir under a profile without the mkdir block: %v: %q", err, out)
+	}
+	if _, err := os.Stat(target); err != nil {
+		t.Fatalf("control: %v", err)
 	}
 	// Exit codes of exec itself.
 	out, err = kscmp("exec", "--profile", profile, "--", "/nonexistent/cmd")

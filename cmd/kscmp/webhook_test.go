@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/internal/apitest"
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // TestWebhookCommand runs the built `kscmp webhook --self-signed`: it patches
@@ -39,32 +42,63 @@ func TestWebhookCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The webhook's port can be taken between FreePorts and its bind: then
+	// it exits saying so, and it starts again on another port (with the
+	// configuration's URL changed to match).
+	bin := buildKscmp(t)
+	ignore, none := admissionregv1.Ignore, admissionregv1.SideEffectClassNone
+	err := testenv.OnFreePorts(t, 1, 3, func(ports []int) error {
+		addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+		url := "https://" + addr + "/mutate-pods"
+		whc := &admissionregv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "kscmp"},
+			Webhooks: []admissionregv1.MutatingWebhook{{Name: "pods.kscmp.kubearmor.com", AdmissionReviewVersions: []string{"v1"},
+				SideEffects: &none, FailurePolicy: &ignore,
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kscmp.kubearmor.com/enforce": "true"}},
+				Rules: []admissionregv1.RuleWithOperations{{Operations: []admissionregv1.OperationType{admissionregv1.Create},
+					Rule: admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+				ClientConfig: admissionregv1.WebhookClientConfig{URL: &url}}}}
+		configs := srv.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+		if old, err := configs.Get(ctx, "kscmp", metav1.GetOptions{}); err == nil {
+			whc.ResourceVersion = old.ResourceVersion
+			if _, err := configs.Update(ctx, whc, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+		} else if _, err := configs.Create(ctx, whc, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, bin, "webhook", "--self-signed", "--service", "127.0.0.1", "--listen", addr,
+			"--webhook-config", "kscmp", "--kubeconfig", srv.Kubeconfig(t))
+		stderr := &lockedBuffer{}
+		cmd.Stderr = io.MultiWriter(os.Stderr, stderr)
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		// Listening: the port's listening socket is the webhook's own.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			select {
+			case err := <-exited:
+				if testenv.AddrInUse(stderr.String()) {
+					return fmt.Errorf("%w: the webhook exited: %v", testenv.ErrPortInUse, err)
+				}
+				return fmt.Errorf("the webhook exited before it listened on %s: %v", addr, err)
+			default:
+			}
+			if owners, _ := testenv.PortOwners(ports[0]); slices.Contains(owners, cmd.Process.Pid) {
+				t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); <-exited })
+				return nil
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				<-exited
+				return fmt.Errorf("the webhook does not listen on %s after 30 s", addr)
+			}
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	url := "https://" + addr + "/mutate-pods"
-	ignore, none := admissionregv1.Ignore, admissionregv1.SideEffectClassNone
-	whc := &admissionregv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "kscmp"},
-		Webhooks: []admissionregv1.MutatingWebhook{{Name: "pods.kscmp.kubearmor.com", AdmissionReviewVersions: []string{"v1"},
-			SideEffects: &none, FailurePolicy: &ignore,
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kscmp.kubearmor.com/enforce": "true"}},
-			Rules: []admissionregv1.RuleWithOperations{{Operations: []admissionregv1.OperationType{admissionregv1.Create},
-				Rule: admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			ClientConfig: admissionregv1.WebhookClientConfig{URL: &url}}}}
-	if _, err := srv.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, whc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-
-	cmd := exec.CommandContext(ctx, buildKscmp(t), "webhook", "--self-signed", "--service", "127.0.0.1", "--listen", addr,
-		"--webhook-config", "kscmp", "--kubeconfig", srv.Kubeconfig(t))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 
 	want := agent.ProfilePath("shop", "web")
 	deadline := time.Now().Add(30 * time.Second)

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,8 +21,10 @@ import (
 // TestRestartWorkloads: with --restart-workloads, a Deployment whose pod runs
 // with a profile the policies no longer give is rolled (its template gets
 // the new profiles' digest), once per change, and not at all when nothing
-// changed. There is no controller-manager here: the ReplicaSet and the pod
-// are made by the test as the controllers would.
+// changed: the Deployment's generation, which every template change moves,
+// is counted once the agent has finished with each change (quiet). There is
+// no controller-manager here: the ReplicaSet and the pod are made by the
+// test as the controllers would.
 func TestRestartWorkloads(t *testing.T) {
 	srv := apitest.Start(t)
 	srv.InstallPolicyCRD(t)
@@ -57,16 +61,48 @@ func TestRestartWorkloads(t *testing.T) {
 		yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: "+name+", namespace: shop}\nspec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: "+calls+", action: Allow}}"), &u.Object)
 		apitest.Upsert(t, dyn.Resource(PolicyResource).Namespace("shop"), u)
 	}
-	annotation := func() string {
+	deployment := func() (annotation string, generation int64) {
 		d, err := apps.Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return d.Spec.Template.Annotations[RestartAnnotation]
+		return d.Spec.Template.Annotations[RestartAnnotation], d.Generation
+	}
+	annotation := func() string { a, _ := deployment(); return a }
+
+	// A pod without an owner or a bound profile, selected by a policy of
+	// its own: a change of that policy is seen through the same work
+	// queue key (the namespace) as every other change in shop, and shows
+	// when its reconcile has written the pod's profile.
+	if _, err := srv.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "marker", Labels: map[string]string{"app": "marker"}},
+		Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	setMarker := func(call string) {
+		u := &unstructured.Unstructured{}
+		yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: marker, namespace: shop}\nspec: {selector: {matchLabels: {app: marker}}, seccomp: {syscalls: [read, "+call+"], action: Allow}}"), &u.Object)
+		apitest.Upsert(t, dyn.Resource(PolicyResource).Namespace("shop"), u)
+	}
+	dir := t.TempDir()
+	markerProfile := ProfilePath("shop", "marker")
+	// quiet returns once every reconcile of shop that began before it was
+	// called has ended, its roll-outs included: the marker policy changes
+	// twice, each time after the agent wrote the previous change. The
+	// reconcile that writes the second began after the one that wrote the
+	// first had ended (one namespace is never reconciled twice at once),
+	// and that one began after quiet was called.
+	quiet := func() {
+		t.Helper()
+		for _, call := range []string{"getpid", "getppid"} {
+			setMarker(call)
+			waitFor(ctx, t, "marker profile with "+call, func() bool {
+				data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(markerProfile)))
+				return err == nil && strings.Contains(string(data), `"`+call+`"`)
+			})
+		}
 	}
 
 	setPolicy("kscmp1", "[read]")
-	dir := t.TempDir()
 	a, err := New(srv.Client, dyn, Options{Node: "node-a", SeccompDir: dir, RestartWorkloads: true})
 	if err != nil {
 		t.Fatal(err)
@@ -76,19 +112,31 @@ func TestRestartWorkloads(t *testing.T) {
 	go func() { done <- a.Run(actx) }()
 	defer func() { stop(); <-done }()
 	waitFor(ctx, t, "profile installed", func() bool { return exists(dir, bound) })
-	time.Sleep(300 * time.Millisecond)
-	if got := annotation(); got != "" {
-		t.Fatalf("rolled although the pod runs with what the policies give: %q", got)
+	quiet()
+	if got, gen := deployment(); got != "" || gen != 1 {
+		t.Fatalf("rolled although the pod runs with what the policies give: annotation %q, generation %d", got, gen)
 	}
 
 	// The policy changes: the file the pod started with is rewritten.
 	setPolicy("kscmp1", "[read, flock]")
 	var first string
 	waitFor(ctx, t, "deployment rolled after the policy change", func() bool { first = annotation(); return first != "" })
+	quiet()
+	if got, gen := deployment(); got != first || gen != 2 {
+		t.Errorf("after one policy change: annotation %q, generation %d; want %q and 2 (rolled once)", got, gen, first)
+	}
 	// Another policy joins: the container's profile is a new file.
 	setPolicy("kscmp2", "[getpid]")
 	waitFor(ctx, t, "deployment rolled for the new profile", func() bool { a := annotation(); return a != "" && a != first })
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatal(err)
+	quiet()
+	if got, gen := deployment(); got == first || gen != 3 {
+		t.Errorf("after a second change: annotation %q, generation %d; want a new one and 3 (rolled once more)", got, gen)
+	}
+	merged, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(ProfilePath("shop", "kscmp1+kscmp2"))))
+	if err != nil || !strings.Contains(string(merged), `"flock"`) || !strings.Contains(string(merged), `"getpid"`) {
+		t.Errorf("the pod's new profile: %v\n%s", err, merged)
+	}
+	if !exists(dir, bound) {
+		t.Errorf("%s, which the running pod uses, was removed", bound)
 	}
 }

@@ -136,19 +136,19 @@ func Start(t testing.TB) *Server {
 
 	// A free port can be taken by someone else before the process binds it:
 	// start again on other ports when that happens.
-	var err error
-	for attempt := 1; attempt <= 3; attempt++ {
+	attempt := 0
+	err := testenv.OnFreePorts(t, 3, 3, func(ports []int) error {
+		attempt++
 		work := filepath.Join(tmp, "run"+strconv.Itoa(attempt))
-		if err = os.Mkdir(work, 0o700); err != nil {
-			t.Fatalf("apitest: %v", err)
+		if err := os.Mkdir(work, 0o700); err != nil {
+			return err
 		}
-		var retry bool
-		retry, err = s.start(t, tmp, work, etcdBin, apiserverBin)
-		if err == nil || !retry {
-			break
+		inUse, err := s.start(t, tmp, work, etcdBin, apiserverBin, ports)
+		if inUse {
+			return fmt.Errorf("%w: %w", testenv.ErrPortInUse, err)
 		}
-		t.Logf("apitest: attempt %d: %v; retrying on other ports", attempt, err)
-	}
+		return err
+	})
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}
@@ -158,14 +158,11 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// start starts etcd and kube-apiserver with their files in work, and fills in
-// s. retry reports whether the error came from a port that was already taken.
-func (s *Server) start(t testing.TB, certs, work, etcdBin, apiserverBin string) (retry bool, err error) {
+// start starts etcd and kube-apiserver on ports (etcd's client and peer
+// port, the API server's) with their files in work, and fills in s. inUse
+// reports whether the error came from a port that was already taken.
+func (s *Server) start(t testing.TB, certs, work, etcdBin, apiserverBin string, ports []int) (inUse bool, err error) {
 	deadline := time.Now().Add(startTimeout)
-	ports, err := freePorts(3)
-	if err != nil {
-		return false, err
-	}
 	clientURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 
@@ -353,20 +350,6 @@ func moduleRoot() string {
 		}
 		dir = parent
 	}
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // waitReady polls url until it answers 200, p exits or the deadline passes.

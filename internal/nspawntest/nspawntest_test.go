@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // testTimeout bounds each test; a machine boots and powers off in well under
@@ -139,8 +141,10 @@ ExecStart=/bin/sh -c 'uname -r > /results/uname; cat /proc/self/cgroup > /result
 	}
 	seccomp := readResult(t, results, "seccomp")
 	t.Logf("seccomp status of probe.service (systemd-nspawn's own filter):\n%s", seccomp)
-	if !strings.Contains(seccomp, "Seccomp:") {
-		t.Errorf("no Seccomp line in /proc/self/status: %q", seccomp)
+	// systemd-nspawn's own filter, as the package documents it: filter
+	// mode, five filters.
+	if seccomp != "Seccomp:\t2\nSeccomp_filters:\t5\n" {
+		t.Errorf("seccomp status of a unit in the machine: %q, want filter mode (2) with systemd-nspawn's 5 filters", seccomp)
 	}
 	if !strings.HasPrefix(m.Cgroup(), "/") || !strings.HasSuffix(m.Cgroup(), "/payload") {
 		t.Errorf("Cgroup() = %q, want /.../payload", m.Cgroup())
@@ -204,7 +208,12 @@ ExecStart=/bin/systemctl restart mk.service
 	}
 	log := readResult(t, results, "mkdir.log")
 	t.Logf("mkdir.log:\n%s", log)
-	t.Logf("Seccomp_filters of the three runs:\n%s", readResult(t, results, "filters.log"))
+	filters := readResult(t, results, "filters.log")
+	t.Logf("Seccomp_filters of the three runs:\n%s", filters)
+	// systemd-nspawn's 5 filters; the drop-in stacks one per x86 ABI.
+	if want := "Seccomp_filters:\t5\nSeccomp_filters:\t8\nSeccomp_filters:\t5\n"; filters != want {
+		t.Errorf("Seccomp_filters of the runs without, with and again without the drop-in:\n%s\nwant 5, 8 (3 more: x86-64, x86, x32) and 5", filters)
+	}
 	t.Logf("mk.service with the drop-in: %s", readResult(t, results, "dropins"))
 	lines := strings.Split(strings.TrimSpace(log), "\n")
 	if len(lines) != 3 {
@@ -271,7 +280,7 @@ ExecStart=/bin/sh -c '{ mkdir /tmp/late && rmdir /tmp/late && echo mkdir ok; } >
 	}
 	v2, ok := mounts["cgroup2"]
 	if !ok {
-		t.Skip("no cgroup v2 hierarchy on this host")
+		testenv.Missing(t, "a cgroup v2 hierarchy (mount cgroup2, e.g. at /sys/fs/cgroup/unified)")
 	}
 	service := m.Cgroup() + "/system.slice/gated.service"
 	procs, err := os.ReadFile(filepath.Join(v2.join(service), "cgroup.procs"))
@@ -360,17 +369,21 @@ ExecStart=/bin/sh -c '{ mkdir /tmp/late && rmdir /tmp/late && echo mkdir ok; } >
 
 // TestClose kills a running machine, and Start removes what a test binary
 // that died without its cleanups left behind: a machine cgroup (here with a
-// process in it) whose owner is gone. Not parallel: the other tests' Start
-// would remove that cgroup first.
+// process in it) whose owner is gone. The test owns that stale cgroup: it
+// runs in a cgroup of its own (enterOwnCgroup) and makes the stale one below
+// it, where only a Start of this process looks; a Start of another test
+// binary, which looks below its own cgroup, is shown not to see it. Not
+// parallel: the process moves to another cgroup meanwhile.
 func TestClose(t *testing.T) {
 	ctx := testContext(t)
 	if os.Geteuid() != 0 {
 		Tree(t) // skips
 	}
-	hs, err := ownHierarchies()
+	outer, err := ownHierarchies()
 	if err != nil {
 		t.Fatal(err)
 	}
+	hs := enterOwnCgroup(t, outer)
 	// This process with another start time: an owner that is gone.
 	stale := fmt.Sprintf("%s%d-1-deadbeef", cgroupPrefix, os.Getpid())
 	script := `for d; do mkdir "$d" && echo $$ > "$d/cgroup.procs" || exit 1; done; exec sleep 600`
@@ -394,32 +407,33 @@ func TestClose(t *testing.T) {
 		<-sleeperDone
 		_ = removeCgroups(dirs, 5*time.Second)
 	})
-	// Wait until the process is in the stale cgroup. Another binary of this
-	// package running at the same time may remove it first: that is fine.
-wait:
-	for len(cgroupPids(dirs[:1])) == 0 {
+	// Wait until the process is in the stale cgroup (in every hierarchy).
+	for len(cgroupPids(dirs[len(dirs)-1:])) == 0 {
 		select {
 		case <-sleeperDone:
-			var ee *exec.ExitError
-			if errors.As(sleeperErr, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
-				t.Logf("the stale cgroup was removed by another test process's Start")
-				break wait
-			}
 			t.Fatalf("setting up the stale cgroup: %v", sleeperErr)
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	if _, seen := staleCgroups(hs)[stale]; !seen {
+		t.Fatalf("the stale cgroup %s is not stale to this process's Start", stale)
+	}
+	if _, seen := staleCgroups(outer)[stale]; seen {
+		t.Fatalf("the stale cgroup %s is visible to a Start in the outer cgroup: another test binary could remove it", stale)
+	}
 
 	m, err := Start(ctx, t, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Start removes stale cgroups before it returns; the sleeper's kill
+	// may take a moment to be reaped.
 	select {
 	case <-sleeperDone:
-	case <-ctx.Done():
-		t.Fatalf("the process in the stale cgroup %s still runs", stale)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the process in the stale cgroup %s still runs after Start", stale)
 	}
 	for _, d := range dirs {
 		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
@@ -440,6 +454,54 @@ wait:
 	if _, err := os.Stat(filepath.Join(propagateDir, m.Name())); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("systemd-nspawn's propagation directory of %s is left (stat: %v)", m.Name(), err)
 	}
+}
+
+// enterOwnCgroup moves this process into a new cgroup below its own one in
+// each hierarchy of hs and returns the new hierarchies; the test's cleanup
+// moves it back and removes the cgroup. The new cgroup is named like a
+// machine's (owned by this process), so that a Start of another process
+// leaves it alone while this one runs and removes it should this test
+// binary die before its cleanup.
+func enterOwnCgroup(t *testing.T, hs []hierarchy) []hierarchy {
+	t.Helper()
+	name, err := cgroupName("own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	var inner []hierarchy
+	var made []string
+	t.Cleanup(func() {
+		for _, h := range hs {
+			if err := os.WriteFile(filepath.Join(h.dir, "cgroup.procs"), pid, 0); err != nil {
+				t.Errorf("moving the test back to %s: %v", h.dir, err)
+			}
+		}
+		if err := removeCgroups(made, 5*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, h := range hs {
+		d := filepath.Join(h.dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, d)
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), pid, 0); err != nil {
+			t.Fatalf("moving the test into %s: %v", d, err)
+		}
+		inner = append(inner, hierarchy{v2: h.v2, dir: d})
+	}
+	got, err := ownHierarchies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if i >= len(inner) || got[i] != inner[i] {
+			t.Fatalf("after the move this process's cgroups are %+v, want %+v", got, inner)
+		}
+	}
+	return inner
 }
 
 // TestTimeout: a machine that outlives Options.Timeout is killed, and

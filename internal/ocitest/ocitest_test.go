@@ -2,6 +2,7 @@ package ocitest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 var runtimes = []string{"runc", "crun"}
@@ -202,13 +205,9 @@ func TestCancel(t *testing.T) {
 			bin := Require(t, rt)
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
-			start := time.Now()
 			res, err := Run(ctx, t, Container{Runtime: bin, Rootfs: BusyboxRootfs(t), Args: []string{"sleep", "60"}})
 			if err == nil || ctx.Err() == nil {
 				t.Fatalf("Run returned %v with result %+v; want the context's error", err, res)
-			}
-			if d := time.Since(start); d > 15*time.Second {
-				t.Errorf("Run took %v after cancellation", d)
 			}
 			if strings.Contains(err.Error(), "deleting") {
 				t.Errorf("cleanup failed: %v", err)
@@ -236,11 +235,9 @@ func TestBadProfile(t *testing.T) {
 
 func TestBusyboxRootfs(t *testing.T) {
 	if _, err := busyboxPath(); err != nil {
-		t.Skipf("ocitest: missing %v (apt-get install busybox-static)", err)
+		testenv.Missing(t, fmt.Sprintf("%v (apt-get install busybox-static)", err))
 	}
-	start := time.Now()
 	root := BusyboxRootfs(t)
-	t.Logf("BusyboxRootfs took %v", time.Since(start))
 	for _, p := range []string{"bin/busybox", "bin/sh", "usr/bin/env", "etc/passwd", "proc", "dev", "sys"} {
 		if _, err := os.Lstat(filepath.Join(root, p)); err != nil {
 			t.Error(err)
@@ -252,7 +249,11 @@ func TestBusyboxRootfs(t *testing.T) {
 }
 
 // TestCancelEarly cancels at various points of the container's start-up and
-// checks that nothing is left behind: no state, no cgroup, no process.
+// checks that nothing is left behind: no cgroup and no process. Every
+// process of a run carries the run's container id: the runtime's in its
+// command line (crun's children before their execve too), runc init's in
+// its environment (_LIBCONTAINER_STATEDIR), the workload's in the
+// environment the test gives it.
 func TestCancelEarly(t *testing.T) {
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
@@ -260,8 +261,14 @@ func TestCancelEarly(t *testing.T) {
 			bin := Require(t, rt)
 			rootfs := BusyboxRootfs(t)
 			for _, d := range []time.Duration{0, time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond} {
+				id, err := newID()
+				if err != nil {
+					t.Fatal(err)
+				}
+				id = strings.Replace(id, "ocitest-", "ocitest-cancel-", 1)
 				ctx, cancel := context.WithTimeout(context.Background(), d)
-				res, err := Run(ctx, t, Container{Runtime: bin, Rootfs: rootfs, Args: []string{"sleep", "60"}})
+				res, err := Run(ctx, t, Container{Runtime: bin, ID: id, Rootfs: rootfs, Args: []string{"sleep", "60"},
+					Env: []string{"OCITEST_CANCEL_EARLY=" + id}})
 				cancel()
 				if err == nil {
 					t.Fatalf("after %v: no error, result %+v", d, res)
@@ -269,15 +276,40 @@ func TestCancelEarly(t *testing.T) {
 				if strings.Contains(err.Error(), "deleting") {
 					t.Fatalf("after %v: %v", d, err)
 				}
-				if res.ID == "" {
-					continue
-				}
-				left, _ := filepath.Glob("/sys/fs/cgroup/*/" + res.ID)
-				more, _ := filepath.Glob("/sys/fs/cgroup/" + res.ID)
+				left, _ := filepath.Glob("/sys/fs/cgroup/*/" + id)
+				more, _ := filepath.Glob("/sys/fs/cgroup/" + id)
 				if left = append(left, more...); len(left) > 0 {
 					t.Fatalf("after %v: cgroups left behind: %v", d, left)
 				}
+				if procs := processesWith(id, 10*time.Second); len(procs) > 0 {
+					t.Fatalf("after %v: processes of container %s left behind:\n%s", d, id, strings.Join(procs, "\n"))
+				}
 			}
 		})
+	}
+}
+
+// processesWith returns the processes whose command line or environment
+// contains marker, waiting up to timeout for them to go (a killed process
+// may take a moment to be reaped); each as "pid: command line".
+func processesWith(marker string, timeout time.Duration) []string {
+	deadline := time.Now().Add(timeout)
+	for {
+		var found []string
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			cmdline, err1 := os.ReadFile(filepath.Join(d, "cmdline"))
+			environ, err2 := os.ReadFile(filepath.Join(d, "environ"))
+			if err1 != nil && err2 != nil {
+				continue // gone
+			}
+			if strings.Contains(string(cmdline), marker) || strings.Contains(string(environ), marker) {
+				found = append(found, filepath.Base(d)+": "+strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "))
+			}
+		}
+		if len(found) == 0 || time.Now().After(deadline) {
+			return found
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

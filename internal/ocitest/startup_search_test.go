@@ -1,14 +1,8 @@
 package ocitest
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	goruntime "runtime"
 	"slices"
 	"strconv"
@@ -16,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/elastic/go-seccomp-bpf/arch"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/kubearmor/kscmp/merge"
 )
 
 // startupSearchEnv opts in to TestStartupSyscallSearch; startupRunsEnv
@@ -29,272 +22,19 @@ const (
 	startupRunsEnv   = "KSCMP_STARTUP_SEARCH_RUNS"
 )
 
-// The search's workload is a tiny static program that makes exactly one
-// system call, exit_group(42), after its execve. Exit status 42 proves that
-// the runtime started it; nothing else the runtimes do exits with 42.
-const (
-	workloadPath = "/exit42"
-	workloadExit = 42
-)
-
-// workloadSyscalls are the workload's own system calls after execve.
-var workloadSyscalls = []string{"exit_group"}
-
-// searchConfig is one point of the search: runtime × noNewPrivileges × user.
-type searchConfig struct {
-	runtime string
-	nnp     bool
-	uid     uint32
-}
-
-func (c searchConfig) String() string {
-	return fmt.Sprintf("%s/nnp=%t/uid=%d", c.runtime, c.nnp, c.uid)
-}
-
-// searcher runs the trials of one configuration.
-type searcher struct {
-	t      *testing.T
-	cfg    searchConfig
-	bin    string
-	rootfs string
-	runs   int // runs without failure before a call counts as not needed
-	trials int
-	failed string // how the last failed run failed
-}
-
-// profile allows set plus the workload's own system calls and denies the
-// rest with EPERM, the way a kscmp allow-list profile does.
-func profile(set []string) []byte {
-	p := specs.LinuxSeccomp{
-		DefaultAction: specs.ActErrno,
-		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
-		Syscalls:      []specs.LinuxSyscall{{Names: union(set, workloadSyscalls), Action: specs.ActAllow}},
-	}
-	data, err := json.Marshal(p)
-	if err != nil {
-		panic(err)
-	}
-	return data
-}
-
-func (s *searcher) container(set []string) Container {
-	return Container{
-		Runtime:         s.bin,
-		Rootfs:          s.rootfs,
-		Args:            []string{workloadPath},
-		Seccomp:         profile(set),
-		NoNewPrivileges: s.cfg.nnp,
-		User:            specs.User{UID: s.cfg.uid, GID: s.cfg.uid},
-	}
-}
-
-// works reports whether the container starts and the workload runs with
-// set allowed.
-func (s *searcher) works(set []string) bool {
-	s.trials++
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := Run(ctx, s.t, s.container(set))
-	if err != nil && ctx.Err() == nil {
-		s.t.Fatalf("harness error: %v", err)
-	}
-	if err == nil && res.ExitCode == workloadExit {
-		return true
-	}
-	s.failed = fmt.Sprintf("exit %d, error %v, stderr %q, runtime log %q", res.ExitCode, err, firstLine(res.Stderr), firstLine(res.RuntimeLog))
-	return false
-}
-
-// firstLine returns the first line of s, marked when more follows.
-func firstLine(s string) string {
-	if line, rest, _ := strings.Cut(s, "\n"); rest != "" {
-		return line + " ..."
-	}
-	return strings.TrimSuffix(s, "\n")
-}
-
-// firstFailure runs the container with set allowed up to n times and
-// returns the number of the first failed run (1 to n), or 0 when all worked.
-// Some calls are needed only now and then: runc's init is a Go program, and
-// a futex under contention or the rt_sigreturn that ends the handler of a
-// preemption signal happen in some runs only. One lucky run proves nothing.
-func (s *searcher) firstFailure(set []string, n int) int {
-	for i := 1; i <= n; i++ {
-		if !s.works(set) {
-			return i
-		}
-	}
-	return 0
-}
-
-// traced runs the container once under strace and returns whether it worked
-// and the system calls the runtime's processes made after they installed
-// the filter (see filteredCalls).
-func (s *searcher) traced(set []string) (bool, []string) {
-	s.trials++
-	out := filepath.Join(s.t.TempDir(), "strace.out")
-	c := s.container(set)
-	c.wrapper = []string{s.strace(), "-f", "-qq", "-o", out}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	res, runErr := Run(ctx, s.t, c)
-	cancel()
-	if runErr != nil && ctx.Err() == nil {
-		s.t.Fatalf("harness error: %v", runErr)
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer f.Close()
-	calls, err := filteredCalls(f, workloadPath)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return runErr == nil && res.ExitCode == workloadExit, calls
-}
-
-func (s *searcher) strace() string {
-	p, err := exec.LookPath("strace")
-	if err != nil {
-		s.t.Skipf("the search needs strace (apt-get install strace): %v", err)
-	}
-	return p
-}
-
-// observe runs the container n times under strace with every candidate
-// allowed and returns the union of the calls made after the filter.
-func (s *searcher) observe(cands []string, n int) []string {
-	var all []string
-	for i := range n {
-		ok, calls := s.traced(cands)
-		if !ok {
-			s.t.Fatalf("%s: run %d under strace failed with all candidates allowed", s.cfg, i)
-		}
-		all = union(all, calls)
-	}
-	return all
-}
-
-// closure extends set until the container works in stabilityRuns runs in a
-// row. When a run fails, it looks for the calls that were denied: first by
-// rerunning the container under strace until a run fails there too, else
-// (strace changes the timing, and a rare failure may not show) by adding
-// halves of pool, the other candidates, until the set is stable. When
-// several calls were denied, those without which the set is stable anyway
-// are left out (a denied nanosleep, say, beside the futex that broke the run).
-func (s *searcher) closure(set, pool []string) []string {
-	for s.firstFailure(set, stabilityRuns) > 0 {
-		var denied []string
-		for range diagnosisRuns {
-			if ok, calls := s.traced(set); !ok {
-				denied = without(calls, union(set, workloadSyscalls))
-				break
-			}
-		}
-		how := "under strace it was denied"
-		if len(denied) == 0 {
-			denied = s.addBack(set, without(pool, set))
-			how = fmt.Sprintf("not shown by strace in %d runs; adding candidates fixed it:", diagnosisRuns)
-		}
-		for i := 0; len(denied) > 1 && i < len(denied); {
-			if rest := slices.Concat(denied[:i], denied[i+1:]); s.firstFailure(union(set, rest), stabilityRuns) == 0 {
-				denied = rest
-			} else {
-				i++
-			}
-		}
-		s.t.Logf("%s: %s failed now and then; %s %s", s.cfg, goSlice(set), how, goSlice(denied))
-		set = union(set, denied)
-	}
-	return set
-}
-
-// addBack returns a small part of pool that makes set stable, given that
-// set plus all of pool is: it halves pool as long as one half suffices.
-func (s *searcher) addBack(set, pool []string) []string {
-	if len(pool) == 0 {
-		s.t.Fatalf("%s: %s fails now and then, and no candidate is left to add", s.cfg, goSlice(set))
-	}
-	if len(pool) == 1 {
-		return pool
-	}
-	a, b := pool[:len(pool)/2], pool[len(pool)/2:]
-	if s.firstFailure(union(set, a), stabilityRuns) == 0 {
-		return s.addBack(set, a)
-	}
-	if s.firstFailure(union(set, b), stabilityRuns) == 0 {
-		return s.addBack(set, b)
-	}
-	// Both halves hold a needed call.
-	fromA := s.addBack(union(set, b), a)
-	return union(fromA, s.addBack(union(set, fromA), b))
-}
-
-const (
-	stabilityRuns = 100 // runs a set must survive in a row
-	diagnosisRuns = 200 // runs under strace to catch a failure
-)
-
-// needed returns the members of universe without which the container fails
-// (the rest of universe allowed), with the number of the run that failed
-// first: 1 for calls needed every time, more for calls needed now and then.
-// A failure must show twice, in two rounds of up to s.runs runs, so that one
-// odd failure does not make a call needed.
-func (s *searcher) needed(universe []string) ([]string, map[string]int) {
-	var need []string
-	firstFail := map[string]int{}
-	for i, name := range universe {
-		rest := slices.Concat(universe[:i], universe[i+1:])
-		n := s.firstFailure(rest, s.runs)
-		if n == 0 {
-			continue
-		}
-		failed := s.failed
-		if s.firstFailure(rest, s.runs) == 0 {
-			s.t.Logf("%s: without %s run %d failed (%s), but no run of %d more: not counted",
-				s.cfg, name, n, failed, s.runs)
-			continue
-		}
-		if n > 1 {
-			s.t.Logf("%s: without %s run %d failed: %s", s.cfg, name, n, failed)
-		}
-		need = append(need, name)
-		firstFail[name] = n
-	}
-	return need, firstFail
-}
-
-// candidates is the generous start: every x86-64 system call name.
-func candidates() []string {
-	var names []string
-	for name := range arch.X86_64.SyscallNames {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
-}
-
-// TestStartupSyscallSearch finds, for runc and crun with noNewPrivileges
-// true and false and a root and a non-root (uid 1000) workload, the minimal
-// set of system calls that an allow-list seccomp profile (default EPERM)
-// must allow besides the workload's own for the container to start: the
-// calls the runtime makes after it installed the filter, up to and including
-// the workload's execve. It needs root and strace, takes minutes, and is
-// opt-in:
+// TestStartupSyscallSearch runs StartupSearch for runc and crun with
+// noNewPrivileges true and false and a root and a non-root (uid 1000)
+// workload, and compares what it finds with the set merge/runtime.go
+// records for the installed version of each runtime. It fails when they
+// differ: a call needed on every start that is not recorded as required, a
+// recorded required call that no configuration needed every time, a call
+// needed now and then that is not recorded at all, or no recorded set for
+// the installed version. Recorded extra calls the search did not need are
+// only logged: they are there for failures it cannot see (a non-root
+// workload reopening /dev/stdout, say). It needs root and strace, takes
+// many minutes, and is opt-in:
 //
-//	KSCMP_STARTUP_SEARCH=1 go test -run TestStartupSyscallSearch -v -timeout 60m ./internal/ocitest/
-//
-// Method, per configuration: (1) with every x86-64 system call allowed,
-// trace the runtime with strace a few times and collect the calls its
-// processes make after installing the filter; (2) make that set stable:
-// while it fails in one of 100 runs, find the missing calls (the ones denied
-// in a failing run under strace, else by adding halves of the other
-// candidates); (3) keep the calls whose removal breaks the start-up in two
-// rounds of up to KSCMP_STARTUP_SEARCH_RUNS runs (default 100); (4) make the
-// result stable the same way and check that removing any one call breaks
-// it. Calls seen in (1) but not kept are made by the runtime, which survives
-// their denial. runc's init is a Go program: some calls (futex,
-// rt_sigreturn) are needed in a few runs only, hence the repetitions.
+//	KSCMP_STARTUP_SEARCH=1 go test -run TestStartupSyscallSearch -v -timeout 120m ./internal/ocitest/
 func TestStartupSyscallSearch(t *testing.T) {
 	if os.Getenv(startupSearchEnv) != "1" {
 		t.Skipf("slow search of the runtimes' start-up system calls; run with %s=1", startupSearchEnv)
@@ -302,167 +42,86 @@ func TestStartupSyscallSearch(t *testing.T) {
 	if goruntime.GOARCH != "amd64" {
 		t.Skipf("the search workload is an x86-64 program; GOARCH is %s", goruntime.GOARCH)
 	}
-	runs := 100
+	opt := SearchOptions{}
 	if v := os.Getenv(startupRunsEnv); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			t.Fatalf("%s=%q: want a positive number", startupRunsEnv, v)
 		}
-		runs = n
+		opt.Runs = n
 	}
-	var configs []searchConfig
 	for _, rt := range runtimes {
-		for _, nnp := range []bool{true, false} {
-			for _, uid := range []uint32{0, 1000} {
-				configs = append(configs, searchConfig{rt, nnp, uid})
+		t.Run(rt, func(t *testing.T) {
+			var results []SearchResult
+			for _, nnp := range []bool{true, false} {
+				for _, uid := range []uint32{0, 1000} {
+					cfg := SearchConfig{Runtime: rt, NoNewPrivileges: nnp, UID: uid}
+					t.Run(fmt.Sprintf("nnp=%t/uid=%d", nnp, uid), func(t *testing.T) {
+						start := time.Now()
+						res := StartupSearch(t, cfg, opt)
+						t.Logf("%s: %d trials in %v\n  seen after the filter: %s\n  needed: %s\n  needed now and then: %s\n  made, denial survived: %s",
+							cfg, res.Trials, time.Since(start).Round(time.Second), GoSlice(res.Seen), GoSlice(res.Needed),
+							nowAndThen(res), GoSlice(res.Survived))
+						results = append(results, res)
+					})
+				}
 			}
-		}
-	}
-	cands := candidates()
-	results := make(map[searchConfig][]string)
-	survived := make(map[searchConfig][]string)
-	for _, cfg := range configs {
-		t.Run(cfg.String(), func(t *testing.T) {
-			bin := Require(t, cfg.runtime)
-			rootfs := BusyboxRootfs(t)
-			if err := os.WriteFile(filepath.Join(rootfs, workloadPath), ExitProgram(workloadExit), 0o755); err != nil {
+			if t.Failed() {
+				return
+			}
+			version, err := RuntimeVersion(rt)
+			if err != nil {
 				t.Fatal(err)
 			}
-			s := &searcher{t: t, cfg: cfg, bin: bin, rootfs: rootfs, runs: runs}
-			s.strace()
-			start := time.Now()
-			if s.firstFailure(cands, 3) > 0 {
-				t.Fatalf("%s: the container does not start even with all %d system calls allowed", cfg, len(cands))
+			if problems := compareRecorded(merge.Runtime(rt), version, results); len(problems) > 0 {
+				t.Errorf("%s %s: the search does not confirm merge/runtime.go's set:\n  %s", rt, version, strings.Join(problems, "\n  "))
 			}
-			observed := s.observe(cands, 10)
-			universe := s.closure(observed, cands)
-			need, firstFail := s.needed(universe)
-			set := s.closure(need, without(cands, need))
-			// Every member must be needed in the final set too. A call
-			// needed only now and then may not show it again in s.runs
-			// runs; it is kept on the earlier evidence, with a note.
-			for i, name := range set {
-				if s.firstFailure(slices.Concat(set[:i], set[i+1:]), s.runs) == 0 {
-					t.Logf("%s: %s: no failure without it in %d runs this time; kept on the earlier evidence", cfg, name, s.runs)
-				}
-			}
-			results[cfg] = set
-			survived[cfg] = without(universe, set)
-			var flaky []string
-			for _, name := range set {
-				switch n := firstFail[name]; n {
-				case 1:
-				case 0:
-					flaky = append(flaky, name+" (added to make the set stable)")
-				default:
-					flaky = append(flaky, fmt.Sprintf("%s (first failure in run %d)", name, n))
-				}
-			}
-			t.Logf("%s: %d trials in %v\n  seen after the filter: %s\n  needed: %s\n  needed now and then: %s\n  made, denial survived: %s",
-				cfg, s.trials, time.Since(start).Round(time.Second), goSlice(universe), goSlice(set),
-				strings.Join(flaky, ", "), goSlice(survived[cfg]))
 		})
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "start-up system calls (besides the workload's own; execve is the runtime's):\n")
-	for _, cfg := range configs {
-		if set, ok := results[cfg]; ok {
-			fmt.Fprintf(&b, "%-28s %s\n", cfg.String()+":", goSlice(set))
-			if extra := survived[cfg]; len(extra) > 0 {
-				fmt.Fprintf(&b, "%-28s made, denial survived: %s\n", "", goSlice(extra))
-			}
-		}
-	}
-	t.Log("\n" + b.String())
 }
 
-func goSlice(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = strconv.Quote(n)
-	}
-	return "[]string{" + strings.Join(q, ", ") + "}"
-}
-
-// filteredCalls reads "strace -f" output and returns the names of the
-// system calls made by processes after they (or the process they were cloned
-// from) installed a seccomp filter, up to and including the execve of
-// workload; what a process calls after that is the workload's.
-func filteredCalls(r io.Reader, workload string) ([]string, error) {
-	filtered := map[string]bool{}  // pid → filter installed
-	done := map[string]bool{}      // pid → workload executed
-	pending := map[string]string{} // pid → unfinished call's arguments
-	calls := map[string]bool{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		pid, rest, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		rest = strings.TrimSpace(rest)
-		var name, args string
-		switch {
-		case strings.HasPrefix(rest, "+++"), strings.HasPrefix(rest, "---"):
-			continue
-		case strings.HasPrefix(rest, "<... "):
-			// "<... name resumed>...": the end of a call begun earlier.
-			name, rest, _ = strings.Cut(strings.TrimPrefix(rest, "<... "), " resumed>")
-			args = pending[pid] + rest
-			delete(pending, pid)
+// nowAndThen describes the calls of res needed in some runs only.
+func nowAndThen(res SearchResult) string {
+	var out []string
+	for _, name := range res.Needed {
+		switch n := res.FirstFailure[name]; n {
+		case 1:
+		case 0:
+			out = append(out, name+" (added to make the set stable)")
 		default:
-			if name, args, ok = strings.Cut(rest, "("); !ok {
-				continue
-			}
-			if filtered[pid] && !done[pid] {
-				calls[name] = true
-			}
-			if before, unfinished := strings.CutSuffix(args, " <unfinished ...>"); unfinished {
-				pending[pid] = before
-				continue
-			}
-		}
-		ret := ""
-		if i := strings.LastIndex(args, "= "); i >= 0 {
-			ret, _, _ = strings.Cut(args[i+2:], " ")
-		}
-		switch {
-		case (name == "seccomp" && strings.HasPrefix(args, "SECCOMP_SET_MODE_FILTER") ||
-			name == "prctl" && strings.HasPrefix(args, "PR_SET_SECCOMP")) && ret == "0":
-			filtered[pid] = true
-		case name == "execve" && strings.HasPrefix(args, strconv.Quote(workload)) && ret == "0":
-			done[pid] = true
-		case filtered[pid] && !done[pid] && (strings.HasPrefix(name, "clone") || name == "fork" || name == "vfork"):
-			// A filtered process passes its filter to its children.
-			if _, err := strconv.Atoi(ret); err == nil {
-				filtered[ret] = true
-			}
+			out = append(out, fmt.Sprintf("%s (first failure in run %d)", name, n))
 		}
 	}
-	names := make([]string, 0, len(calls))
-	for n := range calls {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names, sc.Err()
+	return strings.Join(out, ", ")
 }
 
-// union returns the sorted union of a and b.
-func union(a, b []string) []string {
-	u := slices.Concat(a, b)
-	slices.Sort(u)
-	return slices.Compact(u)
-}
-
-// without returns the members of a that are not in b.
-func without(a, b []string) []string {
-	var d []string
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			d = append(d, x)
-		}
+// compareRecorded compares the search's results for the configurations of
+// one runtime with the set recorded for its version and returns the
+// differences: required must be exactly the calls some configuration needed
+// on every start, and every call needed now and then must be recorded
+// (required or extra).
+func compareRecorded(rt merge.Runtime, version string, results []SearchResult) []string {
+	var everyTime, needed []string
+	for _, res := range results {
+		everyTime = union(everyTime, res.EveryTime())
+		needed = union(needed, res.Needed)
 	}
-	return d
+	required, extra, ok := rt.RecordedStartup(version)
+	if !ok {
+		return []string{fmt.Sprintf("no set recorded for %s %s (recorded: %v); add to merge/runtime.go: required %s, extra %s",
+			rt, version, rt.RecordedVersions(), GoSlice(everyTime), GoSlice(without(needed, everyTime)))}
+	}
+	var problems []string
+	if missing := without(everyTime, required); len(missing) > 0 {
+		problems = append(problems, "needed on every start, not recorded as required: "+GoSlice(missing))
+	}
+	if superfluous := without(required, everyTime); len(superfluous) > 0 {
+		problems = append(problems, "recorded as required, needed every time by no configuration: "+GoSlice(superfluous))
+	}
+	if unrecorded := without(without(needed, everyTime), slices.Concat(required, extra)); len(unrecorded) > 0 {
+		problems = append(problems, "needed now and then, not recorded: "+GoSlice(unrecorded))
+	}
+	return problems
 }
 
 func TestFilteredCalls(t *testing.T) {
@@ -497,5 +156,52 @@ func TestFilteredCalls(t *testing.T) {
 	want := []string{"clone3", "close", "execve", "mmap", "rt_sigreturn"}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestCompareRecorded checks the comparison of the opt-in search with the
+// recorded sets on made-up results, so that a difference really fails it.
+func TestCompareRecorded(t *testing.T) {
+	required, _, ok := merge.RuntimeCrun.RecordedStartup("1.8.1")
+	if !ok {
+		t.Fatal("no set recorded for crun 1.8.1")
+	}
+	res := func(needed []string, ff map[string]int) SearchResult {
+		return SearchResult{Needed: needed, FirstFailure: ff}
+	}
+	every := func(names []string) map[string]int {
+		ff := map[string]int{}
+		for _, n := range names {
+			ff[n] = 1
+		}
+		return ff
+	}
+	withFutex := every(required)
+	withFutex["futex"] = 7
+	for _, tc := range []struct {
+		name    string
+		version string
+		results []SearchResult
+		want    []string // substrings of the problems, in order; none: no problem
+	}{
+		{"same", "1.8.1", []SearchResult{res([]string{"execve"}, every([]string{"execve"})), res(required, every(required))}, nil},
+		{"missing", "1.8.1", []SearchResult{res(union(required, []string{"getpid"}), every(union(required, []string{"getpid"})))},
+			[]string{`not recorded as required: []string{"getpid"}`}},
+		{"superfluous", "1.8.1", []SearchResult{res(required[1:], every(required[1:]))},
+			[]string{"needed every time by no configuration: []string{" + strconv.Quote(required[0]) + "}"}},
+		{"unrecorded now and then", "1.8.1", []SearchResult{res(union(required, []string{"futex"}), withFutex)},
+			[]string{`needed now and then, not recorded: []string{"futex"}`}},
+		{"no record", "0.0.1", []SearchResult{res(required, every(required))}, []string{"no set recorded for crun 0.0.1"}},
+	} {
+		got := compareRecorded(merge.RuntimeCrun, tc.version, tc.results)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: got %q, want %d problems like %q", tc.name, got, len(tc.want), tc.want)
+			continue
+		}
+		for i := range got {
+			if !strings.Contains(got[i], tc.want[i]) {
+				t.Errorf("%s: problem %d is %q, want it to contain %q", tc.name, i, got[i], tc.want[i])
+			}
+		}
 	}
 }
