@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubearmor/kscmp/api/report"
 )
 
 // Filter keeps the workloads a discovery is about. Empty fields match
@@ -26,7 +28,7 @@ type Filter struct {
 
 // Match reports whether a workload with identity id (recorded under key)
 // passes the filter.
-func (f *Filter) Match(key Key, id Identity) bool {
+func (f *Filter) Match(key Key, id report.Identity) bool {
 	if len(f.Keys) > 0 {
 		found := false
 		for _, k := range f.Keys {
@@ -64,7 +66,7 @@ func (f *Filter) Match(key Key, id Identity) bool {
 type PodLookup interface {
 	// Complete fills id from the pod with id.PodUID that runs the
 	// container id.ContainerID; it reports false when it knows no such pod.
-	Complete(id *Identity) bool
+	Complete(id *report.Identity) bool
 }
 
 // Progress is what a running discovery has seen so far.
@@ -72,7 +74,7 @@ type Progress struct {
 	Elapsed, Remaining time.Duration // Remaining is 0 without a duration
 	Workloads          int           // distinct workloads that passed the filter
 	Syscalls           map[string]int
-	Lost               Lost
+	Lost               report.Lost
 }
 
 // Options configures Discover.
@@ -98,7 +100,7 @@ type Options struct {
 
 // keyState is what the session knows of one recorder key.
 type keyState struct {
-	id        Identity
+	id        report.Identity
 	known     bool // a new-key event was read
 	firstSeen time.Time
 	lastSeen  time.Time
@@ -108,7 +110,7 @@ type keyState struct {
 // Discover records until the duration passes or ctx is done, then returns
 // the report of what the filtered workloads did. The recorder is detached
 // before Discover returns.
-func Discover(ctx context.Context, opts Options) (*Report, error) {
+func Discover(ctx context.Context, opts Options) (*report.Report, error) {
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
 	}
@@ -127,7 +129,7 @@ func Discover(ctx context.Context, opts Options) (*Report, error) {
 	}
 	defer rec.Close()
 
-	report := newReport(rec)
+	rep := newReport(rec)
 	var (
 		mu     sync.Mutex
 		states = map[Key]*keyState{}
@@ -137,7 +139,7 @@ func Discover(ctx context.Context, opts Options) (*Report, error) {
 	go func() {
 		runDone <- rec.Run(runCtx, func(ev NewKey) {
 			id := opts.Resolver.FromCgroup(ev.Cgroup(), ev.Exe(), ev.Key.Kind() == KeyMountNS)
-			if opts.Pods != nil && (id.Kind == KindPod || id.Kind == KindContainer) {
+			if opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
 				opts.Pods.Complete(&id)
 			}
 			mu.Lock()
@@ -152,7 +154,7 @@ func Discover(ctx context.Context, opts Options) (*Report, error) {
 	}()
 
 	start := time.Now()
-	report.Start = start.UTC()
+	rep.Start = start.UTC()
 	var deadline <-chan time.Time
 	if opts.Duration > 0 {
 		t := time.NewTimer(opts.Duration)
@@ -205,8 +207,8 @@ func Discover(ctx context.Context, opts Options) (*Report, error) {
 			if st == nil || !st.known || !opts.Filter.Match(ks.Key, st.id) {
 				continue
 			}
-			name := displayName(st.id)
-			seen[identityKey(st.id)] = true
+			name := st.id.String()
+			seen[st.id.Key()] = true
 			p.Syscalls[name] = max(p.Syscalls[name], st.count)
 		}
 		mu.Unlock()
@@ -262,27 +264,27 @@ loop:
 	if err != nil {
 		return nil, fmt.Errorf("discover: %w", err)
 	}
-	report.End = time.Now().UTC()
-	report.Lost = lostOf(lost)
+	rep.End = time.Now().UTC()
+	rep.Lost = lostOf(lost)
 
 	mu.Lock()
 	defer mu.Unlock()
 	for _, ks := range sets {
 		st := states[ks.Key]
 		if !st.known {
-			report.Lost.Unattributed++
+			rep.Lost.Unattributed++
 			opts.Logger.Warn("discover: workload without identity (its process was gone before it was resolved)", "key", ks.Key)
 			continue
 		}
 		// The kubelet may publish a container's id in the pod status after
 		// the container's first call: try again.
-		if opts.Pods != nil && (st.id.Kind == KindPod || st.id.Kind == KindContainer) && (st.id.Pod == "" || st.id.Container == "") {
+		if opts.Pods != nil && (st.id.Kind == report.KindPod || st.id.Kind == report.KindContainer) && (st.id.Pod == "" || st.id.Container == "") {
 			opts.Pods.Complete(&st.id)
 		}
 		if !opts.Filter.Match(ks.Key, st.id) {
 			continue
 		}
-		w := Workload{Identity: st.id, Syscalls: map[string][]string{}, FirstSeen: st.firstSeen.UTC(), LastSeen: st.lastSeen.UTC()}
+		w := report.Workload{Identity: st.id, Syscalls: map[string][]string{}, FirstSeen: st.firstSeen.UTC(), LastSeen: st.lastSeen.UTC()}
 		for _, s := range ks.Sets {
 			abi := s.Arch
 			if abi == "" {
@@ -296,14 +298,15 @@ loop:
 				w.Unknown[abi] = append(w.Unknown[abi], s.Unknown...)
 			}
 		}
-		report.Add(w)
+		rep.Add(w)
 	}
-	report.Sort()
-	return report, nil
+	rep.Sort()
+	return rep, nil
 }
 
-func newReport(rec *Recorder) *Report {
-	r := &Report{APIVersion: ReportAPIVersion, Kind: ReportKind, Hook: rec.Hook().String(), Workloads: []Workload{}}
+func newReport(rec *Recorder) *report.Report {
+	r := report.New()
+	r.Hook = rec.Hook().String()
 	r.Node, _ = os.Hostname()
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
@@ -313,24 +316,7 @@ func newReport(rec *Recorder) *Report {
 	return r
 }
 
-// displayName is a short name of a workload for progress lines.
-func displayName(id Identity) string {
-	switch {
-	case id.Pod != "":
-		s := id.Namespace + "/" + id.Pod
-		if id.Container != "" {
-			s += "/" + id.Container
-		}
-		return s
-	case id.ContainerID != "":
-		if len(id.ContainerID) > 12 && len(id.ContainerID) == 64 {
-			return id.Runtime + ":" + id.ContainerID[:12]
-		}
-		return id.Runtime + ":" + id.ContainerID
-	case id.Unit != "":
-		return id.Unit
-	case id.Exe != "":
-		return id.Exe
-	}
-	return id.Cgroup
+// lostOf is the report's form of the recorder's counters.
+func lostOf(c LostCounters) report.Lost {
+	return report.Lost{MapFull: c.MapFull, RingBufFull: c.RingBufFull, OutOfRange: c.OutOfRange, StaleMemo: c.StaleMemo}
 }

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/api"
-	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -35,12 +35,6 @@ var volatileLabels = []string{
 	"pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name",
 	"apps.kubernetes.io/pod-index", "controller-uid", "batch.kubernetes.io/controller-uid",
 	"job-name", "batch.kubernetes.io/job-name", "batch.kubernetes.io/job-completion-index",
-}
-
-// Source is one report and where it was read from.
-type Source struct {
-	Name   string // file name, for comments and messages
-	Report *discover.Report
 }
 
 // Options tunes Recommend.
@@ -109,7 +103,7 @@ type group struct {
 // union over replicas, nodes and reports; a policy per container when the
 // containers of a pod differ; host policies for systemd services and
 // containers run without Kubernetes. The output is deterministic.
-func Recommend(sources []Source, opts Options) (*Result, error) {
+func Recommend(sources []report.Source, opts Options) (*Result, error) {
 	if opts.HostNamespace == "" {
 		opts.HostNamespace = DefaultHostNamespace
 	}
@@ -119,7 +113,7 @@ func Recommend(sources []Source, opts Options) (*Result, error) {
 		for _, w := range src.Report.Workloads {
 			g, why := groupFor(groups, w.Identity, opts.HostNamespace)
 			if g == nil {
-				res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s", describeIdentity(w.Identity), why))
+				res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s", w.Identity, why))
 				continue
 			}
 			g.add(src, w)
@@ -147,10 +141,10 @@ func Recommend(sources []Source, opts Options) (*Result, error) {
 }
 
 // groupFor finds or makes the group of a workload, or says why it has none.
-func groupFor(groups map[string]*group, id discover.Identity, hostNS string) (*group, string) {
+func groupFor(groups map[string]*group, id report.Identity, hostNS string) (*group, string) {
 	var g group
 	switch {
-	case id.Kind == discover.KindPod && id.Namespace != "":
+	case id.Kind == report.KindPod && id.Namespace != "":
 		name, sel := workloadName(id)
 		if name == "" {
 			return nil, "a pod without labels or owner: nothing stable selects it"
@@ -162,12 +156,12 @@ func groupFor(groups map[string]*group, id discover.Identity, hostNS string) (*g
 		default:
 			g.describe = fmt.Sprintf("pods %s/%s", id.Namespace, name)
 		}
-	case id.Kind == discover.KindPod:
+	case id.Kind == report.KindPod:
 		return nil, "a pod that could not be resolved (run discover with a kubeconfig)"
-	case id.Kind == discover.KindSystemd && id.Unit != "":
+	case id.Kind == report.KindSystemd && id.Unit != "":
 		g = group{namespace: hostNS, name: strings.TrimSuffix(id.Unit, ".service"), host: true,
 			selector: api.Selector{SystemdUnits: []string{id.Unit}}, describe: "systemd service " + id.Unit}
-	case id.Kind == discover.KindContainer && id.ContainerID != "":
+	case id.Kind == report.KindContainer && id.ContainerID != "":
 		g = group{namespace: hostNS, name: id.ContainerID, host: true,
 			selector: api.Selector{ContainerNames: []string{id.ContainerID}}, describe: "host container " + id.ContainerID}
 		if id.Runtime != "" {
@@ -192,7 +186,7 @@ func groupFor(groups map[string]*group, id discover.Identity, hostNS string) (*g
 // workloadName names a pod's workload and the labels that select it: the
 // stable labels app.kubernetes.io/name or app, else the owner (whose pods'
 // common labels select it, computed when the group is complete).
-func workloadName(id discover.Identity) (string, api.Selector) {
+func workloadName(id report.Identity) (string, api.Selector) {
 	for _, k := range []string{"app.kubernetes.io/name", "app"} {
 		if v := id.Labels[k]; v != "" {
 			return v, api.Selector{MatchLabels: map[string]string{k: v}}
@@ -215,7 +209,7 @@ func stableLabels(l map[string]string) map[string]string {
 	return out
 }
 
-func (g *group) add(src Source, w discover.Workload) {
+func (g *group) add(src report.Source, w report.Workload) {
 	r := src.Report
 	g.reports[src.Name] = true
 	if r.Node != "" {
@@ -236,7 +230,7 @@ func (g *group) add(src Source, w discover.Workload) {
 		g.byContainer[c] = map[api.Arch]map[string]bool{}
 	}
 	for abi, names := range w.Syscalls {
-		a, ok := archOfABI(abi)
+		a, ok := report.ArchOf(abi)
 		if !ok {
 			continue
 		}
@@ -247,23 +241,6 @@ func (g *group) add(src Source, w discover.Workload) {
 			g.byContainer[c][a][n] = true
 		}
 	}
-}
-
-// archOfABI maps a report's ABI names to policy architectures.
-func archOfABI(abi string) (api.Arch, bool) {
-	switch abi {
-	case "x86_64":
-		return api.ArchX86_64, true
-	case "i386":
-		return api.ArchX86, true
-	case "x32":
-		return api.ArchX32, true
-	case "aarch64":
-		return api.ArchAARCH64, true
-	case "arm":
-		return api.ArchARM, true
-	}
-	return "", false
 }
 
 // files makes the group's policy files: one, or one per container when the
@@ -542,18 +519,4 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 	}
 	b.Write(body)
 	return b.Bytes(), nil
-}
-
-func describeIdentity(id discover.Identity) string {
-	switch {
-	case id.Pod != "":
-		return fmt.Sprintf("pod %s/%s", id.Namespace, id.Pod)
-	case id.ContainerID != "":
-		return "container " + id.ContainerID
-	case id.Unit != "":
-		return "unit " + id.Unit
-	case id.Exe != "":
-		return "process " + id.Exe
-	}
-	return "workload in cgroup " + id.Cgroup
 }

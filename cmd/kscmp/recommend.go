@@ -4,13 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kubearmor/kscmp/api"
-	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/merge"
 	"github.com/kubearmor/kscmp/recommend"
@@ -66,9 +65,9 @@ it) on a new branch, committed with the summary as the message.`,
 			if err != nil {
 				return usageErr("--runtime: %w", err)
 			}
-			sources, err := readReports(from)
+			sources, err := report.ReadAll(from)
 			if err != nil {
-				return invalidErr(err)
+				return invalidErr(fmt.Errorf("--from: %w", err))
 			}
 			target := outDir
 			if gitRepo != "" {
@@ -130,49 +129,4 @@ it) on a new branch, committed with the summary as the message.`,
 	f.StringVar(&gitRepo, "git", "", "git checkout to commit the policies into, on --branch")
 	f.StringVar(&branch, "branch", "", "new branch for --git")
 	return cmd
-}
-
-// readReports reads report files, globs and directories, sorted by name.
-func readReports(args []string) ([]recommend.Source, error) {
-	var files []string
-	for _, a := range args {
-		matches, err := filepath.Glob(a)
-		if err != nil {
-			return nil, fmt.Errorf("--from %q: %w", a, err)
-		}
-		if len(matches) == 0 {
-			return nil, fmt.Errorf("--from %q: no such file", a)
-		}
-		for _, m := range matches {
-			st, err := os.Stat(m)
-			if err != nil {
-				return nil, err
-			}
-			if !st.IsDir() {
-				files = append(files, m)
-				continue
-			}
-			in, _ := filepath.Glob(filepath.Join(m, "*.json"))
-			if len(in) == 0 {
-				return nil, fmt.Errorf("--from %q: no *.json reports in the directory", m)
-			}
-			files = append(files, in...)
-		}
-	}
-	slices.Sort(files)
-	files = slices.Compact(files)
-	var out []recommend.Source
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			return nil, err
-		}
-		r, err := discover.ReadReport(fh, f)
-		fh.Close()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, recommend.Source{Name: f, Report: r})
-	}
-	return out, nil
 }
