@@ -8,6 +8,10 @@ import (
 	"github.com/kubearmor/kscmp/bpf"
 )
 
+// MaxKeysLimit is the most keys (workloads) RecorderOptions.MaxKeys may ask
+// the kernel map to hold: NewRecorder refuses more.
+const MaxKeysLimit = 1 << 24
+
 // KeyKind says what a Key's id is.
 type KeyKind uint8
 

@@ -574,7 +574,7 @@ func (r *Recorder) Delete(keys ...Key) error {
 	// generation before and after the deletes makes every cache slot that
 	// may have seen an old set invalid.
 	if err := r.bumpGeneration(); err != nil {
-		return err
+		return fmt.Errorf("recorder: %w", err)
 	}
 	var errs []error
 	for _, k := range keys {
@@ -594,10 +594,10 @@ func (r *Recorder) Delete(keys ...Key) error {
 func (r *Recorder) bumpGeneration() error {
 	var gen uint64
 	if err := r.gen.Get(&gen); err != nil {
-		return fmt.Errorf("recorder: read generation: %w", err)
+		return fmt.Errorf("read generation: %w", err)
 	}
 	if err := r.gen.Set(gen + 1); err != nil {
-		return fmt.Errorf("recorder: set generation: %w", err)
+		return fmt.Errorf("set generation: %w", err)
 	}
 	return nil
 }

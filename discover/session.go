@@ -98,6 +98,11 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// ErrUnsupported is wrapped by Discover's error when the recorder cannot be
+// loaded: not root (CAP_BPF and CAP_PERFMON), no kernel BTF, or a kernel
+// without what the recorder needs. The system, not the request, is at fault.
+var ErrUnsupported = errors.New("this system cannot run the recorder (it needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF)")
+
 // keyState is what the session knows of one recorder key.
 type keyState struct {
 	id        report.Identity
@@ -131,9 +136,12 @@ type session struct {
 // before Discover returns.
 func Discover(ctx context.Context, opts Options) (*report.Report, error) {
 	opts = opts.withDefaults()
+	if k := opts.Recorder.MaxKeys; k < 0 || k > MaxKeysLimit {
+		return nil, fmt.Errorf("discover: Recorder.MaxKeys %d out of range 1..%d", k, MaxKeysLimit)
+	}
 	rec, err := NewRecorder(opts.Recorder)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
 	defer rec.Close()
 	s := &session{opts: opts, rec: rec, start: time.Now(), states: map[Key]*keyState{}}

@@ -93,7 +93,7 @@ func (h *hostFlags) installer(log *slog.Logger) (installer, error) {
 		s := &host.Systemd{Root: h.root, Family: fam, Log: log}
 		if !h.noVerify {
 			if _, err := exec.LookPath("systemd-analyze"); err != nil {
-				return nil, fmt.Errorf("%w: it checks every drop-in before kscmp writes it; install it, or pass --no-verify", deploy.ErrNoSystemdAnalyze)
+				return nil, &exitError{exitUnsupported, fmt.Errorf("%w: it checks every drop-in before kscmp writes it; install it, or pass --no-verify", deploy.ErrNoSystemdAnalyze)}
 			}
 			s.Verify = deploy.VerifySystemdDropIn
 		}
@@ -268,8 +268,11 @@ func (h *hostFlags) finish(w io.Writer, changes []host.Change, err error) error 
 	if errors.As(err, &np) {
 		return &exitError{exitNoMatch, err}
 	}
-	if errors.Is(err, host.ErrRejected) {
+	switch {
+	case errors.Is(err, host.ErrRejected):
 		err = invalidErr(err)
+	case errors.Is(err, deploy.ErrNoSystemdAnalyze):
+		err = &exitError{exitUnsupported, err}
 	}
 	if changes != nil {
 		if perr := printChanges(w, h.output, h.dryRun, changes); perr != nil && err == nil {

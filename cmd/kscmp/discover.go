@@ -97,8 +97,11 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 	opts.Progress = progressPrinter(stderr, isTerminal(stderr), fl.duration)
 	rep, err := discover.Discover(cmd.Context(), opts)
 	endProgress(stderr)
+	if errors.Is(err, discover.ErrUnsupported) {
+		return &exitError{exitUnsupported, err}
+	}
 	if err != nil {
-		return invalidErr(err)
+		return err
 	}
 	if fl.output == "-" || fl.output == "" {
 		return writeReport(cmd.OutOrStdout(), rep)
@@ -115,6 +118,9 @@ func (fl *discoverFlags) options() (discover.Options, error) {
 	sel, err := api.ParseLabels(fl.selector)
 	if err != nil {
 		return discover.Options{}, usageErr("--selector: %w", err)
+	}
+	if fl.maxKeys < 1 || fl.maxKeys > discover.MaxKeysLimit {
+		return discover.Options{}, usageErr("--max-keys %d: out of range 1..%d", fl.maxKeys, discover.MaxKeysLimit)
 	}
 	opts := discover.Options{
 		Duration: fl.duration,

@@ -110,6 +110,12 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"validate"}, exitUsage, "requires at least 1 arg"},
 		{[]string{"validate", "/nonexistent"}, exitInvalid, "/nonexistent: stat /nonexistent: no such file or directory"},
 		{[]string{"exec", "--profile", "/nonexistent", "--", "true"}, exitInvalid, "read profile"},
+		// A problem names the flag the user typed.
+		{[]string{"discover", "--selector", "app"}, exitUsage, `--selector: "app": want key=value`},
+		{[]string{"discover", "-l", "app=a,app=b"}, exitUsage, `--selector: key "app" given twice`},
+		{[]string{"discover", "--max-keys", "0"}, exitUsage, "--max-keys 0: out of range 1..16777216"},
+		{[]string{"discover", "--pid", "-5"}, exitUsage, "--pid -5: "},
+		{[]string{"recommend", "--from", "/nonexistent/*.json", "-o", "/nonexistent"}, exitInvalid, `--from: "/nonexistent/*.json": no such file`},
 	}
 	for _, c := range cases {
 		code, _, errs := runCLI(t, c.args...)
