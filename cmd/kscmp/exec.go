@@ -3,12 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy"
 	"github.com/kubearmor/kscmp/merge"
 )
@@ -16,7 +18,9 @@ import (
 const execLong = `Exec loads an OCI seccomp profile (as 'kscmp merge' writes it) into itself with
 no_new_privs and replaces itself with CMD, which then runs under the profile,
 as do all its children. The filter covers this machine's native ABI; system
-calls of other ABIs get the profile's default action.`
+calls of other ABIs get the profile's default action. It warns first when the
+profile refuses what every dynamically linked program calls to start (mmap,
+mprotect, openat, read, ...): CMD would die in its loader.`
 
 func newExecCmd() *cobra.Command {
 	var profile string
@@ -27,15 +31,19 @@ func newExecCmd() *cobra.Command {
 		Example: `  kscmp merge -f policies/ -n ns -l app=web --runtime none > web.json
   kscmp exec --profile web.json -- /usr/sbin/nginx -g 'daemon off;'`,
 		Args: argsUsage(cobra.MinimumNArgs(1)),
-		RunE: func(cmd *cobra.Command, args []string) error { return execProfile(profile, args) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return execProfile(cmd.ErrOrStderr(), profile, args)
+		},
 	}
 	cmd.Flags().StringVar(&profile, "profile", "", "OCI seccomp profile (JSON) to run the command under (required)")
 	return cmd
 }
 
 // execProfile replaces this process with args under the profile; it returns
-// only when that failed.
-func execProfile(profile string, args []string) error {
+// only when that failed. A profile that refuses what every program needs to
+// start is warned of first: the program would die in its loader without a
+// word why.
+func execProfile(stderr io.Writer, profile string, args []string) error {
 	if profile == "" {
 		return usageErr("--profile is required")
 	}
@@ -46,6 +54,9 @@ func execProfile(profile string, args []string) error {
 	rs, err := merge.ParseOCI(data, profile)
 	if err != nil {
 		return invalidErr(err)
+	}
+	if w := rs.StarterWarning(api.Family(defaultFamily()).Native()); w != "" {
+		fmt.Fprintf(stderr, "kscmp: warning: %s: %s\n", profile, w)
 	}
 	err = deploy.Exec(rs, args, os.Environ())
 	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {

@@ -26,7 +26,10 @@ const mergeLong = `Merge reads policies, keeps those that select the target (nam
 container name) and merges them into one profile: deny wins (Kill > Block >
 Audit > Allow); any allow rule makes the profile an allow-list (every other
 system call fails with EPERM), which then also allows what the container runtime
-calls while starting the container (--runtime).
+calls while starting the container (--runtime; a systemd drop-in, -o systemd,
+gets none unless --runtime is given). It warns on stderr when the profile
+refuses what every dynamically linked program calls to start (mmap, mprotect,
+openat, read, ...): nothing would run under it.
 
 Output (-o): json, the OCI/Docker seccomp profile that kubelet, containerd,
 CRI-O, runc, crun and docker read; systemd, a unit drop-in with
@@ -58,7 +61,7 @@ func (fl *mergeFlags) register(f *pflag.FlagSet) {
 	f.StringVarP(&fl.container, "container", "c", "", "the target container's name (policies with a containers list apply only to those)")
 	f.StringVar(&fl.unit, "systemd-unit", "", "target a systemd service on a host (policies with selector.systemdUnits)")
 	f.StringVar(&fl.hostName, "container-name", "", "target a container run without Kubernetes: docker/podman name or runc/crun id (policies with selector.containerNames)")
-	f.StringVar(&fl.runtime, "runtime", string(merge.RuntimeRunc), "container runtime whose start-up system calls an allow-list needs: runc, crun, any (both) or none")
+	f.StringVar(&fl.runtime, "runtime", string(merge.RuntimeRunc), "container runtime whose start-up system calls an allow-list needs: runc, crun, any (both) or none; with -o systemd, none unless given")
 	f.StringVar(&fl.family, "arch-family", defaultFamily(), "the node's architecture family when no policy names architectures: amd64 or arm64")
 	f.StringVarP(&fl.output, "output", "o", "json", "output format: json (OCI seccomp profile) or systemd (unit drop-in)")
 	f.BoolVar(&fl.explain, "explain", false, "print every system call's action and where it came from instead of the profile")
@@ -67,7 +70,7 @@ func (fl *mergeFlags) register(f *pflag.FlagSet) {
 // run merges the policies for the target the flags name and prints the
 // profile or its explanation.
 func (fl *mergeFlags) run(cmd *cobra.Command) error {
-	target, err := fl.target()
+	target, err := fl.target(cmd.Flags().Changed("runtime"))
 	if err != nil {
 		return err
 	}
@@ -85,11 +88,17 @@ func (fl *mergeFlags) run(cmd *cobra.Command) error {
 	if rs.Empty() {
 		return &exitError{exitNoMatch, fmt.Errorf("no policy selects %s (%d policies read)", target, len(policies))}
 	}
+	if w := rs.StarterWarning(target.Family.Native()); w != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "kscmp: warning: %s: %s\n", target, w)
+	}
 	return fl.print(cmd.OutOrStdout(), rs, target, cmd.Flags().Changed("output"))
 }
 
 // target turns the flags into the merge target; a problem names its flag.
-func (fl *mergeFlags) target() (merge.Target, error) {
+// A systemd drop-in (-o systemd) is for a unit that systemd starts itself,
+// so no container runtime's start-up set belongs in it unless --runtime
+// (flag, environment or config file) asks for one.
+func (fl *mergeFlags) target(runtimeGiven bool) (merge.Target, error) {
 	if err := checkOutput(fl.output, "json", "systemd"); err != nil {
 		return merge.Target{}, err
 	}
@@ -109,6 +118,9 @@ func (fl *mergeFlags) target() (merge.Target, error) {
 	rt, err := merge.ParseRuntime(fl.runtime)
 	if err != nil {
 		return merge.Target{}, usageErr("--runtime: %w", err)
+	}
+	if fl.output == "systemd" && !runtimeGiven {
+		rt = merge.RuntimeNone
 	}
 	fam := api.Family(fl.family)
 	if _, err := fam.Arches(); err != nil {
