@@ -100,8 +100,9 @@ type Options struct {
 
 // ErrUnsupported is wrapped by Discover's error when the recorder cannot be
 // loaded: not root (CAP_BPF and CAP_PERFMON), no kernel BTF, or a kernel
-// without what the recorder needs. The system, not the request, is at fault.
-var ErrUnsupported = errors.New("this system cannot run the recorder (it needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF)")
+// without what the recorder needs. The system, not the request, is at
+// fault. Check with errors.Is.
+var ErrUnsupported = errors.New("not supported by this system")
 
 // keyState is what the session knows of one recorder key.
 type keyState struct {
@@ -141,7 +142,7 @@ func Discover(ctx context.Context, opts Options) (*report.Report, error) {
 	}
 	rec, err := NewRecorder(opts.Recorder)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: %w", err, ErrUnsupported)
 	}
 	defer rec.Close()
 	s := &session{opts: opts, rec: rec, start: time.Now(), states: map[Key]*keyState{}}

@@ -98,7 +98,7 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 	rep, err := discover.Discover(cmd.Context(), opts)
 	endProgress(stderr)
 	if errors.Is(err, discover.ErrUnsupported) {
-		return &exitError{exitUnsupported, err}
+		return &exitError{exitUnsupported, fmt.Errorf("%w (discover needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF)", err)}
 	}
 	if err != nil {
 		return err
