@@ -44,7 +44,7 @@ unit:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./api
 	$(GO) test -run='^$$' -fuzz='^FuzzMerge$$' -fuzztime=$(FUZZTIME) ./merge
-	$(GO) test -run='^$$' -fuzz='^FuzzReadReport$$' -fuzztime=$(FUZZTIME) ./discover
+	$(GO) test -run='^$$' -fuzz='^FuzzRead$$' -fuzztime=$(FUZZTIME) ./api/report
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./merge/...

@@ -1,9 +1,15 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
+
+// ErrNoPolicyFiles means a directory given to Load holds no policy file.
+// Load reports it as a FieldError of that directory; check it with
+// errors.Is.
+var ErrNoPolicyFiles = errors.New("no *.yaml, *.yml or *.json files in directory")
 
 // FieldError is one problem in one policy document: where it is (file,
 // document, line), which field, which value, and what is wrong.
@@ -15,7 +21,14 @@ type FieldError struct {
 	Field  string // field path, e.g. "spec.seccomp.syscalls[2]"
 	Value  string // the offending value as written, "" when absent
 	Detail string // what is wrong
+	// Err is the cause when the problem is an error of its own (a file
+	// that cannot be read, ErrNoPolicyFiles), for errors.Is; Detail is
+	// then its message.
+	Err error
 }
+
+// Unwrap returns the cause, or nil.
+func (e *FieldError) Unwrap() error { return e.Err }
 
 // Error formats the problem as "file:line: document N (ns/name): field: value: detail".
 func (e *FieldError) Error() string {
@@ -58,6 +71,15 @@ func (l ErrorList) Error() string {
 		msgs[i] = e.Error()
 	}
 	return strings.Join(msgs, "\n")
+}
+
+// Unwrap returns the problems, so errors.Is and errors.As see each one.
+func (l ErrorList) Unwrap() []error {
+	out := make([]error, len(l))
+	for i, e := range l {
+		out[i] = e
+	}
+	return out
 }
 
 // Err returns l as an error, or nil when l is empty.

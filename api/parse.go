@@ -134,7 +134,7 @@ func Load(paths ...string) ([]Document, error) {
 	for _, p := range paths {
 		files, err := policyFiles(p)
 		if err != nil {
-			errs = append(errs, &FieldError{File: p, Detail: err.Error()})
+			errs = append(errs, &FieldError{File: p, Detail: err.Error(), Err: err})
 			continue
 		}
 		for _, f := range files {
@@ -144,7 +144,7 @@ func Load(paths ...string) ([]Document, error) {
 			if errors.As(err, &l) {
 				errs = append(errs, l...)
 			} else if err != nil {
-				errs = append(errs, &FieldError{File: f, Detail: err.Error()})
+				errs = append(errs, &FieldError{File: f, Detail: err.Error(), Err: err})
 			}
 		}
 	}
@@ -190,7 +190,7 @@ func policyFiles(path string) ([]string, error) {
 		return nil, err
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("no *.yaml, *.yml or *.json files in directory")
+		return nil, ErrNoPolicyFiles
 	}
 	return files, nil
 }

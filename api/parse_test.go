@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,8 +220,18 @@ func TestLoadReportsEverythingAndDuplicates(t *testing.T) {
 	if want := "b.yml:1: document 1 (wordpress-mysql/ksp-wordpress-block-process): name: \"ksp-wordpress-block-process\": policy defined twice: first in " + filepath.Join(dir, "a.yaml") + " document 1"; !strings.HasSuffix(list[1].Error(), want) {
 		t.Errorf("duplicate error %q lacks %q", list[1], want)
 	}
-	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
+	}
+	// A directory without policy files says so, as a sentinel a caller
+	// checks (recommend takes an empty --existing directory as no policies).
+	empty := filepath.Join(dir, "empty")
+	os.Mkdir(empty, 0o755)
+	if _, err := Load(empty); !errors.Is(err, ErrNoPolicyFiles) || err.Error() != empty+": no *.yaml, *.yml or *.json files in directory" {
+		t.Errorf("empty directory: %v", err)
+	}
+	if _, err := Load(dir); errors.Is(err, ErrNoPolicyFiles) {
+		t.Errorf("a directory with policies is reported empty: %v", err)
 	}
 }
 

@@ -10,16 +10,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/internal/ocitest"
 	"github.com/kubearmor/kscmp/merge"
 )
 
 // discoverWhile runs Discover while fn runs, and returns the report.
-func discoverWhile(t *testing.T, fn func()) *Report {
+func discoverWhile(t *testing.T, fn func()) *report.Report {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	type result struct {
-		r   *Report
+		r   *report.Report
 		err error
 	}
 	done := make(chan result, 1)
@@ -64,7 +65,7 @@ func TestContainerDiscovered(t *testing.T) {
 			rootfs := ocitest.BusyboxRootfs(t)
 			c := ocitest.Container{Runtime: bin, Rootfs: rootfs, Args: []string{"sh", "-c", script}}
 			var res ocitest.Result
-			report := discoverWhile(t, func() {
+			rep := discoverWhile(t, func() {
 				var err error
 				res, err = ocitest.Run(context.Background(), t, c)
 				if err != nil || res.ExitCode != 0 {
@@ -74,19 +75,19 @@ func TestContainerDiscovered(t *testing.T) {
 			// MapFull and RingBufFull could hide the container's calls; the
 			// other counters count every workload on the machine (other
 			// test packages run at the same time).
-			if l := report.Lost; l.MapFull+l.RingBufFull != 0 {
+			if l := rep.Lost; l.MapFull+l.RingBufFull != 0 {
 				t.Errorf("lost: %+v", l)
 			}
-			var w *Workload
-			for i := range report.Workloads {
-				if report.Workloads[i].Identity.ContainerID == res.ID {
-					w = &report.Workloads[i]
+			var w *report.Workload
+			for i := range rep.Workloads {
+				if rep.Workloads[i].Identity.ContainerID == res.ID {
+					w = &rep.Workloads[i]
 				}
 			}
 			if w == nil {
-				t.Fatalf("container %s not in the report (%d workloads)", res.ID, len(report.Workloads))
+				t.Fatalf("container %s not in the report (%d workloads)", res.ID, len(rep.Workloads))
 			}
-			if w.Identity.Kind != KindContainer {
+			if w.Identity.Kind != report.KindContainer {
 				t.Errorf("identity %+v, want kind container", w.Identity)
 			}
 			calls := w.Syscalls["x86_64"]

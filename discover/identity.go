@@ -5,42 +5,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-)
 
-// Identity says who a recorded workload is. Absent fields are unknown. It is
-// the "identity" object of the observation report.
-type Identity struct {
-	// Kind is "pod", "container", "systemd" or "process".
-	Kind        string            `json:"kind"`
-	Namespace   string            `json:"namespace,omitempty"`
-	Pod         string            `json:"pod,omitempty"`
-	PodUID      string            `json:"podUID,omitempty"`
-	Container   string            `json:"container,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Owner       *Owner            `json:"owner,omitempty"`
-	ContainerID string            `json:"containerID,omitempty"`
-	// Runtime is what runs the container: containerd, cri-o, docker,
-	// podman, runc or crun.
-	Runtime string `json:"runtime,omitempty"`
-	Unit    string `json:"unit,omitempty"`
-	Exe     string `json:"exe,omitempty"`
-	// Cgroup is the cgroup path the identity was read from.
-	Cgroup string `json:"cgroup,omitempty"`
-}
-
-// Owner is the controller that owns a pod (for a ReplicaSet, the Deployment
-// that owns it).
-type Owner struct {
-	Kind string `json:"kind"`
-	Name string `json:"name"`
-}
-
-// The identity kinds.
-const (
-	KindPod       = "pod"
-	KindContainer = "container"
-	KindSystemd   = "systemd"
-	KindProcess   = "process"
+	"github.com/kubearmor/kscmp/api/report"
 )
 
 var (
@@ -59,7 +25,8 @@ var runtimeOfPrefix = map[string]string{
 	"libpod":         "podman",
 }
 
-// IdentityResolver turns a cgroup path (and executable) into an Identity.
+// IdentityResolver turns a cgroup path (and executable) into the identity of
+// a report's workload.
 // The zero value knows the default state directories of runc and crun.
 type IdentityResolver struct {
 	// StateDirs maps runtime names to their state roots, where a directory
@@ -75,8 +42,8 @@ type IdentityResolver struct {
 // named like neither a unit nor a slice is a container's (runc and crun put
 // a container in "/<id>" by default), even when the runtime's state is
 // already gone, as it is for a container that lived a few milliseconds.
-func (r *IdentityResolver) FromCgroup(cgroup, exe string, ownNS bool) Identity {
-	id := Identity{Kind: KindProcess, Exe: exe, Cgroup: cgroup}
+func (r *IdentityResolver) FromCgroup(cgroup, exe string, ownNS bool) report.Identity {
+	id := report.Identity{Kind: report.KindProcess, Exe: exe, Cgroup: cgroup}
 	parts := strings.Split(strings.Trim(cgroup, "/"), "/")
 	for _, p := range parts {
 		if m := podSlice.FindStringSubmatch(p); m != nil {
@@ -87,39 +54,39 @@ func (r *IdentityResolver) FromCgroup(cgroup, exe string, ownNS bool) Identity {
 	for i := len(parts) - 1; i >= 0; i-- {
 		p := parts[i]
 		if m := scopeID.FindStringSubmatch(p); m != nil {
-			id.Kind, id.ContainerID, id.Runtime = KindContainer, m[2], runtimeOfPrefix[m[1]]
+			id.Kind, id.ContainerID, id.Runtime = report.KindContainer, m[2], runtimeOfPrefix[m[1]]
 			break
 		}
 		if m := bareID.FindStringSubmatch(p); m != nil {
-			id.Kind, id.ContainerID = KindContainer, m[1]
+			id.Kind, id.ContainerID = report.KindContainer, m[1]
 			if i > 0 && parts[i-1] == "docker" {
 				id.Runtime = "docker"
 			}
 			break
 		}
 		if rt := r.stateRuntime(p); rt != "" {
-			id.Kind, id.ContainerID, id.Runtime = KindContainer, p, rt
+			id.Kind, id.ContainerID, id.Runtime = report.KindContainer, p, rt
 			break
 		}
 		if strings.HasPrefix(p, "runc-") && strings.HasSuffix(p, ".scope") {
-			id.Kind, id.ContainerID, id.Runtime = KindContainer, strings.TrimSuffix(strings.TrimPrefix(p, "runc-"), ".scope"), "runc"
+			id.Kind, id.ContainerID, id.Runtime = report.KindContainer, strings.TrimSuffix(strings.TrimPrefix(p, "runc-"), ".scope"), "runc"
 			break
 		}
 		if i == len(parts)-1 && ownNS && p != "" && !strings.Contains(p, ".") {
-			id.Kind, id.ContainerID = KindContainer, p
+			id.Kind, id.ContainerID = report.KindContainer, p
 			break
 		}
 	}
-	if id.PodUID != "" && id.Kind == KindContainer {
-		id.Kind = KindPod
+	if id.PodUID != "" && id.Kind == report.KindContainer {
+		id.Kind = report.KindPod
 	}
-	if id.Kind == KindProcess {
+	if id.Kind == report.KindProcess {
 		// The innermost systemd unit: a service, or a scope (user sessions).
 		for i := len(parts) - 1; i >= 0; i-- {
 			if scopeOrUnit.MatchString(parts[i]) {
 				id.Unit = parts[i]
 				if strings.HasSuffix(parts[i], ".service") {
-					id.Kind = KindSystemd
+					id.Kind = report.KindSystemd
 				}
 				break
 			}

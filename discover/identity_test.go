@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/kubearmor/kscmp/api/report"
 )
 
 func TestIdentityFromCgroup(t *testing.T) {
@@ -15,33 +17,33 @@ func TestIdentityFromCgroup(t *testing.T) {
 	r := &IdentityResolver{StateDirs: map[string][]string{"runc": {filepath.Join(state, "runc")}, "crun": {filepath.Join(state, "crun")}}}
 	cases := []struct {
 		cgroup string
-		want   Identity
+		want   report.Identity
 	}{
 		{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b3c4d_0000_1111_2222_333344445555.slice/cri-containerd-" + id + ".scope",
-			Identity{Kind: KindPod, PodUID: "1a2b3c4d-0000-1111-2222-333344445555", ContainerID: id, Runtime: "containerd"}},
+			report.Identity{Kind: report.KindPod, PodUID: "1a2b3c4d-0000-1111-2222-333344445555", ContainerID: id, Runtime: "containerd"}},
 		{"/kubepods/burstable/pod1a2b3c4d-0000-1111-2222-333344445555/" + id,
-			Identity{Kind: KindPod, PodUID: "1a2b3c4d-0000-1111-2222-333344445555", ContainerID: id}},
+			report.Identity{Kind: report.KindPod, PodUID: "1a2b3c4d-0000-1111-2222-333344445555", ContainerID: id}},
 		{"/kubepods.slice/kubepods-pod1a2b3c4d_0000_1111_2222_333344445555.slice/crio-" + id + ".scope",
-			Identity{Kind: KindPod, PodUID: "1a2b3c4d-0000-1111-2222-333344445555", ContainerID: id, Runtime: "cri-o"}},
-		{"/system.slice/docker-" + id + ".scope", Identity{Kind: KindContainer, ContainerID: id, Runtime: "docker"}},
-		{"/docker/" + id, Identity{Kind: KindContainer, ContainerID: id, Runtime: "docker"}},
-		{"/machine.slice/libpod-" + id + ".scope", Identity{Kind: KindContainer, ContainerID: id, Runtime: "podman"}},
-		{"/demo-1", Identity{Kind: KindContainer, ContainerID: "demo-1", Runtime: "runc"}},
-		{"/demo-2", Identity{Kind: KindContainer, ContainerID: "demo-2", Runtime: "crun"}},
-		{"/system.slice/runc-web.scope", Identity{Kind: KindContainer, ContainerID: "web", Runtime: "runc"}},
-		{"/system.slice/nginx.service", Identity{Kind: KindSystemd, Unit: "nginx.service"}},
-		{"/user.slice/user-0.slice/session-3.scope", Identity{Kind: KindProcess, Unit: "session-3.scope"}},
-		{"/", Identity{Kind: KindProcess}},
+			report.Identity{Kind: report.KindPod, PodUID: "1a2b3c4d-0000-1111-2222-333344445555", ContainerID: id, Runtime: "cri-o"}},
+		{"/system.slice/docker-" + id + ".scope", report.Identity{Kind: report.KindContainer, ContainerID: id, Runtime: "docker"}},
+		{"/docker/" + id, report.Identity{Kind: report.KindContainer, ContainerID: id, Runtime: "docker"}},
+		{"/machine.slice/libpod-" + id + ".scope", report.Identity{Kind: report.KindContainer, ContainerID: id, Runtime: "podman"}},
+		{"/demo-1", report.Identity{Kind: report.KindContainer, ContainerID: "demo-1", Runtime: "runc"}},
+		{"/demo-2", report.Identity{Kind: report.KindContainer, ContainerID: "demo-2", Runtime: "crun"}},
+		{"/system.slice/runc-web.scope", report.Identity{Kind: report.KindContainer, ContainerID: "web", Runtime: "runc"}},
+		{"/system.slice/nginx.service", report.Identity{Kind: report.KindSystemd, Unit: "nginx.service"}},
+		{"/user.slice/user-0.slice/session-3.scope", report.Identity{Kind: report.KindProcess, Unit: "session-3.scope"}},
+		{"/", report.Identity{Kind: report.KindProcess}},
 	}
 	// A container whose runtime state is gone: attributed by its cgroup when
 	// the process has its own mount namespace, not otherwise.
-	if got := r.FromCgroup("/gone-1", "/bin/x", true); got.Kind != KindContainer || got.ContainerID != "gone-1" || got.Runtime != "" {
+	if got := r.FromCgroup("/gone-1", "/bin/x", true); got.Kind != report.KindContainer || got.ContainerID != "gone-1" || got.Runtime != "" {
 		t.Errorf("own namespace: %+v", got)
 	}
-	if got := r.FromCgroup("/gone-1", "/bin/x", false); got.Kind != KindProcess {
+	if got := r.FromCgroup("/gone-1", "/bin/x", false); got.Kind != report.KindProcess {
 		t.Errorf("host namespace: %+v", got)
 	}
-	if got := r.FromCgroup("/user.slice/user-0.slice/session-3.scope", "/bin/x", true); got.Kind != KindProcess {
+	if got := r.FromCgroup("/user.slice/user-0.slice/session-3.scope", "/bin/x", true); got.Kind != report.KindProcess {
 		t.Errorf("a session scope is no container: %+v", got)
 	}
 	for _, c := range cases {

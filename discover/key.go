@@ -2,9 +2,15 @@ package discover
 
 import (
 	"fmt"
+	"path/filepath"
+	"strconv"
 
 	"github.com/kubearmor/kscmp/bpf"
 )
+
+// MaxKeysLimit is the most keys (workloads) RecorderOptions.MaxKeys may ask
+// the kernel map to hold: NewRecorder refuses more.
+const MaxKeysLimit = 1 << 24
 
 // KeyKind says what a Key's id is.
 type KeyKind uint8
@@ -61,4 +67,29 @@ func (k Key) ID() uint64 {
 // String returns "mntns:<id>" or "cgroup:<id>".
 func (k Key) String() string {
 	return fmt.Sprintf("%s:%d", k.Kind(), k.ID())
+}
+
+// PIDKey returns the key the recorder records the process pid under: its
+// mount namespace's when that is not the host's (hostNS; this process's when
+// 0), else its cgroup's, and then host is true (the recorder must include
+// the host to see it). It is how a user's --pid becomes a filter: a process
+// id does not last, its workload's key does.
+func PIDKey(pid int, hostNS uint32) (key Key, host bool, err error) {
+	dir := filepath.Join("/proc", strconv.Itoa(pid))
+	mine := hostNS
+	if mine == 0 {
+		if mine, err = MountNSOf("/proc/self"); err != nil {
+			return 0, false, err
+		}
+	}
+	theirs, err := MountNSOf(dir)
+	if err != nil {
+		return 0, false, err
+	}
+	if theirs != mine {
+		id, err := MountNSID(dir)
+		return MountNSKey(id), false, err
+	}
+	id, err := CgroupIDOf(dir)
+	return CgroupKey(id), true, err
 }

@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubearmor/kscmp/api/report"
 )
 
 const (
@@ -79,7 +81,7 @@ func (w *PodWatcher) Start(ctx context.Context, timeout time.Duration) error {
 // Complete fills the namespace, pod, container name, labels and owner of a
 // container from its pod, found by container id or else by pod UID. It
 // reports whether a pod was found.
-func (w *PodWatcher) Complete(id *Identity) bool {
+func (w *PodWatcher) Complete(id *report.Identity) bool {
 	var pod *corev1.Pod
 	if id.ContainerID != "" {
 		if objs, _ := w.informer.GetIndexer().ByIndex(byContainerID, id.ContainerID); len(objs) > 0 {
@@ -94,7 +96,7 @@ func (w *PodWatcher) Complete(id *Identity) bool {
 	if pod == nil {
 		return false
 	}
-	id.Kind = KindPod
+	id.Kind = report.KindPod
 	id.Namespace, id.Pod, id.PodUID = pod.Namespace, pod.Name, string(pod.UID)
 	id.Labels = maps.Clone(pod.Labels)
 	for _, st := range allStatuses(pod) {
@@ -114,7 +116,7 @@ func (w *PodWatcher) Complete(id *Identity) bool {
 
 // ownerOf returns the pod's controller; a ReplicaSet that a Deployment made
 // (named <deployment>-<pod-template-hash>) is reported as that Deployment.
-func ownerOf(pod *corev1.Pod) *Owner {
+func ownerOf(pod *corev1.Pod) *report.Owner {
 	for _, ref := range pod.OwnerReferences {
 		if ref.Controller == nil || !*ref.Controller {
 			continue
@@ -122,11 +124,11 @@ func ownerOf(pod *corev1.Pod) *Owner {
 		if ref.Kind == "ReplicaSet" {
 			if hash := pod.Labels["pod-template-hash"]; hash != "" {
 				if name, ok := strings.CutSuffix(ref.Name, "-"+hash); ok {
-					return &Owner{Kind: "Deployment", Name: name}
+					return &report.Owner{Kind: "Deployment", Name: name}
 				}
 			}
 		}
-		return &Owner{Kind: ref.Kind, Name: ref.Name}
+		return &report.Owner{Kind: ref.Kind, Name: ref.Name}
 	}
 	return nil
 }

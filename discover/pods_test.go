@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/internal/apitest"
 )
 
@@ -56,25 +57,25 @@ func TestPodWatcher(t *testing.T) {
 	if err := w.Start(ctx, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	id := Identity{Kind: KindPod, ContainerID: idA}
+	id := report.Identity{Kind: report.KindPod, ContainerID: idA}
 	if !w.Complete(&id) {
 		t.Fatal("pod of node-a not found by container id")
 	}
-	want := Identity{Kind: KindPod, Namespace: "shop", Pod: a.Name, PodUID: string(a.UID), Container: "nginx",
-		Labels: map[string]string{"app": "web", "pod-template-hash": "5d8f9"}, Owner: &Owner{Kind: "Deployment", Name: "web"},
+	want := report.Identity{Kind: report.KindPod, Namespace: "shop", Pod: a.Name, PodUID: string(a.UID), Container: "nginx",
+		Labels: map[string]string{"app": "web", "pod-template-hash": "5d8f9"}, Owner: &report.Owner{Kind: "Deployment", Name: "web"},
 		ContainerID: idA, Runtime: "containerd"}
 	if !reflect.DeepEqual(id, want) {
 		t.Errorf("got  %+v\nwant %+v", id, want)
 	}
 	// Pods of other nodes are not watched.
-	if other := (Identity{ContainerID: idB, PodUID: string(b.UID)}); w.Complete(&other) {
+	if other := (report.Identity{ContainerID: idB, PodUID: string(b.UID)}); w.Complete(&other) {
 		t.Errorf("a pod of node-b was resolved: %+v", other)
 	}
 	// A pod created later, found by UID before its status names the
 	// container, and by container id once it does.
 	c := mkPod("web-5d8f9-klmno", "node-a", "")
 	const idC = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
-	byUID := Identity{PodUID: string(c.UID), ContainerID: idC}
+	byUID := report.Identity{PodUID: string(c.UID), ContainerID: idC}
 	deadline := time.Now().Add(20 * time.Second)
 	for !w.Complete(&byUID) {
 		if time.Now().After(deadline) {
@@ -87,7 +88,7 @@ func TestPodWatcher(t *testing.T) {
 	}
 	setStatus(c, idC)
 	for {
-		got := Identity{ContainerID: idC}
+		got := report.Identity{ContainerID: idC}
 		if w.Complete(&got) && got.Container == "nginx" {
 			break
 		}

@@ -205,8 +205,8 @@ func NewRecorder(opts RecorderOptions) (*Recorder, error) {
 	if opts.Hook != HookAuto && opts.Hook != HookTpBtf && opts.Hook != HookRawTp {
 		return nil, fmt.Errorf("recorder: RecorderOptions.Hook is %s: want auto, tp_btf or raw_tp", opts.Hook)
 	}
-	if opts.MaxKeys < 1 || opts.MaxKeys > 1<<24 {
-		return nil, fmt.Errorf("recorder: MaxKeys %d out of range 1..%d", opts.MaxKeys, 1<<24)
+	if opts.MaxKeys < 1 || opts.MaxKeys > MaxKeysLimit {
+		return nil, fmt.Errorf("recorder: MaxKeys %d out of range 1..%d", opts.MaxKeys, MaxKeysLimit)
 	}
 	if rb := opts.RingBufferSize; rb < os.Getpagesize() || rb%os.Getpagesize() != 0 || bits.OnesCount(uint(rb)) != 1 || rb > 1<<30 {
 		return nil, fmt.Errorf("recorder: RingBufferSize %d is not a power of two multiple of the page size (%d)", rb, os.Getpagesize())

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubearmor/kscmp/api/report"
 )
 
 // Filter keeps the workloads a discovery is about. Empty fields match
@@ -26,7 +28,7 @@ type Filter struct {
 
 // Match reports whether a workload with identity id (recorded under key)
 // passes the filter.
-func (f *Filter) Match(key Key, id Identity) bool {
+func (f *Filter) Match(key Key, id report.Identity) bool {
 	if len(f.Keys) > 0 {
 		found := false
 		for _, k := range f.Keys {
@@ -64,7 +66,7 @@ func (f *Filter) Match(key Key, id Identity) bool {
 type PodLookup interface {
 	// Complete fills id from the pod with id.PodUID that runs the
 	// container id.ContainerID; it reports false when it knows no such pod.
-	Complete(id *Identity) bool
+	Complete(id *report.Identity) bool
 }
 
 // Progress is what a running discovery has seen so far.
@@ -72,7 +74,7 @@ type Progress struct {
 	Elapsed, Remaining time.Duration // Remaining is 0 without a duration
 	Workloads          int           // distinct workloads that passed the filter
 	Syscalls           map[string]int
-	Lost               Lost
+	Lost               report.Lost
 }
 
 // Options configures Discover.
@@ -98,212 +100,289 @@ type Options struct {
 
 // keyState is what the session knows of one recorder key.
 type keyState struct {
-	id        Identity
+	id        report.Identity
 	known     bool // a new-key event was read
 	firstSeen time.Time
 	lastSeen  time.Time
 	count     int
 }
 
+// session is one discovery: the recorder, what is known of each of its keys,
+// and the goroutine that reads the recorder's new-key events. Discover runs
+// it in steps: record (snapshot and progress at every tick), settle (the
+// last snapshot, and time for the events of its new keys), finish (the
+// report).
+type session struct {
+	opts  Options
+	rec   *Recorder
+	start time.Time
+
+	// stopEvents ends the event reader; events says how it ended.
+	stopEvents context.CancelFunc
+	events     chan error
+
+	mu     sync.Mutex        // guards states and sets
+	states map[Key]*keyState // every key seen, by an event or a snapshot
+	sets   []KeySet          // the last snapshot
+}
+
 // Discover records until the duration passes or ctx is done, then returns
 // the report of what the filtered workloads did. The recorder is detached
 // before Discover returns.
-func Discover(ctx context.Context, opts Options) (*Report, error) {
-	if opts.Interval <= 0 {
-		opts.Interval = time.Second
+func Discover(ctx context.Context, opts Options) (*report.Report, error) {
+	opts = opts.withDefaults()
+	if k := opts.Recorder.MaxKeys; k < 0 || k > MaxKeysLimit {
+		return nil, fmt.Errorf("discover: Recorder.MaxKeys %d out of range 1..%d", k, MaxKeysLimit)
 	}
-	if opts.Resolver == nil {
-		opts.Resolver = &IdentityResolver{}
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Recorder.Logger == nil {
-		opts.Recorder.Logger = opts.Logger
-	}
+	// A recorder the kernel refuses wraps ErrUnsupported (see NewRecorder).
 	rec, err := NewRecorder(opts.Recorder)
 	if err != nil {
 		return nil, err
 	}
 	defer rec.Close()
-
-	report := newReport(rec)
-	var (
-		mu     sync.Mutex
-		states = map[Key]*keyState{}
-	)
-	runCtx, stopRun := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- rec.Run(runCtx, func(ev NewKey) {
-			id := opts.Resolver.FromCgroup(ev.Cgroup(), ev.Exe(), ev.Key.Kind() == KeyMountNS)
-			if opts.Pods != nil && (id.Kind == KindPod || id.Kind == KindContainer) {
-				opts.Pods.Complete(&id)
-			}
-			mu.Lock()
-			st := states[ev.Key]
-			if st == nil {
-				st = &keyState{firstSeen: time.Now()}
-				states[ev.Key] = st
-			}
-			st.id, st.known = id, true
-			mu.Unlock()
-		})
-	}()
-
-	start := time.Now()
-	report.Start = start.UTC()
-	var deadline <-chan time.Time
-	if opts.Duration > 0 {
-		t := time.NewTimer(opts.Duration)
-		defer t.Stop()
-		deadline = t.C
-	}
-	tick := time.NewTicker(opts.Interval)
-	defer tick.Stop()
-
-	var sets []KeySet
-	snapshot := func() error {
-		s, err := rec.Snapshot()
-		if err != nil {
-			return err
-		}
-		sets = s
-		now := time.Now()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, ks := range sets {
-			st := states[ks.Key]
-			if st == nil {
-				st = &keyState{firstSeen: now}
-				states[ks.Key] = st
-			}
-			n := 0
-			for _, s := range ks.Sets {
-				n += len(s.Numbers)
-			}
-			if n > st.count {
-				st.count, st.lastSeen = n, now
-			}
-		}
-		return nil
-	}
-	progress := func() {
-		if opts.Progress == nil {
-			return
-		}
-		lost, _ := rec.Lost()
-		p := Progress{Elapsed: time.Since(start), Syscalls: map[string]int{}}
-		if opts.Duration > 0 {
-			p.Remaining = max(0, opts.Duration-p.Elapsed)
-		}
-		p.Lost = lostOf(lost)
-		mu.Lock()
-		seen := map[string]bool{}
-		for _, ks := range sets {
-			st := states[ks.Key]
-			if st == nil || !st.known || !opts.Filter.Match(ks.Key, st.id) {
-				continue
-			}
-			name := displayName(st.id)
-			seen[identityKey(st.id)] = true
-			p.Syscalls[name] = max(p.Syscalls[name], st.count)
-		}
-		mu.Unlock()
-		p.Workloads = len(seen)
-		opts.Progress(p)
-	}
-
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-deadline:
-			break loop
-		case err := <-runDone:
-			stopRun()
-			return nil, fmt.Errorf("discover: %w", err)
-		case <-tick.C:
-			if err := snapshot(); err != nil {
-				stopRun()
-				return nil, fmt.Errorf("discover: %w", err)
-			}
-			progress()
-		}
-	}
-
-	// The final snapshot, then give the event reader a moment to resolve
-	// the keys it contains that have no identity yet.
-	if err := snapshot(); err != nil {
-		stopRun()
+	s := &session{opts: opts, rec: rec, start: time.Now(), states: map[Key]*keyState{}}
+	s.readEvents()
+	defer s.stopEvents()
+	if err := s.record(ctx); err != nil {
 		return nil, fmt.Errorf("discover: %w", err)
 	}
-	waitUntil := time.Now().Add(500 * time.Millisecond)
-	for time.Now().Before(waitUntil) {
-		mu.Lock()
-		missing := 0
-		for _, ks := range sets {
-			if st := states[ks.Key]; st == nil || !st.known {
-				missing++
-			}
-		}
-		mu.Unlock()
-		if missing == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	stopRun()
-	if err := <-runDone; err != nil && !errors.Is(err, context.Canceled) {
+	if err := s.settle(); err != nil {
 		return nil, fmt.Errorf("discover: %w", err)
 	}
-	lost, err := rec.Lost()
+	rep, err := s.finish()
 	if err != nil {
 		return nil, fmt.Errorf("discover: %w", err)
 	}
-	report.End = time.Now().UTC()
-	report.Lost = lostOf(lost)
+	return rep, nil
+}
 
-	mu.Lock()
-	defer mu.Unlock()
+// withDefaults fills what the caller left zero, so the steps need not ask.
+func (o Options) withDefaults() Options {
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.Resolver == nil {
+		o.Resolver = &IdentityResolver{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Recorder.Logger == nil {
+		o.Recorder.Logger = o.Logger
+	}
+	return o
+}
+
+// readEvents starts the goroutine that turns the recorder's new-key events
+// into identities. It runs apart from the ticks because an identity must be
+// read from /proc while the key's first process still lives: a tick later
+// it may be gone.
+func (s *session) readEvents() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopEvents, s.events = cancel, make(chan error, 1)
+	go func() { s.events <- s.rec.Run(ctx, s.newKey) }()
+}
+
+// newKey resolves the identity of a key the recorder just saw: from the
+// cgroup and executable its event carries, completed from the pod when the
+// workload runs in one.
+func (s *session) newKey(ev NewKey) {
+	id := s.opts.Resolver.FromCgroup(ev.Cgroup(), ev.Exe(), ev.Key.Kind() == KeyMountNS)
+	if s.opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
+		s.opts.Pods.Complete(&id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state(ev.Key, time.Now())
+	st.id, st.known = id, true
+}
+
+// state returns the state of key, new (first seen now) if there is none.
+// The caller holds mu.
+func (s *session) state(key Key, now time.Time) *keyState {
+	st := s.states[key]
+	if st == nil {
+		st = &keyState{firstSeen: now}
+		s.states[key] = st
+	}
+	return st
+}
+
+// record takes a snapshot and shows progress at every tick until the
+// duration passes or ctx is done. It returns early only when the recorder
+// fails: what was recorded until then cannot be trusted to be complete.
+func (s *session) record(ctx context.Context) error {
+	var deadline <-chan time.Time
+	if s.opts.Duration > 0 {
+		t := time.NewTimer(s.opts.Duration)
+		defer t.Stop()
+		deadline = t.C
+	}
+	tick := time.NewTicker(s.opts.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-deadline:
+			return nil
+		case err := <-s.events:
+			return fmt.Errorf("event reader stopped: %w", err)
+		case <-tick.C:
+			if err := s.snapshot(); err != nil {
+				return err
+			}
+			if err := s.progress(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// snapshot reads the kernel's sets. A key whose set grew since the last
+// snapshot was seen now: that is LastSeen, the recording's only clock for
+// a workload's activity.
+func (s *session) snapshot() error {
+	sets, err := s.rec.Snapshot()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sets = sets
 	for _, ks := range sets {
-		st := states[ks.Key]
+		st := s.state(ks.Key, now)
+		n := 0
+		for _, set := range ks.Sets {
+			n += len(set.Numbers)
+		}
+		if n > st.count {
+			st.count, st.lastSeen = n, now
+		}
+	}
+	return nil
+}
+
+// progress tells the caller what the filtered workloads did so far, named
+// for people; keys not yet resolved are not counted, since the filter cannot
+// tell yet whether they are wanted.
+func (s *session) progress() error {
+	if s.opts.Progress == nil {
+		return nil
+	}
+	lost, err := s.rec.Lost()
+	if err != nil {
+		return err
+	}
+	p := Progress{Elapsed: time.Since(s.start), Syscalls: map[string]int{}, Lost: lostOf(lost)}
+	if s.opts.Duration > 0 {
+		p.Remaining = max(0, s.opts.Duration-p.Elapsed)
+	}
+	seen := map[string]bool{}
+	s.mu.Lock()
+	for _, ks := range s.sets {
+		st := s.states[ks.Key]
+		if st == nil || !st.known || !s.opts.Filter.Match(ks.Key, st.id) {
+			continue
+		}
+		name := st.id.String()
+		seen[st.id.Key()] = true
+		p.Syscalls[name] = max(p.Syscalls[name], st.count)
+	}
+	s.mu.Unlock()
+	p.Workloads = len(seen)
+	s.opts.Progress(p)
+	return nil
+}
+
+// settle takes the last snapshot and gives the event reader up to half a
+// second to resolve the keys in it that have no identity yet (their event
+// may still be in the ring buffer), then stops the reader.
+func (s *session) settle() error {
+	if err := s.snapshot(); err != nil {
+		return err
+	}
+	for waitUntil := time.Now().Add(500 * time.Millisecond); time.Now().Before(waitUntil) && s.unresolved() > 0; {
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.stopEvents()
+	if err := <-s.events; err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("event reader: %w", err)
+	}
+	return nil
+}
+
+// unresolved counts the keys of the last snapshot without an identity.
+func (s *session) unresolved() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ks := range s.sets {
+		if st := s.states[ks.Key]; st == nil || !st.known {
+			n++
+		}
+	}
+	return n
+}
+
+// finish makes the report: every key of the last snapshot that passes the
+// filter, merged by identity (a container's several mount namespaces, a
+// pod's restarts), and what was lost. A key without identity cannot pass a
+// filter and cannot be named: it is counted as Unattributed.
+func (s *session) finish() (*report.Report, error) {
+	lost, err := s.rec.Lost()
+	if err != nil {
+		return nil, err
+	}
+	rep := newReport(s.rec)
+	rep.Start, rep.End = s.start.UTC(), time.Now().UTC()
+	rep.Lost = lostOf(lost)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ks := range s.sets {
+		st := s.states[ks.Key]
 		if !st.known {
-			report.Lost.Unattributed++
-			opts.Logger.Warn("discover: workload without identity (its process was gone before it was resolved)", "key", ks.Key)
+			rep.Lost.Unattributed++
+			s.opts.Logger.Warn("discover: workload without identity (its process was gone before it was resolved)", "key", ks.Key)
 			continue
 		}
 		// The kubelet may publish a container's id in the pod status after
 		// the container's first call: try again.
-		if opts.Pods != nil && (st.id.Kind == KindPod || st.id.Kind == KindContainer) && (st.id.Pod == "" || st.id.Container == "") {
-			opts.Pods.Complete(&st.id)
+		if s.opts.Pods != nil && (st.id.Kind == report.KindPod || st.id.Kind == report.KindContainer) && (st.id.Pod == "" || st.id.Container == "") {
+			s.opts.Pods.Complete(&st.id)
 		}
-		if !opts.Filter.Match(ks.Key, st.id) {
-			continue
+		if s.opts.Filter.Match(ks.Key, st.id) {
+			rep.Add(workloadOf(st, ks))
 		}
-		w := Workload{Identity: st.id, Syscalls: map[string][]string{}, FirstSeen: st.firstSeen.UTC(), LastSeen: st.lastSeen.UTC()}
-		for _, s := range ks.Sets {
-			abi := s.Arch
-			if abi == "" {
-				abi = s.ABI.String()
-			}
-			w.Syscalls[abi] = append(w.Syscalls[abi], s.Names...)
-			if len(s.Unknown) > 0 {
-				if w.Unknown == nil {
-					w.Unknown = map[string][]int{}
-				}
-				w.Unknown[abi] = append(w.Unknown[abi], s.Unknown...)
-			}
-		}
-		report.Add(w)
 	}
-	report.Sort()
-	return report, nil
+	rep.Sort()
+	return rep, nil
 }
 
-func newReport(rec *Recorder) *Report {
-	r := &Report{APIVersion: ReportAPIVersion, Kind: ReportKind, Hook: rec.Hook().String(), Workloads: []Workload{}}
+// workloadOf is the report's form of one key's sets, named by ABI.
+func workloadOf(st *keyState, ks KeySet) report.Workload {
+	w := report.Workload{Identity: st.id, Syscalls: map[string][]string{}, FirstSeen: st.firstSeen.UTC(), LastSeen: st.lastSeen.UTC()}
+	for _, set := range ks.Sets {
+		abi := set.Arch
+		if abi == "" {
+			abi = set.ABI.String()
+		}
+		w.Syscalls[abi] = append(w.Syscalls[abi], set.Names...)
+		if len(set.Unknown) > 0 {
+			if w.Unknown == nil {
+				w.Unknown = map[string][]int{}
+			}
+			w.Unknown[abi] = append(w.Unknown[abi], set.Unknown...)
+		}
+	}
+	return w
+}
+
+// newReport is an empty report that says where and how it was recorded.
+func newReport(rec *Recorder) *report.Report {
+	r := report.New()
+	r.Hook = rec.Hook().String()
 	r.Node, _ = os.Hostname()
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
@@ -313,24 +392,7 @@ func newReport(rec *Recorder) *Report {
 	return r
 }
 
-// displayName is a short name of a workload for progress lines.
-func displayName(id Identity) string {
-	switch {
-	case id.Pod != "":
-		s := id.Namespace + "/" + id.Pod
-		if id.Container != "" {
-			s += "/" + id.Container
-		}
-		return s
-	case id.ContainerID != "":
-		if len(id.ContainerID) > 12 && len(id.ContainerID) == 64 {
-			return id.Runtime + ":" + id.ContainerID[:12]
-		}
-		return id.Runtime + ":" + id.ContainerID
-	case id.Unit != "":
-		return id.Unit
-	case id.Exe != "":
-		return id.Exe
-	}
-	return id.Cgroup
+// lostOf is the report's form of the recorder's counters.
+func lostOf(c LostCounters) report.Lost {
+	return report.Lost{MapFull: c.MapFull, RingBufFull: c.RingBufFull, OutOfRange: c.OutOfRange, StaleMemo: c.StaleMemo}
 }

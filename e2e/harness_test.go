@@ -23,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/discover"
 	"github.com/kubearmor/kscmp/internal/ocitest"
 	"github.com/kubearmor/kscmp/internal/testenv"
@@ -490,7 +491,7 @@ type recording struct {
 }
 
 type recordResult struct {
-	report *discover.Report
+	report *report.Report
 	err    error
 }
 
@@ -536,7 +537,7 @@ func record(t *testing.T, filter discover.Filter) *recording {
 
 // finish stops the discovery and returns its report. It fails the test when
 // the recorder lost calls.
-func (r *recording) finish(t *testing.T) *discover.Report {
+func (r *recording) finish(t *testing.T) *report.Report {
 	t.Helper()
 	r.cancel()
 	var res recordResult
@@ -574,11 +575,11 @@ func recordContainer(t *testing.T, id string) *recording {
 }
 
 // recordedSet returns the x86_64 calls recorded for the container id.
-func recordedSet(t *testing.T, report *discover.Report, containerID string) []string {
+func recordedSet(t *testing.T, rep *report.Report, containerID string) []string {
 	t.Helper()
-	w := findWorkload(report, containerID)
+	w := findWorkload(rep, containerID)
 	if w == nil {
-		t.Fatalf("container %s not in the report (%d workloads)", containerID, len(report.Workloads))
+		t.Fatalf("container %s not in the report (%d workloads)", containerID, len(rep.Workloads))
 	}
 	if len(w.Unknown) > 0 {
 		t.Errorf("container %s made calls without a name: %v", containerID, w.Unknown)
@@ -591,10 +592,10 @@ func recordedSet(t *testing.T, report *discover.Report, containerID string) []st
 	return w.Syscalls["x86_64"]
 }
 
-func findWorkload(report *discover.Report, containerID string) *discover.Workload {
-	for i := range report.Workloads {
-		if report.Workloads[i].Identity.ContainerID == containerID {
-			return &report.Workloads[i]
+func findWorkload(rep *report.Report, containerID string) *report.Workload {
+	for i := range rep.Workloads {
+		if rep.Workloads[i].Identity.ContainerID == containerID {
+			return &rep.Workloads[i]
 		}
 	}
 	return nil
@@ -616,9 +617,9 @@ var kernelCalls = merge.KernelSyscalls()
 // kscmp recommend's policies (parsed back from the files it writes, as a
 // reviewer's repository holds them), merged for the container with the
 // runtime's start-up set, as kscmp merge --container-name does.
-func profileFromReport(t *testing.T, report *discover.Report, containerID string, rt merge.Runtime) []byte {
+func profileFromReport(t *testing.T, rep *report.Report, containerID string, rt merge.Runtime) []byte {
 	t.Helper()
-	res, err := recommend.Recommend([]recommend.Source{{Name: "e2e.json", Report: report}}, recommend.Options{Portable: true, Runtime: rt})
+	res, err := recommend.Recommend([]report.Source{{Name: "e2e.json", Report: rep}}, recommend.Options{Portable: true, Runtime: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -758,7 +759,7 @@ func (w *workload) recordProbes(t *testing.T, runtime string) probeSet {
 			t.Logf("probe %q fails without a profile (not usable): exit %d: %s", strings.Join(p.args[1:], " "), res.ExitCode, strings.TrimSpace(res.Stderr))
 		}
 	}
-	report := rec.finish(t)
+	rep := rec.finish(t)
 	if !ok[0] {
 		t.Fatalf("%s: the baseline probe %v fails without a profile", w.name, baselineProbe.args)
 	}
@@ -767,7 +768,7 @@ func (w *workload) recordProbes(t *testing.T, runtime string) probeSet {
 		if !ok[i] {
 			continue
 		}
-		rp := recordedProbe{probe: p, calls: recordedSet(t, report, ids[i])}
+		rp := recordedProbe{probe: p, calls: recordedSet(t, rep, ids[i])}
 		if i == 0 {
 			ps.baseline = rp
 		} else {

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/api"
-	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -35,12 +35,6 @@ var volatileLabels = []string{
 	"pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name",
 	"apps.kubernetes.io/pod-index", "controller-uid", "batch.kubernetes.io/controller-uid",
 	"job-name", "batch.kubernetes.io/job-name", "batch.kubernetes.io/job-completion-index",
-}
-
-// Source is one report and where it was read from.
-type Source struct {
-	Name   string // file name, for comments and messages
-	Report *discover.Report
 }
 
 // Options tunes Recommend.
@@ -109,7 +103,7 @@ type group struct {
 // union over replicas, nodes and reports; a policy per container when the
 // containers of a pod differ; host policies for systemd services and
 // containers run without Kubernetes. The output is deterministic.
-func Recommend(sources []Source, opts Options) (*Result, error) {
+func Recommend(sources []report.Source, opts Options) (*Result, error) {
 	if opts.HostNamespace == "" {
 		opts.HostNamespace = DefaultHostNamespace
 	}
@@ -119,7 +113,7 @@ func Recommend(sources []Source, opts Options) (*Result, error) {
 		for _, w := range src.Report.Workloads {
 			g, why := groupFor(groups, w.Identity, opts.HostNamespace)
 			if g == nil {
-				res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s", describeIdentity(w.Identity), why))
+				res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s", w.Identity, why))
 				continue
 			}
 			g.add(src, w)
@@ -147,10 +141,10 @@ func Recommend(sources []Source, opts Options) (*Result, error) {
 }
 
 // groupFor finds or makes the group of a workload, or says why it has none.
-func groupFor(groups map[string]*group, id discover.Identity, hostNS string) (*group, string) {
+func groupFor(groups map[string]*group, id report.Identity, hostNS string) (*group, string) {
 	var g group
 	switch {
-	case id.Kind == discover.KindPod && id.Namespace != "":
+	case id.Kind == report.KindPod && id.Namespace != "":
 		name, sel := workloadName(id)
 		if name == "" {
 			return nil, "a pod without labels or owner: nothing stable selects it"
@@ -162,12 +156,12 @@ func groupFor(groups map[string]*group, id discover.Identity, hostNS string) (*g
 		default:
 			g.describe = fmt.Sprintf("pods %s/%s", id.Namespace, name)
 		}
-	case id.Kind == discover.KindPod:
+	case id.Kind == report.KindPod:
 		return nil, "a pod that could not be resolved (run discover with a kubeconfig)"
-	case id.Kind == discover.KindSystemd && id.Unit != "":
+	case id.Kind == report.KindSystemd && id.Unit != "":
 		g = group{namespace: hostNS, name: strings.TrimSuffix(id.Unit, ".service"), host: true,
 			selector: api.Selector{SystemdUnits: []string{id.Unit}}, describe: "systemd service " + id.Unit}
-	case id.Kind == discover.KindContainer && id.ContainerID != "":
+	case id.Kind == report.KindContainer && id.ContainerID != "":
 		g = group{namespace: hostNS, name: id.ContainerID, host: true,
 			selector: api.Selector{ContainerNames: []string{id.ContainerID}}, describe: "host container " + id.ContainerID}
 		if id.Runtime != "" {
@@ -192,7 +186,7 @@ func groupFor(groups map[string]*group, id discover.Identity, hostNS string) (*g
 // workloadName names a pod's workload and the labels that select it: the
 // stable labels app.kubernetes.io/name or app, else the owner (whose pods'
 // common labels select it, computed when the group is complete).
-func workloadName(id discover.Identity) (string, api.Selector) {
+func workloadName(id report.Identity) (string, api.Selector) {
 	for _, k := range []string{"app.kubernetes.io/name", "app"} {
 		if v := id.Labels[k]; v != "" {
 			return v, api.Selector{MatchLabels: map[string]string{k: v}}
@@ -215,7 +209,7 @@ func stableLabels(l map[string]string) map[string]string {
 	return out
 }
 
-func (g *group) add(src Source, w discover.Workload) {
+func (g *group) add(src report.Source, w report.Workload) {
 	r := src.Report
 	g.reports[src.Name] = true
 	if r.Node != "" {
@@ -236,7 +230,7 @@ func (g *group) add(src Source, w discover.Workload) {
 		g.byContainer[c] = map[api.Arch]map[string]bool{}
 	}
 	for abi, names := range w.Syscalls {
-		a, ok := archOfABI(abi)
+		a, ok := report.ArchOf(abi)
 		if !ok {
 			continue
 		}
@@ -247,23 +241,6 @@ func (g *group) add(src Source, w discover.Workload) {
 			g.byContainer[c][a][n] = true
 		}
 	}
-}
-
-// archOfABI maps a report's ABI names to policy architectures.
-func archOfABI(abi string) (api.Arch, bool) {
-	switch abi {
-	case "x86_64":
-		return api.ArchX86_64, true
-	case "i386":
-		return api.ArchX86, true
-	case "x32":
-		return api.ArchX32, true
-	case "aarch64":
-		return api.ArchAARCH64, true
-	case "arm":
-		return api.ArchARM, true
-	}
-	return "", false
 }
 
 // files makes the group's policy files: one, or one per container when the
@@ -361,119 +338,28 @@ func policyName(s string) string {
 	return n
 }
 
+// file makes one policy file of the group, in steps: a name of its own, the
+// calls observed (and, with Portable, their equivalents for the other
+// family), the policy, reconciled with the reviewed policy of that name,
+// its rules, then checked and rendered. Each step is apart so a reader sees
+// where a call in the file came from.
 func (g *group) file(name, container string, observed map[api.Arch]map[string]bool, opts Options,
 	existing map[string]*api.KubeArmorSeccompPolicy, used map[string]bool) (File, error) {
-	name = policyName(name)
-	dir := g.namespace
-	if g.host {
-		dir = "_host"
-	}
-	base := name
-	for i := 2; used[dir+"/"+name]; i++ {
-		name = fmt.Sprintf("%s-%d", base, i)
-	}
-	used[dir+"/"+name] = true
-
+	dir, name := g.reserve(name, used)
 	f := File{Path: dir + "/" + name + ".yaml", Observed: map[api.Arch][]string{}, Workload: g.describe}
 	if container != "" {
 		f.Workload += ", container " + container
 	}
-	allowed := map[string]bool{}
-	var arches []api.Arch
-	for _, a := range api.Arches {
-		if set := observed[a]; len(set) > 0 {
-			f.Observed[a] = slices.Sorted(maps.Keys(set))
-			arches = append(arches, a)
-			maps.Copy(allowed, set)
-		}
-	}
+	allowed, arches := f.observe(observed)
 	if opts.Portable {
-		for _, a := range slices.Clone(arches) {
-			other, ok := otherFamily(a)
-			if !ok {
-				continue
-			}
-			if !slices.Contains(arches, other) {
-				arches = append(arches, other)
-			}
-			eq, _ := Equivalents(a, other, f.Observed[a])
-			for _, e := range eq {
-				if !allowed[e.Name] {
-					f.Portable = append(f.Portable, e)
-				}
-			}
-		}
-		for _, e := range f.Portable {
-			allowed[e.Name] = true
-		}
+		arches = f.addPortable(allowed, arches)
 	}
-	slices.SortFunc(arches, func(a, b api.Arch) int { return a.Index() - b.Index() })
-
-	p := &api.KubeArmorSeccompPolicy{
-		TypeMeta: metav1.TypeMeta{APIVersion: api.APIVersion, Kind: api.Kind},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: g.namespace,
-			Labels: map[string]string{ManagedByLabel: "kscmp"}},
-		Spec: api.PolicySpec{Selector: g.selector, Seccomp: api.SeccompSpec{Arch: arches, Action: api.ActionAllow}},
-	}
-	if container != "" {
-		p.Spec.Containers = []string{container}
-	}
-
-	old := existing[p.Key()]
-	f.New = old == nil
-	var others []api.Rule
-	if old != nil {
-		oldAllowed := map[string]bool{}
-		for _, r := range old.Spec.Seccomp.AllRules() {
-			if r.Action.Canonical() == api.ActionAllow {
-				for _, n := range r.Syscalls {
-					oldAllowed[n] = true
-				}
-				continue
-			}
-			// Reviewed Block, Kill and Audit rules stay, and win over what
-			// was observed.
-			others = append(others, r)
-			for _, n := range r.Syscalls {
-				delete(allowed, n)
-			}
-		}
-		for n := range allowed {
-			if !oldAllowed[n] {
-				f.Added = append(f.Added, n)
-			}
-		}
-		for n := range oldAllowed {
-			if !allowed[n] {
-				if opts.Prune {
-					f.Removed = append(f.Removed, n)
-				} else {
-					f.Kept = append(f.Kept, n)
-					allowed[n] = true
-				}
-			}
-		}
-		slices.Sort(f.Added)
-		slices.Sort(f.Removed)
-		slices.Sort(f.Kept)
-		for _, a := range old.Spec.Seccomp.Arch {
-			if !slices.Contains(p.Spec.Seccomp.Arch, a) {
-				p.Spec.Seccomp.Arch = append(p.Spec.Seccomp.Arch, a)
-			}
-		}
-		slices.SortFunc(p.Spec.Seccomp.Arch, func(a, b api.Arch) int { return a.Index() - b.Index() })
-		p.Spec.Severity = old.Spec.Severity
-	}
-	names := slices.Sorted(maps.Keys(allowed))
-	if len(names) == 0 {
+	p := g.policy(name, container, arches)
+	others := f.reconcile(p, existing[p.Key()], allowed, opts.Prune)
+	if len(allowed) == 0 {
 		return File{}, fmt.Errorf("recommend: %s: no system calls observed", f.Workload)
 	}
-	if len(others) == 0 {
-		p.Spec.Seccomp.Syscalls = names
-	} else {
-		p.Spec.Seccomp.Action = ""
-		p.Spec.Seccomp.Rules = append([]api.Rule{{Syscalls: names, Action: api.ActionAllow}}, others...)
-	}
+	setRules(p, slices.Sorted(maps.Keys(allowed)), others)
 	if errs := api.Validate(p); len(errs) > 0 {
 		return File{}, fmt.Errorf("recommend: %s: the recommended policy is invalid: %w", f.Path, errs)
 	}
@@ -484,6 +370,142 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 	}
 	f.Data = data
 	return f, nil
+}
+
+// reserve makes name a policy name that no other file of this run has in
+// the group's directory (a second "web" becomes "web-2"): two workloads
+// must never write one file.
+func (g *group) reserve(name string, used map[string]bool) (dir, unique string) {
+	dir = g.namespace
+	if g.host {
+		dir = "_host"
+	}
+	base := policyName(name)
+	unique = base
+	for i := 2; used[dir+"/"+unique]; i++ {
+		unique = fmt.Sprintf("%s-%d", base, i)
+	}
+	used[dir+"/"+unique] = true
+	return dir, unique
+}
+
+// observe records what was observed in f, per ABI, and returns the calls to
+// allow and the ABIs they were made with, in canonical order.
+func (f *File) observe(observed map[api.Arch]map[string]bool) (allowed map[string]bool, arches []api.Arch) {
+	allowed = map[string]bool{}
+	for _, a := range api.Arches {
+		if set := observed[a]; len(set) > 0 {
+			f.Observed[a] = slices.Sorted(maps.Keys(set))
+			arches = append(arches, a)
+			maps.Copy(allowed, set)
+		}
+	}
+	return allowed, arches
+}
+
+// addPortable adds, for each observed ABI, the other family's ABI and the
+// calls the same program makes there, so a policy recorded on amd64 also
+// runs the workload on arm64. The additions are listed in f.Portable for
+// the reviewer. It returns the ABIs in canonical order.
+func (f *File) addPortable(allowed map[string]bool, arches []api.Arch) []api.Arch {
+	for _, a := range slices.Clone(arches) {
+		other, ok := otherFamily(a)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(arches, other) {
+			arches = append(arches, other)
+		}
+		eq, _ := Equivalents(a, other, f.Observed[a])
+		for _, e := range eq {
+			if !allowed[e.Name] {
+				f.Portable = append(f.Portable, e)
+			}
+		}
+	}
+	for _, e := range f.Portable {
+		allowed[e.Name] = true
+	}
+	slices.SortFunc(arches, func(a, b api.Arch) int { return a.Index() - b.Index() })
+	return arches
+}
+
+// policy is the group's allow-list policy named name, without its calls.
+func (g *group) policy(name, container string, arches []api.Arch) *api.KubeArmorSeccompPolicy {
+	p := &api.KubeArmorSeccompPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: api.APIVersion, Kind: api.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: g.namespace,
+			Labels: map[string]string{ManagedByLabel: "kscmp"}},
+		Spec: api.PolicySpec{Selector: g.selector, Seccomp: api.SeccompSpec{Arch: arches, Action: api.ActionAllow}},
+	}
+	if container != "" {
+		p.Spec.Containers = []string{container}
+	}
+	return p
+}
+
+// reconcile makes the recommendation extend the reviewed policy old (nil
+// when there is none): a new recording never silently narrows what a person
+// approved. Observed calls the reviewed Block, Kill and Audit rules name are
+// dropped from allowed, since those rules win; they are returned to be kept.
+// Reviewed allowed calls not observed now are kept, or with prune removed.
+// f says what changed; p gets old's architectures and severity.
+func (f *File) reconcile(p, old *api.KubeArmorSeccompPolicy, allowed map[string]bool, prune bool) (others []api.Rule) {
+	f.New = old == nil
+	if old == nil {
+		return nil
+	}
+	oldAllowed := map[string]bool{}
+	for _, r := range old.Spec.Seccomp.AllRules() {
+		if r.Action.Canonical() == api.ActionAllow {
+			for _, n := range r.Syscalls {
+				oldAllowed[n] = true
+			}
+			continue
+		}
+		others = append(others, r)
+		for _, n := range r.Syscalls {
+			delete(allowed, n)
+		}
+	}
+	for n := range allowed {
+		if !oldAllowed[n] {
+			f.Added = append(f.Added, n)
+		}
+	}
+	for n := range oldAllowed {
+		switch {
+		case allowed[n]:
+		case prune:
+			f.Removed = append(f.Removed, n)
+		default:
+			f.Kept = append(f.Kept, n)
+			allowed[n] = true
+		}
+	}
+	slices.Sort(f.Added)
+	slices.Sort(f.Removed)
+	slices.Sort(f.Kept)
+	for _, a := range old.Spec.Seccomp.Arch {
+		if !slices.Contains(p.Spec.Seccomp.Arch, a) {
+			p.Spec.Seccomp.Arch = append(p.Spec.Seccomp.Arch, a)
+		}
+	}
+	slices.SortFunc(p.Spec.Seccomp.Arch, func(a, b api.Arch) int { return a.Index() - b.Index() })
+	p.Spec.Severity = old.Spec.Severity
+	return others
+}
+
+// setRules gives p its calls: the short form (syscalls + action Allow) when
+// only allowed calls are listed, else rules, the allow rule first and the
+// reviewed others after it.
+func setRules(p *api.KubeArmorSeccompPolicy, allowed []string, others []api.Rule) {
+	if len(others) == 0 {
+		p.Spec.Seccomp.Syscalls = allowed
+		return
+	}
+	p.Spec.Seccomp.Action = ""
+	p.Spec.Seccomp.Rules = append([]api.Rule{{Syscalls: allowed, Action: api.ActionAllow}}, others...)
 }
 
 // policyDoc is the written form: no status, no server-side metadata.
@@ -542,18 +564,4 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 	}
 	b.Write(body)
 	return b.Bytes(), nil
-}
-
-func describeIdentity(id discover.Identity) string {
-	switch {
-	case id.Pod != "":
-		return fmt.Sprintf("pod %s/%s", id.Namespace, id.Pod)
-	case id.ContainerID != "":
-		return "container " + id.ContainerID
-	case id.Unit != "":
-		return "unit " + id.Unit
-	case id.Exe != "":
-		return "process " + id.Exe
-	}
-	return "workload in cgroup " + id.Cgroup
 }

@@ -12,22 +12,22 @@ import (
 	"time"
 
 	"github.com/kubearmor/kscmp/api"
-	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/internal/testenv"
 	"github.com/kubearmor/kscmp/merge"
 )
 
 var t0 = time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
 
-func pod(ns, name, container string, labels map[string]string, owner *discover.Owner, calls ...string) discover.Workload {
-	return discover.Workload{
-		Identity: discover.Identity{Kind: discover.KindPod, Namespace: ns, Pod: name, Container: container, Labels: labels, Owner: owner},
+func pod(ns, name, container string, labels map[string]string, owner *report.Owner, calls ...string) report.Workload {
+	return report.Workload{
+		Identity: report.Identity{Kind: report.KindPod, Namespace: ns, Pod: name, Container: container, Labels: labels, Owner: owner},
 		Syscalls: map[string][]string{"x86_64": calls},
 	}
 }
 
-func report(node string, ws ...discover.Workload) Source {
-	return Source{Name: node + ".json", Report: &discover.Report{APIVersion: discover.ReportAPIVersion, Kind: discover.ReportKind,
+func reportOf(node string, ws ...report.Workload) report.Source {
+	return report.Source{Name: node + ".json", Report: &report.Report{APIVersion: report.APIVersion, Kind: report.Kind,
 		Node: node, Start: t0, End: t0.Add(10 * time.Minute), Workloads: ws}}
 }
 
@@ -51,24 +51,24 @@ func fileAt(t *testing.T, r *Result, path string) File {
 }
 
 func TestGroupingAndUnion(t *testing.T) {
-	deploy := &discover.Owner{Kind: "Deployment", Name: "web"}
+	deploy := &report.Owner{Kind: "Deployment", Name: "web"}
 	webLabels := func(hash string) map[string]string {
 		return map[string]string{"app": "web", "pod-template-hash": hash}
 	}
 	ownerOnly := map[string]string{"tier": "db", "pod-template-hash": "x1", "team": "a"}
 	ownerOnly2 := map[string]string{"tier": "db", "pod-template-hash": "x2", "team": "b"}
-	sources := []Source{
-		report("node-a",
+	sources := []report.Source{
+		reportOf("node-a",
 			pod("shop", "web-1", "nginx", webLabels("h1"), deploy, "read", "write", "accept4"),
-			pod("shop", "db-1", "pg", ownerOnly, &discover.Owner{Kind: "StatefulSet", Name: "db"}, "read", "fsync"),
+			pod("shop", "db-1", "pg", ownerOnly, &report.Owner{Kind: "StatefulSet", Name: "db"}, "read", "fsync"),
 			pod("shop", "multi-1", "app", map[string]string{"app.kubernetes.io/name": "multi", "app": "ignored"}, nil, "read", "open"),
 			pod("shop", "multi-1", "sidecar", map[string]string{"app.kubernetes.io/name": "multi", "app": "ignored"}, nil, "read", "nanosleep"),
-			discover.Workload{Identity: discover.Identity{Kind: discover.KindSystemd, Unit: "nginx.service"}, Syscalls: map[string][]string{"x86_64": {"epoll_wait"}}},
-			discover.Workload{Identity: discover.Identity{Kind: discover.KindProcess, Exe: "/bin/sh"}, Syscalls: map[string][]string{"x86_64": {"read"}}},
+			report.Workload{Identity: report.Identity{Kind: report.KindSystemd, Unit: "nginx.service"}, Syscalls: map[string][]string{"x86_64": {"epoll_wait"}}},
+			report.Workload{Identity: report.Identity{Kind: report.KindProcess, Exe: "/bin/sh"}, Syscalls: map[string][]string{"x86_64": {"read"}}},
 		),
-		report("node-b",
+		reportOf("node-b",
 			pod("shop", "web-2", "nginx", webLabels("h2"), deploy, "read", "sendfile"),
-			pod("shop", "db-2", "pg", ownerOnly2, &discover.Owner{Kind: "StatefulSet", Name: "db"}, "pwrite64"),
+			pod("shop", "db-2", "pg", ownerOnly2, &report.Owner{Kind: "StatefulSet", Name: "db"}, "pwrite64"),
 		),
 	}
 	res, err := Recommend(sources, Options{})
@@ -128,10 +128,10 @@ func sameLabels(a, b map[string]string) bool {
 }
 
 func TestDeterministic(t *testing.T) {
-	mk := func() []Source {
-		return []Source{
-			report("b", pod("ns", "p2", "c", map[string]string{"app": "x"}, nil, "write", "read")),
-			report("a", pod("ns", "p1", "c", map[string]string{"app": "x"}, nil, "read", "open"),
+	mk := func() []report.Source {
+		return []report.Source{
+			reportOf("b", pod("ns", "p2", "c", map[string]string{"app": "x"}, nil, "write", "read")),
+			reportOf("a", pod("ns", "p1", "c", map[string]string{"app": "x"}, nil, "read", "open"),
 				pod("ns", "q1", "c", map[string]string{"app": "y"}, nil, "stat")),
 		}
 	}
@@ -156,7 +156,7 @@ func TestDeterministic(t *testing.T) {
 }
 
 func TestPortability(t *testing.T) {
-	res, err := Recommend([]Source{report("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil,
+	res, err := Recommend([]report.Source{reportOf("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil,
 		"open", "stat", "pipe", "epoll_wait", "fork", "read", "arch_prctl"))}, Options{Portable: true})
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func TestPortability(t *testing.T) {
 		t.Errorf("additions not shown in the file:\n%s", f.Data)
 	}
 	// Without --portable, only what was observed.
-	res, _ = Recommend([]Source{report("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "open"))}, Options{})
+	res, _ = Recommend([]report.Source{reportOf("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "open"))}, Options{})
 	if p := res.Files[0].Policy; !slices.Equal(p.Spec.Seccomp.Syscalls, []string{"open"}) || !slices.Equal(p.Spec.Seccomp.Arch, []api.Arch{api.ArchX86_64}) {
 		t.Errorf("not portable: %+v", p.Spec.Seccomp)
 	}
@@ -235,7 +235,7 @@ func TestPortabilityTable(t *testing.T) {
 }
 
 func TestExistingAndPrune(t *testing.T) {
-	first, err := Recommend([]Source{report("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read", "write", "open"))}, Options{})
+	first, err := Recommend([]report.Source{reportOf("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read", "write", "open"))}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestExistingAndPrune(t *testing.T) {
 	old.Spec.Seccomp.Rules = []api.Rule{{Syscalls: old.Spec.Seccomp.Syscalls, Action: api.ActionAllow}, {Syscalls: []string{"mkdir"}, Action: api.ActionBlock}}
 	old.Spec.Seccomp.Syscalls, old.Spec.Seccomp.Action = nil, ""
 	existing := []api.Document{{Policy: old}}
-	again := []Source{report("b", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read", "close", "mkdir"))}
+	again := []report.Source{reportOf("b", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read", "close", "mkdir"))}
 
 	res, err := Recommend(again, Options{Existing: existing})
 	if err != nil {
@@ -277,7 +277,7 @@ func TestExistingAndPrune(t *testing.T) {
 }
 
 func TestSummaryRiskyAndShare(t *testing.T) {
-	res, err := Recommend([]Source{report("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read", "ptrace", "bpf", "io_uring_setup"))}, Options{})
+	res, err := Recommend([]report.Source{reportOf("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read", "ptrace", "bpf", "io_uring_setup"))}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestWriteAndGit(t *testing.T) {
 	if _, err := exec.LookPath("git"); err != nil {
 		testenv.Missing(t, "git (apt-get install git)")
 	}
-	res, err := Recommend([]Source{report("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read"))}, Options{})
+	res, err := Recommend([]report.Source{reportOf("a", pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read"))}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -53,7 +54,7 @@ func riskyIn(p *api.KubeArmorSeccompPolicy) []string {
 }
 
 // summary writes the review summary in Markdown.
-func summary(res *Result, sources []Source, opts Options) []byte {
+func summary(res *Result, sources []report.Source, opts Options) []byte {
 	var b bytes.Buffer
 	b.WriteString("# kscmp: recommended seccomp policies\n\n")
 	var from []string

@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
+	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
@@ -96,4 +99,18 @@ func (r *Result) Commit(ctx context.Context, repo, dir, branch string) (string, 
 		return "", err
 	}
 	return git("rev-parse", "HEAD")
+}
+
+// Existing reads the reviewed policies in dir, for Options.Existing: a
+// directory that does not exist yet (nor can: a file is in the way, which
+// writing then reports), or holds no policy file, has none.
+func Existing(dir string) ([]api.Document, error) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	docs, err := api.Load(dir)
+	if errors.Is(err, api.ErrNoPolicyFiles) {
+		return nil, nil
+	}
+	return docs, err
 }

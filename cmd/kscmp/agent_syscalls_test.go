@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/discover"
 	"github.com/kubearmor/kscmp/recommend"
@@ -86,15 +87,15 @@ func TestAgentSyscalls(t *testing.T) {
 		defer fd.Close()
 		ctx, stop := context.WithCancel(context.Background())
 		var (
-			once   sync.Once
-			ready  = make(chan struct{})
-			report *discover.Report
-			derr   error
-			done   = make(chan struct{})
+			once  sync.Once
+			ready = make(chan struct{})
+			rep   *report.Report
+			derr  error
+			done  = make(chan struct{})
 		)
 		go func() {
 			defer close(done)
-			report, derr = discover.Discover(ctx, discover.Options{Interval: 200 * time.Millisecond,
+			rep, derr = discover.Discover(ctx, discover.Options{Interval: 200 * time.Millisecond,
 				Recorder: discover.RecorderOptions{IncludeHost: true},
 				Filter:   discover.Filter{Keys: []discover.Key{discover.CgroupKey(ino)}},
 				Progress: func(discover.Progress) { once.Do(func() { close(ready) }) }})
@@ -115,12 +116,12 @@ func TestAgentSyscalls(t *testing.T) {
 		if derr != nil {
 			t.Fatal(derr)
 		}
-		if lost := report.Lost.Total(); lost > 0 {
-			t.Errorf("the recording lost %d events: %+v", lost, report.Lost)
+		if lost := rep.Lost.Total(); lost > 0 {
+			t.Errorf("the recording lost %d events: %+v", lost, rep.Lost)
 		}
 		var set []string
-		for _, w := range report.Workloads {
-			set = append(set, w.Syscalls[string(api.ArchX86_64)]...)
+		for _, w := range rep.Workloads {
+			set = append(set, w.Syscalls[report.ABIName(api.ArchX86_64)]...)
 		}
 		slices.Sort(set)
 		sets["discover"] = slices.Compact(set)

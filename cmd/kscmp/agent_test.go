@@ -20,6 +20,7 @@ import (
 
 	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/internal/apitest"
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 // TestAgentCommand runs the built `kscmp agent` against a real API server:
@@ -140,12 +141,12 @@ func TestAgentCommand(t *testing.T) {
 	}
 }
 
-// tempFiles returns the temporary files of unfinished writes (".tmp-" in
-// the name, as internal/fsutil makes them) below dir.
+// tempFiles returns the temporary files of unfinished writes
+// (fsutil.IsTemp) below dir, sorted.
 func tempFiles(dir string) []string {
 	var tmp []string
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.Contains(d.Name(), ".tmp-") {
+		if err == nil && fsutil.IsTemp(d.Name()) {
 			tmp = append(tmp, p)
 		}
 		return nil

@@ -93,7 +93,7 @@ func (h *hostFlags) installer(log *slog.Logger) (installer, error) {
 		s := &host.Systemd{Root: h.root, Family: fam, Log: log}
 		if !h.noVerify {
 			if _, err := exec.LookPath("systemd-analyze"); err != nil {
-				return nil, fmt.Errorf("%w: it checks every drop-in before kscmp writes it; install it, or pass --no-verify", deploy.ErrNoSystemdAnalyze)
+				return nil, &exitError{exitUnsupported, fmt.Errorf("%w: it checks every drop-in before kscmp writes it; install it, or pass --no-verify", deploy.ErrNoSystemdAnalyze)}
 			}
 			s.Verify = deploy.VerifySystemdDropIn
 		}
@@ -125,13 +125,7 @@ func loadPolicies(files []string) ([]*api.KubeArmorSeccompPolicy, error) {
 	return policies, nil
 }
 
-func newApplyCmd() *cobra.Command {
-	var h hostFlags
-	var prune bool
-	cmd := &cobra.Command{
-		Use:   "apply -f PATH... (--systemd | --dir DIR)",
-		Short: "Install the merged profiles of host workloads: systemd drop-ins or container profile files",
-		Long: `Apply merges, for every host workload the policies select, all policies that
+const applyLong = `Apply merges, for every host workload the policies select, all policies that
 select it (deny wins) and installs the result:
 
 --systemd: for each unit in selector.systemdUnits, the drop-in
@@ -153,44 +147,63 @@ All files are computed and checked before the first write: invalid policies
 (exit 2) or a file kscmp did not write change nothing. Writes are atomic and
 skipped when the content is already there. --prune also removes kscmp's files
 of workloads no policy selects any more (the policies are then the whole
-desired state). Exit 3 when no policy selects a host workload.`,
+desired state). Exit 3 when no policy selects a host workload.`
+
+func newApplyCmd() *cobra.Command {
+	var h hostFlags
+	var prune bool
+	cmd := &cobra.Command{
+		Use:   "apply -f PATH... (--systemd | --dir DIR)",
+		Short: "Install the merged profiles of host workloads: systemd drop-ins or container profile files",
+		Long:  applyLong,
 		Example: `  kscmp apply -f policies/_host --systemd --restart
   kscmp apply -f policies/_host --systemd --unit nginx --dry-run -o yaml
   kscmp apply -f policies/_host --systemd --root /srv/image     # an image: no reload
   kscmp apply -f policies/_host --dir /etc/seccomp/kubearmor --prune
   docker run --security-opt seccomp=/etc/seccomp/kubearmor/web.json --name web nginx`,
 		Args: argsUsage(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := h.check(); err != nil {
-				return err
-			}
-			if len(h.files) == 0 {
-				return usageErr("no policies given: use -f PATH (a file or a directory)")
-			}
-			in, err := h.installer(slog.Default())
-			if err != nil {
-				return err
-			}
-			policies, err := loadPolicies(h.files)
-			if err != nil {
-				return err
-			}
-			selected := host.Units(policies)
-			what := "systemd unit (selector.systemdUnits)"
-			if !h.systemd {
-				selected, what = host.ContainerNames(policies), "host container (selector.containerNames)"
-			}
-			if len(selected) == 0 && !prune {
-				return &exitError{exitNoMatch, fmt.Errorf("no policy selects a %s (%d policies read)", what, len(policies))}
-			}
-			changes, err := in.Apply(cmd.Context(), policies, host.Options{Targets: h.targets(), Prune: prune, DryRun: h.dryRun, Restart: h.restart})
-			return h.finish(cmd.OutOrStdout(), changes, err)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return h.apply(cmd, prune) },
 	}
 	h.register(cmd, true)
 	cmd.Flags().BoolVar(&prune, "prune", false, "also remove kscmp's files of workloads no policy selects any more")
 	return cmd
 }
+
+// apply installs the merged profiles of the host workloads the policies
+// select (all of them, or the --unit / --container-name ones).
+func (h *hostFlags) apply(cmd *cobra.Command, prune bool) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	if len(h.files) == 0 {
+		return usageErr("no policies given: use -f PATH (a file or a directory)")
+	}
+	in, err := h.installer(slog.Default())
+	if err != nil {
+		return err
+	}
+	policies, err := loadPolicies(h.files)
+	if err != nil {
+		return err
+	}
+	selected := host.Units(policies)
+	what := "systemd unit (selector.systemdUnits)"
+	if !h.systemd {
+		selected, what = host.ContainerNames(policies), "host container (selector.containerNames)"
+	}
+	if len(selected) == 0 && !prune {
+		return &exitError{exitNoMatch, fmt.Errorf("no policy selects a %s (%d policies read)", what, len(policies))}
+	}
+	changes, err := in.Apply(cmd.Context(), policies, host.Options{Targets: h.targets(), Prune: prune, DryRun: h.dryRun, Restart: h.restart})
+	return h.finish(cmd.OutOrStdout(), changes, err)
+}
+
+const removeLong = `Remove deletes the files 'kscmp apply' wrote: a unit's drop-in (and its .d
+directory when nothing else is in it, so the unit is exactly as its own files
+say), or a container's profile. Which ones: --unit / --container-name, the
+workloads the policies of -f select, or --all of kscmp's files. Files kscmp did
+not write are never removed. On the running system systemd is reloaded and,
+with --restart, the units restart without the filter.`
 
 func newRemoveCmd() *cobra.Command {
 	var h hostFlags
@@ -198,56 +211,55 @@ func newRemoveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "remove (--systemd | --dir DIR) (--unit U... | --container-name N... | -f PATH... | --all)",
 		Short: "Remove the profiles kscmp installed for host workloads",
-		Long: `Remove deletes the files 'kscmp apply' wrote: a unit's drop-in (and its .d
-directory when nothing else is in it, so the unit is exactly as its own files
-say), or a container's profile. Which ones: --unit / --container-name, the
-workloads the policies of -f select, or --all of kscmp's files. Files kscmp did
-not write are never removed. On the running system systemd is reloaded and,
-with --restart, the units restart without the filter.`,
+		Long:  removeLong,
 		Example: `  kscmp remove --systemd --unit nginx --restart
   kscmp remove --systemd -f policies/_host
   kscmp remove --dir /etc/seccomp/kubearmor --all`,
 		Args: argsUsage(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := h.check(); err != nil {
-				return err
-			}
-			given := 0
-			for _, b := range []bool{len(h.targets()) > 0, len(h.files) > 0, all} {
-				if b {
-					given++
-				}
-			}
-			if given != 1 {
-				return usageErr("say what to remove: exactly one of --unit/--container-name, -f PATH or --all")
-			}
-			in, err := h.installer(slog.Default())
-			if err != nil {
-				return err
-			}
-			targets := h.targets()
-			switch {
-			case all:
-				if targets, err = in.Managed(); err != nil {
-					return err
-				}
-			case len(h.files) > 0:
-				policies, err := loadPolicies(h.files)
-				if err != nil {
-					return err
-				}
-				targets = host.ContainerNames(policies)
-				if h.systemd {
-					targets = host.Units(policies)
-				}
-			}
-			changes, err := in.Remove(cmd.Context(), targets, host.Options{DryRun: h.dryRun, Restart: h.restart})
-			return h.finish(cmd.OutOrStdout(), changes, err)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return h.remove(cmd, all) },
 	}
 	h.register(cmd, false)
 	cmd.Flags().BoolVar(&all, "all", false, "every file kscmp installed")
 	return cmd
+}
+
+// remove deletes the files kscmp installed for the workloads named by
+// --unit / --container-name, by the policies of -f, or --all.
+func (h *hostFlags) remove(cmd *cobra.Command, all bool) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	given := 0
+	for _, b := range []bool{len(h.targets()) > 0, len(h.files) > 0, all} {
+		if b {
+			given++
+		}
+	}
+	if given != 1 {
+		return usageErr("say what to remove: exactly one of --unit/--container-name, -f PATH or --all")
+	}
+	in, err := h.installer(slog.Default())
+	if err != nil {
+		return err
+	}
+	targets := h.targets()
+	switch {
+	case all:
+		if targets, err = in.Managed(); err != nil {
+			return err
+		}
+	case len(h.files) > 0:
+		policies, err := loadPolicies(h.files)
+		if err != nil {
+			return err
+		}
+		targets = host.ContainerNames(policies)
+		if h.systemd {
+			targets = host.Units(policies)
+		}
+	}
+	changes, err := in.Remove(cmd.Context(), targets, host.Options{DryRun: h.dryRun, Restart: h.restart})
+	return h.finish(cmd.OutOrStdout(), changes, err)
 }
 
 // finish prints the changes and maps the error to an exit code.
@@ -256,8 +268,11 @@ func (h *hostFlags) finish(w io.Writer, changes []host.Change, err error) error 
 	if errors.As(err, &np) {
 		return &exitError{exitNoMatch, err}
 	}
-	if errors.Is(err, host.ErrRejected) {
+	switch {
+	case errors.Is(err, host.ErrRejected):
 		err = invalidErr(err)
+	case errors.Is(err, deploy.ErrNoSystemdAnalyze):
+		err = &exitError{exitUnsupported, err}
 	}
 	if changes != nil {
 		if perr := printChanges(w, h.output, h.dryRun, changes); perr != nil && err == nil {

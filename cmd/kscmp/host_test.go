@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/internal/nspawntest"
 	"github.com/kubearmor/kscmp/internal/ocitest"
 )
@@ -112,23 +112,18 @@ spec:
 	hostStep(t, in("systemctl", "show", "-p", "SystemCallFilter", "kscmp-demo.service"), 0)
 
 	// 1. Discover from the host, while the machine runs the service once.
-	report := filepath.Join(proof, "report.json")
-	stop := startDiscover(ctx, t, bin, "--machine-pid", strconv.Itoa(m.Leader()), "--systemd-unit", "kscmp-demo.service", "-o", report)
+	reportFile := filepath.Join(proof, "report.json")
+	stop := startDiscover(ctx, t, bin, "--machine-pid", strconv.Itoa(m.Leader()), "--systemd-unit", "kscmp-demo.service", "-o", reportFile)
 	hostStep(t, in("systemctl", "start", "kscmp-demo.service"), 0)
 	t.Logf("discover:\n%s", stop())
-	rf, err := os.Open(report)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rf.Close()
-	rep, err := discover.ReadReport(rf, report)
+	rep, err := report.ReadFile(reportFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var seen []string
 	for _, w := range rep.Workloads {
 		seen = append(seen, fmt.Sprintf("%+v", w.Identity))
-		if w.Identity.Unit != "kscmp-demo.service" || w.Identity.Kind != discover.KindSystemd {
+		if w.Identity.Unit != "kscmp-demo.service" || w.Identity.Kind != report.KindSystemd {
 			t.Errorf("workload %+v in the report of --systemd-unit kscmp-demo.service", w.Identity)
 		}
 	}
@@ -145,7 +140,7 @@ spec:
 
 	// 2. Recommend: the policy a person reviews.
 	policies := filepath.Join(proof, "policies")
-	hostStep(t, exec.CommandContext(ctx, bin, "recommend", "--from", report, "-o", policies), 0)
+	hostStep(t, exec.CommandContext(ctx, bin, "recommend", "--from", reportFile, "-o", policies), 0)
 	policy, err := os.ReadFile(filepath.Join(policies, "_host", "kscmp-demo.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -260,8 +255,8 @@ func TestHostContainerLoop(t *testing.T) {
 			id := fmt.Sprintf("kscmp-web-%s-%d", rt, time.Now().UnixNano())
 			work := []string{"sh", "-c", "echo hello; ls / > /dev/null; cat /etc/passwd > /dev/null"}
 
-			report := filepath.Join(dir, "report.json")
-			stop := startDiscover(ctx, t, bin, "--container", id, "-o", report)
+			reportFile := filepath.Join(dir, "report.json")
+			stop := startDiscover(ctx, t, bin, "--container", id, "-o", reportFile)
 			res, err := ocitest.Run(ctx, t, ocitest.Container{Runtime: runtime, Rootfs: rootfs, ID: id, Args: work})
 			if err != nil || res.ExitCode != 0 {
 				t.Fatalf("discovered run: %v %+v", err, res)
@@ -269,7 +264,7 @@ func TestHostContainerLoop(t *testing.T) {
 			stop()
 
 			policies := filepath.Join(dir, "policies")
-			hostStep(t, exec.CommandContext(ctx, bin, "recommend", "--from", report, "-o", policies), 0)
+			hostStep(t, exec.CommandContext(ctx, bin, "recommend", "--from", reportFile, "-o", policies), 0)
 			profiles := filepath.Join(dir, "seccomp")
 			hostStep(t, exec.CommandContext(ctx, bin, "apply", "-f", filepath.Join(policies, "_host"), "--dir", profiles, "--runtime", rt), 0)
 			prof, err := os.ReadFile(filepath.Join(profiles, id+".json"))

@@ -84,9 +84,25 @@ func TestMergeOutputs(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "overrides policy demo/kscmp1 Allow") || !strings.Contains(out, "runtime runc (start-up)") {
 		t.Errorf("explain (exit %d):\n%s", code, out)
 	}
-	code, out, _ = runCLI(t, "merge", "-f", filepath.Join(examples, "deny-wins.yaml"), "-n", "demo", "-l", "app=web", "-o", "systemd")
+	code, out, errs = runCLI(t, "merge", "-f", filepath.Join(examples, "deny-wins.yaml"), "-n", "demo", "-l", "app=web", "-o", "systemd")
 	if code != 0 || !strings.Contains(out, "SystemCallFilter=~mkdir write\n") {
 		t.Errorf("systemd (exit %d):\n%s", code, out)
+	}
+	// A drop-in is for a unit systemd starts: no runtime's start-up set
+	// unless --runtime asks for one.
+	if !strings.Contains(out, "\nSystemCallFilter=getpid read\n") {
+		t.Errorf("systemd without --runtime carries more than the policies allow:\n%s", out)
+	}
+	// The profile refuses what every program needs to start: said on stderr.
+	if want := "kscmp: warning: namespace demo, labels {app=web}: the profile refuses arch_prctl, close, execve, mmap, mprotect, newfstatat, openat, pread64, which every dynamically linked program calls before its main"; !strings.Contains(errs, want) {
+		t.Errorf("no start-up warning; stderr:\n%s", errs)
+	}
+	code, out, errs = runCLI(t, "merge", "-f", filepath.Join(examples, "deny-wins.yaml"), "-n", "demo", "-l", "app=web", "-o", "systemd", "--runtime", "runc")
+	if code != 0 || !strings.Contains(out, "=capget capset chdir ") {
+		t.Errorf("systemd --runtime runc (exit %d): no runc start-up set:\n%s", code, out)
+	}
+	if !strings.Contains(errs, "the profile refuses arch_prctl, mmap, mprotect, pread64,") {
+		t.Errorf("with runc's set (execve, openat, read, ...): stderr:\n%s", errs)
 	}
 	code, out, _ = runCLI(t, "merge", "-f", filepath.Join(examples, "deny-wins.yaml"), "-n", "demo", "-l", "app=web", "--explain", "-o", "json")
 	if code != 0 || !json.Valid([]byte(out)) || !strings.Contains(out, `"kind": "runtime"`) {
@@ -110,6 +126,12 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"validate"}, exitUsage, "requires at least 1 arg"},
 		{[]string{"validate", "/nonexistent"}, exitInvalid, "/nonexistent: stat /nonexistent: no such file or directory"},
 		{[]string{"exec", "--profile", "/nonexistent", "--", "true"}, exitInvalid, "read profile"},
+		// A problem names the flag the user typed.
+		{[]string{"discover", "--selector", "app"}, exitUsage, `--selector: "app": want key=value`},
+		{[]string{"discover", "-l", "app=a,app=b"}, exitUsage, `--selector: key "app" given twice`},
+		{[]string{"discover", "--max-keys", "0"}, exitUsage, "--max-keys 0: out of range 1..16777216"},
+		{[]string{"discover", "--pid", "-5"}, exitUsage, "--pid -5: "},
+		{[]string{"recommend", "--from", "/nonexistent/*.json", "-o", "/nonexistent"}, exitInvalid, `--from: "/nonexistent/*.json": no such file`},
 	}
 	for _, c := range cases {
 		code, _, errs := runCLI(t, c.args...)
@@ -139,6 +161,11 @@ func TestEnvAndConfigFile(t *testing.T) {
 	code, out, errs = runCLI(t, "--config", cfg, "merge", "--explain")
 	if code != 0 || !strings.Contains(out, "runtime start-up set: crun") || !strings.Contains(out, "architectures: aarch64 arm") {
 		t.Fatalf("config: exit %d\n%s\n%s", code, out, errs)
+	}
+	// A runtime from the config file is given: -o systemd keeps it.
+	code, out, _ = runCLI(t, "--config", cfg, "merge", "-o", "systemd")
+	if code != 0 || !strings.Contains(out, " rt_sigprocmask ") {
+		t.Fatalf("config runtime with -o systemd: exit %d\n%s", code, out)
 	}
 	t.Setenv("KSCMP_RUNTIME", "none")
 	code, out, _ = runCLI(t, "--config", cfg, "merge", "--explain")

@@ -1,34 +1,31 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
-	"slices"
-	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
-	"github.com/kubearmor/kscmp/api"
-	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/merge"
 	"github.com/kubearmor/kscmp/recommend"
 )
 
-func newRecommendCmd() *cobra.Command {
-	var (
-		from                []string
-		outDir, existingDir string
-		summaryFile         string
-		prune, portable     bool
-		rt, hostNS          string
-		gitRepo, branch     string
-	)
-	cmd := &cobra.Command{
-		Use:   "recommend --from REPORT... -o DIR",
-		Short: "Turn observation reports into minimal KubeArmorSeccompPolicy files, ready for review",
-		Long: `Recommend reads observation reports (kscmp discover -o), groups their workloads
+// recommendFlags are the flags of kscmp recommend.
+type recommendFlags struct {
+	from                []string
+	outDir, existingDir string
+	summaryFile         string
+	prune, portable     bool
+	runtime, hostNS     string
+	gitRepo, branch     string
+}
+
+const recommendLong = `Recommend reads observation reports (kscmp discover -o), groups their workloads
 and writes one allow-list policy per workload, in the CRD form:
 
   DIR/<namespace>/<workload>.yaml   pods, grouped by the app.kubernetes.io/name or
@@ -50,129 +47,113 @@ request) says per workload how many calls it allows, their share of Docker's
 default profile, what was added or removed, and every risky call allowed.
 
 With --git REPO --branch NAME the files go into that checkout (-o relative to
-it) on a new branch, committed with the summary as the message.`,
+it) on a new branch, committed with the summary as the message.`
+
+func newRecommendCmd() *cobra.Command {
+	var fl recommendFlags
+	cmd := &cobra.Command{
+		Use:   "recommend --from REPORT... -o DIR",
+		Short: "Turn observation reports into minimal KubeArmorSeccompPolicy files, ready for review",
+		Long:  recommendLong,
 		Example: `  kscmp recommend --from report.json -o policies/ --summary pr.md
   kscmp recommend --from 'reports/*.json' -o policies/ --prune
   kscmp recommend --from reports/ --git ~/src/cluster-config --branch kscmp/web -o seccomp/`,
 		Args: argsUsage(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(from) == 0 || outDir == "" {
-				return usageErr("--from and -o are required")
-			}
-			if branch != "" && gitRepo == "" || gitRepo != "" && branch == "" {
-				return usageErr("--git and --branch go together")
-			}
-			r, err := merge.ParseRuntime(rt)
-			if err != nil {
-				return usageErr("--runtime: %w", err)
-			}
-			sources, err := readReports(from)
-			if err != nil {
-				return invalidErr(err)
-			}
-			target := outDir
-			if gitRepo != "" {
-				target = filepath.Join(gitRepo, outDir)
-			}
-			if existingDir == "" {
-				existingDir = target
-			}
-			var existing []api.Document
-			if _, err := os.Stat(existingDir); err == nil {
-				existing, err = api.Load(existingDir)
-				if err != nil && !strings.Contains(err.Error(), "no *.yaml") {
-					return invalidErr(fmt.Errorf("existing policies: %w", err))
-				}
-			}
-			res, err := recommend.Recommend(sources, recommend.Options{Portable: portable, Runtime: r,
-				HostNamespace: hostNS, Existing: existing, Prune: prune})
-			if err != nil {
-				return invalidErr(err)
-			}
-			stderr := cmd.ErrOrStderr()
-			if gitRepo != "" {
-				id, err := res.Commit(cmd.Context(), gitRepo, outDir, branch)
-				if err != nil {
-					return err
-				}
-				if id == "" {
-					fmt.Fprintf(stderr, "kscmp: nothing changed; no branch made\n")
-				} else {
-					fmt.Fprintf(stderr, "kscmp: %d policies committed on branch %s (%s) in %s\n", len(res.Files), branch, id[:12], gitRepo)
-				}
-			} else {
-				changed, err := res.Write(outDir)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(stderr, "kscmp: %d policies in %s (%d changed)\n", len(res.Files), outDir, changed)
-			}
-			for _, s := range res.Skipped {
-				fmt.Fprintf(stderr, "kscmp: not recommended: %s\n", s)
-			}
-			if summaryFile != "" {
-				_, err := fsutil.WriteFile(summaryFile, res.Summary, 0o644)
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(res.Summary)
-			return err
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return fl.run(cmd) },
 	}
-	f := cmd.Flags()
-	f.StringSliceVar(&from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable)")
-	f.StringVarP(&outDir, "output", "o", "", "directory to write the policies into")
-	f.StringVar(&existingDir, "existing", "", "reviewed policies to extend (default: the -o directory)")
-	f.BoolVar(&prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
-	f.BoolVar(&portable, "portable", true, "also allow the other architecture family's equivalents")
-	f.StringVar(&summaryFile, "summary", "", "write the Markdown review summary here (default: stdout)")
-	f.StringVar(&rt, "runtime", string(merge.RuntimeRunc), "container runtime named in comments and the summary (its start-up set is added by merge)")
-	f.StringVar(&hostNS, "host-namespace", recommend.DefaultHostNamespace, "namespace of host policies (systemd services, plain containers)")
-	f.StringVar(&gitRepo, "git", "", "git checkout to commit the policies into, on --branch")
-	f.StringVar(&branch, "branch", "", "new branch for --git")
+	fl.register(cmd.Flags())
 	return cmd
 }
 
-// readReports reads report files, globs and directories, sorted by name.
-func readReports(args []string) ([]recommend.Source, error) {
-	var files []string
-	for _, a := range args {
-		matches, err := filepath.Glob(a)
-		if err != nil {
-			return nil, fmt.Errorf("--from %q: %w", a, err)
-		}
-		if len(matches) == 0 {
-			return nil, fmt.Errorf("--from %q: no such file", a)
-		}
-		for _, m := range matches {
-			st, err := os.Stat(m)
-			if err != nil {
-				return nil, err
-			}
-			if !st.IsDir() {
-				files = append(files, m)
-				continue
-			}
-			in, _ := filepath.Glob(filepath.Join(m, "*.json"))
-			if len(in) == 0 {
-				return nil, fmt.Errorf("--from %q: no *.json reports in the directory", m)
-			}
-			files = append(files, in...)
+func (fl *recommendFlags) register(f *pflag.FlagSet) {
+	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable)")
+	f.StringVarP(&fl.outDir, "output", "o", "", "directory to write the policies into")
+	f.StringVar(&fl.existingDir, "existing", "", "reviewed policies to extend (default: the -o directory)")
+	f.BoolVar(&fl.prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
+	f.BoolVar(&fl.portable, "portable", true, "also allow the other architecture family's equivalents")
+	f.StringVar(&fl.summaryFile, "summary", "", "write the Markdown review summary here (default: stdout)")
+	f.StringVar(&fl.runtime, "runtime", string(merge.RuntimeRunc), "container runtime named in comments and the summary (its start-up set is added by merge)")
+	f.StringVar(&fl.hostNS, "host-namespace", recommend.DefaultHostNamespace, "namespace of host policies (systemd services, plain containers)")
+	f.StringVar(&fl.gitRepo, "git", "", "git checkout to commit the policies into, on --branch")
+	f.StringVar(&fl.branch, "branch", "", "new branch for --git")
+}
+
+// run recommends policies from the reports and writes them, and the
+// summary, where the flags say.
+func (fl *recommendFlags) run(cmd *cobra.Command) error {
+	opts, err := fl.options()
+	if err != nil {
+		return err
+	}
+	sources, err := report.ReadAll(fl.from)
+	if err != nil {
+		return invalidErr(fmt.Errorf("--from: %w", err))
+	}
+	res, err := recommend.Recommend(sources, opts)
+	if err != nil {
+		return invalidErr(err)
+	}
+	stderr := cmd.ErrOrStderr()
+	if err := fl.write(cmd.Context(), stderr, res); err != nil {
+		return err
+	}
+	for _, s := range res.Skipped {
+		fmt.Fprintf(stderr, "kscmp: not recommended: %s\n", s)
+	}
+	if fl.summaryFile != "" {
+		_, err := fsutil.WriteFile(fl.summaryFile, res.Summary, 0o644)
+		return err
+	}
+	_, err = cmd.OutOrStdout().Write(res.Summary)
+	return err
+}
+
+// options turns the flags into recommend.Options, with the reviewed
+// policies to extend; a problem names its flag.
+func (fl *recommendFlags) options() (recommend.Options, error) {
+	if len(fl.from) == 0 || fl.outDir == "" {
+		return recommend.Options{}, usageErr("--from and -o are required")
+	}
+	if (fl.branch == "") != (fl.gitRepo == "") {
+		return recommend.Options{}, usageErr("--git and --branch go together")
+	}
+	rt, err := merge.ParseRuntime(fl.runtime)
+	if err != nil {
+		return recommend.Options{}, usageErr("--runtime: %w", err)
+	}
+	existingDir := fl.existingDir
+	if existingDir == "" {
+		existingDir = fl.outDir
+		if fl.gitRepo != "" {
+			existingDir = filepath.Join(fl.gitRepo, fl.outDir)
 		}
 	}
-	slices.Sort(files)
-	files = slices.Compact(files)
-	var out []recommend.Source
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			return nil, err
-		}
-		r, err := discover.ReadReport(fh, f)
-		fh.Close()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, recommend.Source{Name: f, Report: r})
+	existing, err := recommend.Existing(existingDir)
+	if err != nil {
+		return recommend.Options{}, invalidErr(fmt.Errorf("existing policies: %w", err))
 	}
-	return out, nil
+	return recommend.Options{Portable: fl.portable, Runtime: rt, HostNamespace: fl.hostNS,
+		Existing: existing, Prune: fl.prune}, nil
+}
+
+// write puts the files into -o, or commits them on a new branch of --git.
+func (fl *recommendFlags) write(ctx context.Context, stderr io.Writer, res *recommend.Result) error {
+	if fl.gitRepo == "" {
+		changed, err := res.Write(fl.outDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "kscmp: %d policies in %s (%d changed)\n", len(res.Files), fl.outDir, changed)
+		return nil
+	}
+	id, err := res.Commit(ctx, fl.gitRepo, fl.outDir, fl.branch)
+	if err != nil {
+		return err
+	}
+	if id == "" {
+		fmt.Fprintf(stderr, "kscmp: nothing changed; no branch made\n")
+	} else {
+		fmt.Fprintf(stderr, "kscmp: %d policies committed on branch %s (%s) in %s\n", len(res.Files), fl.branch, id[:12], fl.gitRepo)
+	}
+	return nil
 }

@@ -15,14 +15,16 @@ import (
 	"github.com/spf13/viper"
 )
 
-// Exit codes.
+// Exit codes: rootLong tells users what each means.
 const (
-	exitOK         = 0 // success
-	exitUsage      = 1 // bad flags or arguments
-	exitInvalid    = 2 // invalid input: a policy, a profile, a report
-	exitNoMatch    = 3 // nothing selected: no policy applies to the target
-	exitCannotExec = 126
-	exitNotFound   = 127
+	exitOK          = 0 // success
+	exitUsage       = 1 // bad flags or arguments
+	exitInvalid     = 2 // invalid input: a policy, a profile, a report
+	exitNoMatch     = 3 // nothing selected: no policy applies to the target
+	exitUnsupported = 4 // this system cannot do it: no BPF, not root, a kernel feature or tool missing
+	exitIO          = 5 // I/O failure: an output, the kernel, git, systemd or the API server failed
+	exitCannotExec  = 126
+	exitNotFound    = 127
 )
 
 type streams struct {
@@ -58,20 +60,38 @@ func run(ctx context.Context, args []string, s streams) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	// Errors cobra itself returns (unknown command, bad flag) are usage errors.
+	// Errors cobra itself returns (unknown command, bad flag) are usage
+	// errors; a command's own errors all carry a code (failuresAreIO).
 	return exitUsage
 }
 
-func newRootCmd(s streams) *cobra.Command {
-	v := viper.New()
-	var (
-		configFile string
-		verbose    bool
-	)
-	root := &cobra.Command{
-		Use:   "kscmp",
-		Short: "Seccomp profiles learned from what workloads really do",
-		Long: `kscmp learns which system calls each workload makes, recommends the smallest
+// failuresAreIO gives every error a command returns while it runs, and does
+// not classify itself, the exit code of an I/O failure: by then cobra has
+// accepted the flags and arguments (its own errors come before RunE and stay
+// usage errors), so what failed is a file, a stream, the kernel or a
+// service. Only a missing Kubernetes configuration is the user's to give.
+func failuresAreIO(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		failuresAreIO(c)
+	}
+	runE := cmd.RunE
+	if runE == nil {
+		return
+	}
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		err := runE(c, args)
+		var ee *exitError
+		switch {
+		case err == nil || errors.As(err, &ee):
+			return err
+		case errors.Is(err, errNoCluster):
+			return &exitError{exitUsage, err}
+		}
+		return &exitError{exitIO, err}
+	}
+}
+
+const rootLong = `kscmp learns which system calls each workload makes, recommends the smallest
 seccomp allow-list as a KubeArmorSeccompPolicy (kscmp), merges all policies that
 select a container into one profile (deny wins) and installs it.
 
@@ -80,8 +100,28 @@ underscores, e.g. KSCMP_ARCH_FAMILY=arm64) or as a key in a YAML config file
 (--config, $KSCMP_CONFIG, ~/.config/kscmp/config.yaml or /etc/kscmp/config.yaml).
 Flags win over the environment, which wins over the config file.
 
-Exit codes: 0 ok, 1 usage error, 2 invalid input, 3 no policy selects the
-target, 126/127 the command of 'kscmp exec' could not be run.`,
+Exit codes:
+  0        ok
+  1        usage error: bad flags or arguments
+  2        invalid input: a policy, profile or report that is malformed or
+           cannot be read
+  3        no policy selects the target
+  4        this system cannot do it: no BPF or kernel BTF, not root, a kernel
+           feature or a tool (systemd-analyze) missing
+  5        I/O failure: an output could not be written, or the kernel, git,
+           systemd or the API server failed while kscmp worked
+  126/127  the command of 'kscmp exec' could not be run`
+
+func newRootCmd(s streams) *cobra.Command {
+	v := viper.New()
+	var (
+		configFile string
+		verbose    bool
+	)
+	root := &cobra.Command{
+		Use:           "kscmp",
+		Short:         "Seccomp profiles learned from what workloads really do",
+		Long:          rootLong,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -102,6 +142,7 @@ target, 126/127 the command of 'kscmp exec' could not be run.`,
 	root.PersistentFlags().StringVar(&configFile, "config", "", "config file (YAML); default $KSCMP_CONFIG, ~/.config/kscmp/config.yaml, /etc/kscmp/config.yaml")
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug messages to stderr")
 	root.AddCommand(newDiscoverCmd(), newRecommendCmd(), newApplyCmd(), newRemoveCmd(), newAgentCmd(), newWebhookCmd(), newValidateCmd(), newMergeCmd(), newExecCmd(), newVersionCmd())
+	failuresAreIO(root)
 	return root
 }
 

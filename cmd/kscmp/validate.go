@@ -11,36 +11,42 @@ import (
 	"github.com/kubearmor/kscmp/api"
 )
 
+const validateLong = `Validate reads policy files and directories (*.yaml, *.yml, *.json; several
+documents per file), in the CRD form or the design note's flat form, and reports
+every problem it finds, each with its file, line, document, field and value.
+
+With -o yaml or -o json it prints the valid policies in the CRD form, which also
+converts flat policies.`
+
 func newValidateCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "validate PATH...",
 		Short: "Check KubeArmorSeccompPolicy files and report every problem",
-		Long: `Validate reads policy files and directories (*.yaml, *.yml, *.json; several
-documents per file), in the CRD form or the design note's flat form, and reports
-every problem it finds, each with its file, line, document, field and value.
-
-With -o yaml or -o json it prints the valid policies in the CRD form, which also
-converts flat policies.`,
+		Long:  validateLong,
 		Example: `  kscmp validate policies/
   kscmp validate -o yaml flat-policy.yaml > crd-policy.yaml`,
 		Args: argsUsage(cobra.MinimumNArgs(1)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "text", "yaml", "json"); err != nil {
-				return err
-			}
-			docs, err := api.Load(args...)
-			if werr := printPolicies(cmd.OutOrStdout(), output, docs); werr != nil {
-				return werr
-			}
-			if err != nil {
-				return invalidErr(err)
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return validate(cmd.OutOrStdout(), args, output) },
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text (one line per valid policy), yaml or json (the policies in CRD form)")
 	return cmd
+}
+
+// validate prints the valid policies of paths and fails with every problem
+// found: the valid ones are printed even then, so a reader sees both.
+func validate(w io.Writer, paths []string, output string) error {
+	if err := checkOutput(output, "text", "yaml", "json"); err != nil {
+		return err
+	}
+	docs, err := api.Load(paths...)
+	if werr := printPolicies(w, output, docs); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return invalidErr(err)
+	}
+	return nil
 }
 
 func printPolicies(w io.Writer, format string, docs []api.Document) error {

@@ -19,83 +19,103 @@ import (
 	"github.com/kubearmor/kscmp/deploy/webhook"
 )
 
-func newWebhookCmd() *cobra.Command {
-	var (
-		listen, certFile, keyFile, kubecfg, configName, service string
-		selfSigned                                              bool
-	)
-	cmd := &cobra.Command{
-		Use:   "webhook --self-signed --service NAME.NAMESPACE.svc --webhook-config kscmp",
-		Short: "Bind pods to their merged profiles (mutating admission webhook)",
-		Long: `Webhook sets securityContext.seccompProfile {type: Localhost, localhostProfile:
+// webhookFlags are the flags of kscmp webhook.
+type webhookFlags struct {
+	listen, certFile, keyFile, kubeconfig, configName, service string
+	selfSigned                                                 bool
+}
+
+const webhookLong = `Webhook sets securityContext.seccompProfile {type: Localhost, localhostProfile:
 kubearmor/<namespace>/<profile>.json} on each container of a pod that policies
 select, with the names the agent writes; a profile the user set is left alone
 (the API server shows a warning). TLS from --tls-cert/--tls-key, or
 --self-signed: a CA and certificate made at start, the CA bundle patched into
-the MutatingWebhookConfiguration --webhook-config.`,
-		Args: argsUsage(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var cert tls.Certificate
-			var caBundle []byte
-			var err error
-			switch {
-			case selfSigned && service == "":
-				return usageErr("--self-signed needs --service (the DNS name the API server calls)")
-			case selfSigned:
-				cert, caBundle, err = webhook.SelfSigned(strings.Split(service, ","))
-			case certFile != "" && keyFile != "":
-				cert, err = tls.LoadX509KeyPair(certFile, keyFile)
-			default:
-				return usageErr("give --tls-cert and --tls-key, or --self-signed")
-			}
-			if err != nil {
-				return err
-			}
-			cfg, err := restConfig(kubecfg)
-			if err != nil {
-				return err
-			}
-			dyn, err := dynamic.NewForConfig(cfg)
-			if err != nil {
-				return err
-			}
-			policies := agent.NewPolicyCache(dyn, slog.Default())
-			if !policies.Start(cmd.Context()) {
-				return errors.New("webhook: policies not listed")
-			}
-			if caBundle != nil && configName != "" {
-				kube, err := kubernetes.NewForConfig(cfg)
-				if err != nil {
-					return err
-				}
-				if err := patchCABundle(cmd.Context(), kube, configName, caBundle); err != nil {
-					return err
-				}
-			}
-			srv := &http.Server{Addr: listen, Handler: &webhook.Handler{Policies: policies, Logger: slog.Default()},
-				TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 5 * time.Second}
-			go func() {
-				<-cmd.Context().Done()
-				shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				srv.Shutdown(shutdown)
-			}()
-			slog.Info("webhook serving", "listen", listen)
-			if err := srv.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		},
+the MutatingWebhookConfiguration --webhook-config.`
+
+func newWebhookCmd() *cobra.Command {
+	var fl webhookFlags
+	cmd := &cobra.Command{
+		Use:   "webhook --self-signed --service NAME.NAMESPACE.svc --webhook-config kscmp",
+		Short: "Bind pods to their merged profiles (mutating admission webhook)",
+		Long:  webhookLong,
+		Args:  argsUsage(cobra.NoArgs),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return fl.run(cmd.Context()) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", ":8443", "address to serve HTTPS on")
-	f.StringVar(&certFile, "tls-cert", "", "serving certificate (PEM)")
-	f.StringVar(&keyFile, "tls-key", "", "serving key (PEM)")
-	f.BoolVar(&selfSigned, "self-signed", false, "make a CA and a serving certificate at start")
-	f.StringVar(&service, "service", "", "with --self-signed: the names (comma-separated DNS names or IPs) the certificate is for")
-	f.StringVar(&configName, "webhook-config", "kscmp", "MutatingWebhookConfiguration to patch the CA bundle into (with --self-signed)")
-	f.StringVar(&kubecfg, "kubeconfig", "", "kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config")
+	f.StringVar(&fl.listen, "listen", ":8443", "address to serve HTTPS on")
+	f.StringVar(&fl.certFile, "tls-cert", "", "serving certificate (PEM)")
+	f.StringVar(&fl.keyFile, "tls-key", "", "serving key (PEM)")
+	f.BoolVar(&fl.selfSigned, "self-signed", false, "make a CA and a serving certificate at start")
+	f.StringVar(&fl.service, "service", "", "with --self-signed: the names (comma-separated DNS names or IPs) the certificate is for")
+	f.StringVar(&fl.configName, "webhook-config", "kscmp", "MutatingWebhookConfiguration to patch the CA bundle into (with --self-signed)")
+	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config")
 	return cmd
+}
+
+// run serves the webhook until ctx is done: the certificate, the policy
+// cache, the CA bundle in the webhook configuration, then HTTPS.
+func (fl *webhookFlags) run(ctx context.Context) error {
+	cert, caBundle, err := fl.certificate()
+	if err != nil {
+		return err
+	}
+	cfg, err := restConfig(fl.kubeconfig)
+	if err != nil {
+		return usageErr("%w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	policies := agent.NewPolicyCache(dyn, slog.Default())
+	if !policies.Start(ctx) {
+		return errors.New("webhook: policies not listed")
+	}
+	if caBundle != nil && fl.configName != "" {
+		kube, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		if err := patchCABundle(ctx, kube, fl.configName, caBundle); err != nil {
+			return err
+		}
+	}
+	return serve(ctx, &http.Server{Addr: fl.listen, Handler: &webhook.Handler{Policies: policies, Logger: slog.Default()},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 5 * time.Second})
+}
+
+// certificate is the serving certificate: made at start with --self-signed
+// (with the CA bundle to publish), else read from --tls-cert and --tls-key.
+func (fl *webhookFlags) certificate() (tls.Certificate, []byte, error) {
+	switch {
+	case fl.selfSigned && fl.service == "":
+		return tls.Certificate{}, nil, usageErr("--self-signed needs --service (the DNS name the API server calls)")
+	case fl.selfSigned:
+		return webhook.SelfSigned(strings.Split(fl.service, ","))
+	case fl.certFile != "" && fl.keyFile != "":
+		cert, err := tls.LoadX509KeyPair(fl.certFile, fl.keyFile)
+		if err != nil {
+			return cert, nil, invalidErr(fmt.Errorf("--tls-cert %s, --tls-key %s: %w", fl.certFile, fl.keyFile, err))
+		}
+		return cert, nil, nil
+	}
+	return tls.Certificate{}, nil, usageErr("give --tls-cert and --tls-key, or --self-signed")
+}
+
+// serve runs srv until ctx is done, then shuts it down, giving requests in
+// flight five seconds.
+func serve(ctx context.Context, srv *http.Server) error {
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	}()
+	slog.Info("webhook serving", "listen", srv.Addr)
+	if err := srv.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // patchCABundle puts the CA bundle into every webhook of the configuration.

@@ -1,4 +1,4 @@
-package discover
+package report
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 
 func sampleReport() *Report {
 	t0 := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
-	return &Report{APIVersion: ReportAPIVersion, Kind: ReportKind, Node: "n", Kernel: "6.18", Arch: "x86_64", Hook: "tp_btf",
+	return &Report{APIVersion: APIVersion, Kind: Kind, Node: "n", Kernel: "6.18", Arch: "x86_64", Hook: "tp_btf",
 		Start: t0, End: t0.Add(time.Minute), Workloads: []Workload{
 			{Identity: Identity{Kind: KindPod, Namespace: "ns", Pod: "p", Container: "c", Labels: map[string]string{"app": "x"}, Owner: &Owner{Kind: "Deployment", Name: "x"}},
 				Syscalls: map[string][]string{"x86_64": {"write", "read"}, "i386": {"exit_group"}}, FirstSeen: t0, LastSeen: t0},
@@ -23,7 +23,7 @@ func TestReportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := ReadReport(bytes.NewReader(data), "r.json")
+	back, err := Read(bytes.NewReader(data), "r.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,21 +40,21 @@ func TestReportRoundTrip(t *testing.T) {
 		`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[{"identity":{"kind":"pod"},"syscalls":{"mips":["read"]}}]}`: `"mips": unknown ABI`,
 		`{"apiVersion":"kscmp/v1","kind":"ObservationReport","extra":1}`:                                                              `unknown field "extra"`,
 	} {
-		if _, err := ReadReport(bytes.NewReader([]byte(in)), "r.json"); err == nil || !bytes.Contains([]byte(err.Error()), []byte(want)) {
+		if _, err := Read(bytes.NewReader([]byte(in)), "r.json"); err == nil || !bytes.Contains([]byte(err.Error()), []byte(want)) {
 			t.Errorf("%s: got %v, want %q", in, err, want)
 		}
 	}
 }
 
-// FuzzReadReport: the report reader never panics, and what it accepts
+// FuzzRead: the report reader never panics, and what it accepts
 // survives a write and a read unchanged.
-func FuzzReadReport(f *testing.F) {
+func FuzzRead(f *testing.F) {
 	data, _ := sampleReport().Marshal()
 	f.Add(data)
 	f.Add([]byte(`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[]}`))
 	f.Add([]byte(`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[{"identity":{"kind":"process","exe":"/bin/sh"},"syscalls":{"x86_64":["read","read"]},"unknown":{"x86_64":[999]}}]}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r, err := ReadReport(bytes.NewReader(in), "fuzz.json")
+		r, err := Read(bytes.NewReader(in), "fuzz.json")
 		if err != nil {
 			return
 		}
@@ -62,7 +62,7 @@ func FuzzReadReport(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := ReadReport(bytes.NewReader(out), "again.json")
+		back, err := Read(bytes.NewReader(out), "again.json")
 		if err != nil {
 			t.Fatalf("written report is refused: %v\n%s", err, out)
 		}

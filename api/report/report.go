@@ -1,21 +1,29 @@
-package discover
+// Package report is the observation report: the contract between the stages
+// that record what workloads do (kscmp discover on a node today; a cluster
+// collector and a violations monitor later) and the stages that read it
+// (kscmp recommend). It holds the format (Report, Workload, Identity), its
+// one reader and validator, its writer, how an identity is named for people
+// and how the report's ABI names map to policy architectures.
+//
+// The package imports no eBPF code, so a reader of reports (the recommender)
+// does not link the kernel loader: like cilium/ebpf keeps its btf and asm
+// packages apart from the loader.
+package report
 
 import (
 	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"io"
-	"maps"
 	"slices"
 	"strings"
 	"time"
 )
 
-// Report versions and kind.
+// The report's version and kind.
 const (
-	ReportAPIVersion = "kscmp/v1"
-	ReportKind       = "ObservationReport"
+	APIVersion = "kscmp/v1"
+	Kind       = "ObservationReport"
 )
 
 // Report is what `kscmp discover` writes: per workload, the system calls it
@@ -40,11 +48,17 @@ type Report struct {
 	Lost Lost `json:"lost"`
 }
 
+// New returns an empty report of this version and kind.
+func New() *Report {
+	return &Report{APIVersion: APIVersion, Kind: Kind, Workloads: []Workload{}}
+}
+
 // Workload is one workload's observations.
 type Workload struct {
 	Identity Identity `json:"identity"`
 	// Syscalls maps an ABI's table name ("x86_64", "i386", "x32",
-	// "aarch64", "arm") to the sorted names of the calls made with it.
+	// "aarch64", "arm": see ABIName) to the sorted names of the calls made
+	// with it.
 	Syscalls map[string][]string `json:"syscalls"`
 	// Unknown maps an ABI to call numbers its table has no name for.
 	Unknown map[string][]int `json:"unknown,omitempty"`
@@ -54,7 +68,7 @@ type Workload struct {
 	LastSeen  time.Time `json:"lastSeen"`
 }
 
-// Lost is the report's form of LostCounters.
+// Lost counts what a recording could not record.
 type Lost struct {
 	MapFull     uint64 `json:"mapFull"`
 	RingBufFull uint64 `json:"ringBufFull"`
@@ -73,11 +87,6 @@ func (l Lost) Total() uint64 {
 	return l.MapFull + l.RingBufFull + l.OutOfRange + l.StaleMemo + l.Unattributed
 }
 
-// lostOf is the report's form of the recorder's counters.
-func lostOf(c LostCounters) Lost {
-	return Lost{MapFull: c.MapFull, RingBufFull: c.RingBufFull, OutOfRange: c.OutOfRange, StaleMemo: c.StaleMemo}
-}
-
 // Count returns the number of distinct system calls over all ABIs.
 func (w *Workload) Count() int {
 	n := 0
@@ -87,26 +96,23 @@ func (w *Workload) Count() int {
 	return n
 }
 
-// identityKey orders and groups workloads: equal keys are one workload.
-func identityKey(id Identity) string {
-	return strings.Join([]string{id.Kind, id.Namespace, id.Pod, id.Container, id.ContainerID, id.Unit, exeKey(id)}, "\x00")
-}
-
-// exeKey: plain processes are told apart by executable; containers and
-// units are not (their processes run many executables).
-func exeKey(id Identity) string {
+// Key orders and groups workloads: identities with equal keys are one
+// workload. Plain processes are told apart by executable and cgroup;
+// containers and units are not (their processes run many executables).
+func (id Identity) Key() string {
+	exe := ""
 	if id.Kind == KindProcess {
-		return id.Exe + "\x00" + id.Cgroup
+		exe = id.Exe + "\x00" + id.Cgroup
 	}
-	return ""
+	return strings.Join([]string{id.Kind, id.Namespace, id.Pod, id.Container, id.ContainerID, id.Unit, exe}, "\x00")
 }
 
 // Add merges w into the report: a workload with the same identity gets the
 // union of the calls and the widest time span.
 func (r *Report) Add(w Workload) {
-	k := identityKey(w.Identity)
+	k := w.Identity.Key()
 	for i := range r.Workloads {
-		if identityKey(r.Workloads[i].Identity) == k {
+		if r.Workloads[i].Identity.Key() == k {
 			r.Workloads[i].merge(w)
 			return
 		}
@@ -140,6 +146,8 @@ func (w *Workload) merge(o Workload) {
 	w.normalize()
 }
 
+// normalize sorts and deduplicates the names and numbers, so equal
+// observations are equal bytes.
 func (w *Workload) normalize() {
 	if w.Syscalls == nil {
 		w.Syscalls = map[string][]string{}
@@ -157,7 +165,7 @@ func (w *Workload) normalize() {
 // Sort orders the workloads by identity, for deterministic output.
 func (r *Report) Sort() {
 	slices.SortFunc(r.Workloads, func(a, b Workload) int {
-		return cmp.Compare(identityKey(a.Identity), identityKey(b.Identity))
+		return cmp.Compare(a.Identity.Key(), b.Identity.Key())
 	})
 }
 
@@ -176,41 +184,4 @@ func (r *Report) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("encode report: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-// ReadReport parses a report, checking its version and kind, the ABI names
-// and that every workload has a known identity kind. name is used in
-// errors.
-func ReadReport(rd io.Reader, name string) (*Report, error) {
-	dec := json.NewDecoder(rd)
-	dec.DisallowUnknownFields()
-	var r Report
-	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("%s: not an observation report: %w", name, err)
-	}
-	if r.APIVersion != ReportAPIVersion || r.Kind != ReportKind {
-		return nil, fmt.Errorf("%s: apiVersion %q kind %q: want %s %s", name, r.APIVersion, r.Kind, ReportAPIVersion, ReportKind)
-	}
-	for i, w := range r.Workloads {
-		switch w.Identity.Kind {
-		case KindPod, KindContainer, KindSystemd, KindProcess:
-		default:
-			return nil, fmt.Errorf("%s: workloads[%d].identity.kind: %q: want pod, container, systemd or process", name, i, w.Identity.Kind)
-		}
-		for _, abi := range slices.Sorted(maps.Keys(w.Syscalls)) {
-			if !knownABIName(abi) {
-				return nil, fmt.Errorf("%s: workloads[%d].syscalls: %q: unknown ABI (want x86_64, i386, x32, aarch64 or arm)", name, i, abi)
-			}
-		}
-		r.Workloads[i].normalize()
-	}
-	return &r, nil
-}
-
-func knownABIName(s string) bool {
-	switch s {
-	case "x86_64", "i386", "x32", "aarch64", "arm":
-		return true
-	}
-	return false
 }

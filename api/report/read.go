@@ -1,0 +1,156 @@
+package report
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// ErrInvalid is wrapped by every error that says a report is malformed: not
+// JSON, an unknown field, the wrong version or kind, an unknown identity
+// kind or ABI. Check it with errors.Is; the message says file, field and
+// value.
+var ErrInvalid = errors.New("invalid observation report")
+
+// ErrNoReports means a path given to ReadAll named no report: a pattern
+// matched no file, or a directory holds no *.json file.
+var ErrNoReports = errors.New("no observation report")
+
+// marked is err, with its message, that also is the sentinel kind for
+// errors.Is: the message says the problem once, the sentinel its class.
+type marked struct{ err, kind error }
+
+func (e marked) Error() string   { return e.err.Error() }
+func (e marked) Unwrap() []error { return []error{e.err, e.kind} }
+
+func invalid(format string, args ...any) error {
+	return marked{fmt.Errorf(format, args...), ErrInvalid}
+}
+
+// Source is one report and where it was read from.
+type Source struct {
+	Name   string // file name, for comments and messages
+	Report *Report
+}
+
+// Read parses a report and validates it (see Validate); names and numbers
+// are sorted and deduplicated. name is used in errors.
+func Read(rd io.Reader, name string) (*Report, error) {
+	dec := json.NewDecoder(rd)
+	dec.DisallowUnknownFields()
+	var r Report
+	if err := dec.Decode(&r); err != nil {
+		return nil, invalid("%s: not an observation report: %w", name, err)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	for i := range r.Workloads {
+		r.Workloads[i].normalize()
+	}
+	return &r, nil
+}
+
+// Validate checks the report's version and kind, that every workload has a
+// known identity kind, and that its ABI names are known (see ArchOf). It
+// returns the first problem, wrapping ErrInvalid.
+func (r *Report) Validate() error {
+	if r.APIVersion != APIVersion || r.Kind != Kind {
+		return invalid("apiVersion %q kind %q: want %s %s", r.APIVersion, r.Kind, APIVersion, Kind)
+	}
+	for i, w := range r.Workloads {
+		if !slices.Contains(Kinds[:], w.Identity.Kind) {
+			return invalid("workloads[%d].identity.kind: %q: want pod, container, systemd or process", i, w.Identity.Kind)
+		}
+		for _, abi := range slices.Sorted(maps.Keys(w.Syscalls)) {
+			if _, ok := ArchOf(abi); !ok {
+				return invalid("workloads[%d].syscalls: %q: unknown ABI (want %s)", i, abi, abiNames())
+			}
+		}
+	}
+	return nil
+}
+
+// ReadFile reads the report in the file path.
+func ReadFile(path string) (*Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Read(f, path)
+}
+
+// ReadAll reads the reports that paths name: files, globs (as
+// filepath.Glob takes them) and directories (their *.json files), each file
+// once, sorted by name. A path that names no report is an error wrapping
+// ErrNoReports; so is a directory without *.json files.
+func ReadAll(paths []string) ([]Source, error) {
+	files, err := reportFiles(paths)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Source, 0, len(files))
+	for _, f := range files {
+		r, err := ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Source{Name: f, Report: r})
+	}
+	return out, nil
+}
+
+// reportFiles expands paths into the sorted, distinct report files they
+// name.
+func reportFiles(paths []string) ([]string, error) {
+	var files []string
+	for _, p := range paths {
+		matches, err := filepath.Glob(p)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", p, err)
+		}
+		if len(matches) == 0 {
+			return nil, marked{fmt.Errorf("%q: no such file", p), ErrNoReports}
+		}
+		for _, m := range matches {
+			st, err := os.Stat(m)
+			if err != nil {
+				return nil, err
+			}
+			if !st.IsDir() {
+				files = append(files, m)
+				continue
+			}
+			in, err := filepath.Glob(filepath.Join(globEscape(m), "*.json"))
+			if err != nil {
+				return nil, fmt.Errorf("%q: %w", m, err)
+			}
+			if len(in) == 0 {
+				return nil, marked{fmt.Errorf("%q: no *.json reports in the directory", m), ErrNoReports}
+			}
+			files = append(files, in...)
+		}
+	}
+	slices.Sort(files)
+	return slices.Compact(files), nil
+}
+
+// globEscape quotes the characters filepath.Glob treats specially, so a
+// directory's own name matches only itself.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

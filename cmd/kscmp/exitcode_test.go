@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
+)
+
+// failingWriter is a stream that cannot be written: a closed pipe, a full
+// disk.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) {
+	return 0, errors.New("write /dev/stdout: no space left on device")
+}
+
+// TestExitIO: an output that cannot be written is an I/O failure (5), never
+// a usage error (1): the flags were right.
+func TestExitIO(t *testing.T) {
+	dir := t.TempDir()
+	reports := filepath.Join(dir, "r.json")
+	os.WriteFile(reports, []byte(sampleReport), 0o644)
+	notADir := filepath.Join(dir, "file")
+	os.WriteFile(notADir, nil, 0o644)
+
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"recommend", "--from", reports, "-o", filepath.Join(notADir, "policies")}, "not a directory"},
+		{[]string{"recommend", "--from", reports, "-o", filepath.Join(dir, "policies"), "--summary", filepath.Join(notADir, "pr.md")}, "not a directory"},
+	} {
+		if code, _, errs := runCLI(t, c.args...); code != exitIO || !strings.Contains(errs, c.msg) {
+			t.Errorf("%v: exit %d (want %d), stderr %q (want %q)", c.args, code, exitIO, errs, c.msg)
+		}
+	}
+	for _, args := range [][]string{
+		{"version"},
+		{"validate", "-o", "yaml", examples},
+		{"merge", "-f", examples, "-n", "wordpress-mysql", "-l", "app=wordpress"},
+	} {
+		var errb strings.Builder
+		code := run(context.Background(), args, streams{in: strings.NewReader(""), out: failingWriter{}, err: &errb})
+		if code != exitIO || !strings.Contains(errb.String(), "no space left on device") {
+			t.Errorf("%v to a failing stdout: exit %d (want %d), stderr %q", args, code, exitIO, errb.String())
+		}
+	}
+}
+
+// TestExitUnsupported: what this system cannot do exits 4, not "invalid
+// input" (2): apply --systemd without systemd-analyze, and discover run by a
+// user who may not load BPF programs (the real recorder, refused by the real
+// kernel).
+func TestExitUnsupported(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	code, _, errs := runCLI(t, "apply", "-f", examples, "--systemd")
+	if code != exitUnsupported || !strings.Contains(errs, "systemd-analyze not found") {
+		t.Errorf("apply --systemd without systemd-analyze: exit %d (want %d): %s", code, exitUnsupported, errs)
+	}
+}
+
+func TestDiscoverUnprivilegedExitsUnsupported(t *testing.T) {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (to run kscmp as nobody)")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		missing = append(missing, "go in PATH")
+	}
+	testenv.Missing(t, missing...)
+	// A directory nobody may enter, with the binary in it.
+	dir, err := os.MkdirTemp("", "kscmp-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "kscmp")
+	data, err := os.ReadFile(buildKscmp(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "discover", "--duration", "1s", "-o", filepath.Join(dir, "never.json"))
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUnsupported || !strings.Contains(string(out), "not supported by this system") || !strings.Contains(string(out), "(discover needs root, or CAP_BPF") {
+		t.Fatalf("discover as nobody: %v (want exit %d)\n%s", err, exitUnsupported, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "never.json")); err == nil {
+		t.Error("a report was written although nothing was recorded")
+	}
+}
