@@ -89,7 +89,6 @@ type group struct {
 	namespace, name string
 	host            bool
 	selector        api.Selector
-	container       string // set when the policy is for one container of a pod
 	describe        string
 	pods            map[string]bool
 	podLabels       []map[string]string

@@ -74,11 +74,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/kubearmor/kscmp/internal/testenv"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // KubeVersion is the kube-apiserver version the tests run, the
