@@ -47,8 +47,9 @@ e2e:
 # The README's test command: installs what the tests need (Debian packages;
 # kube-apiserver and etcd built from the Go module proxy into
 # ~/.cache/kscmp-testbin, reused), then runs every test (privileged ones too:
-# run as root) and a bounded fuzz run.
-test: deps testbin nspawn-tree unit fuzz
+# run as root) and a bounded fuzz run. make image first: its build cache
+# (-trimpath builds for amd64 and arm64) is what deploy/image's tests reuse.
+test: deps testbin nspawn-tree image unit fuzz
 
 # kube-apiserver and etcd for the integration tests (cold: ~13 min on 2 cores).
 testbin:

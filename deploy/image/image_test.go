@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/kubearmor/kscmp/internal/testenv"
 )
@@ -113,11 +117,25 @@ func TestReproducible(t *testing.T) {
 // taking it from anywhere else.
 func TestCreatedInDigest(t *testing.T) {
 	res, _ := built(t)
-	o, err := testOptions(t, t.TempDir()).withDefaults()
+	o := testOptions(t, t.TempDir())
+	o.Created = testCreated.Add(time.Second)
+	idx := indexOf(t, o, res)
+	d, err := idx.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Created = testCreated.Add(time.Second)
+	if d == res.Index {
+		t.Errorf("created %v and %v: the same index %s", testCreated, o.Created, d)
+	}
+}
+
+// indexOf makes the index of o from the binaries of res, without go build.
+func indexOf(t *testing.T, o Options, res *Result) v1.ImageIndex {
+	t.Helper()
+	o, err := o.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
 	base, err := baseLayer(o.Created)
 	if err != nil {
 		t.Fatal(err)
@@ -134,12 +152,45 @@ func TestCreatedInDigest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := idx.Digest()
+	return idx
+}
+
+// TestPush pushes the index to a registry (go-containerregistry's, in
+// this process) and pulls it back under both tags: the same digest, both
+// platforms.
+func TestPush(t *testing.T) {
+	res, _ := built(t)
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	o := testOptions(t, t.TempDir())
+	o.Repository = strings.TrimPrefix(srv.URL, "http://") + "/kubearmor/kscmp"
+	tags, err := o.tags()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d == res.Index {
-		t.Errorf("created %v and %v: the same index %s", testCreated, o.Created, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := push(ctx, indexOf(t, o, res), tags); err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range tags {
+		idx, err := remote.Index(tag, remote.WithContext(ctx))
+		if err != nil {
+			t.Fatalf("pull %s: %v", tag, err)
+		}
+		d, err := idx.Digest()
+		if err != nil || d != res.Index {
+			t.Errorf("pull %s: digest %s (%v), pushed %s", tag, d, err, res.Index)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range im.Manifests {
+			if _, err := remote.Image(tag.Context().Digest(m.Digest.String()), remote.WithContext(ctx)); err != nil {
+				t.Errorf("pull %s %s: %v", tag, m.Platform, err)
+			}
+		}
 	}
 }
 
