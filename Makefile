@@ -1,17 +1,38 @@
-# kscmp: make build | test | bench | lint | demo | generate
+# kscmp: make build | image | test | bench | lint | demo | generate
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin/kscmp
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+# The image: its creation time and revision come from the commit, so that
+# the same commit gives the same image digest (make image twice: same index).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGE_TAR := bin/kscmp-image.tar
+IMAGE_FLAGS = -version $(VERSION) -revision "$(REVISION)" -created $(SOURCE_DATE_EPOCH) -bin-dir bin/image
 # Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
 FUZZTIME ?= 15s
 
-.PHONY: build test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
+.PHONY: build image image-push test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
+
+# kscmp's OCI image index (linux/amd64 + linux/arm64, static binary on an
+# empty base) as one tarball, built without a Docker daemon; tagged
+# kscmp:$(VERSION) and kscmp:latest. Load it into a node's containerd with
+#   ctr -n k8s.io images import --all-platforms bin/kscmp-image.tar
+image:
+	$(GO) run ./cmd/kscmp-image $(IMAGE_FLAGS) -o $(IMAGE_TAR)
+
+# The same index pushed as $(REGISTRY)/kscmp:$(VERSION) and :latest
+# (credentials from docker login's config), e.g.
+#   make image-push REGISTRY=ghcr.io/you
+image-push:
+	@[ -n "$(REGISTRY)" ] || { echo "make image-push: REGISTRY is not set; e.g. make image-push REGISTRY=ghcr.io/you" >&2; exit 2; }
+	$(GO) run ./cmd/kscmp-image $(IMAGE_FLAGS) -repository $(REGISTRY)/kscmp -push
+	@echo "point the manifests at it: (cd deploy/manifests && kustomize edit set image kscmp=$(REGISTRY)/kscmp:$(VERSION))"
 
 deps:
 	hack/deps.sh test
@@ -26,8 +47,9 @@ e2e:
 # The README's test command: installs what the tests need (Debian packages;
 # kube-apiserver and etcd built from the Go module proxy into
 # ~/.cache/kscmp-testbin, reused), then runs every test (privileged ones too:
-# run as root) and a bounded fuzz run.
-test: deps testbin nspawn-tree unit fuzz
+# run as root) and a bounded fuzz run. make image first: its build cache
+# (-trimpath builds for amd64 and arm64) is what deploy/image's tests reuse.
+test: deps testbin nspawn-tree image unit fuzz
 
 # kube-apiserver and etcd for the integration tests (cold: ~13 min on 2 cores).
 testbin:

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 want=(runc crun busybox-static strace jq systemd gcc)
-[ "${1:-test}" = test ] && want+=(gcc-multilib clang llvm libbpf-dev debootstrap systemd-container)
+[ "${1:-test}" = test ] && want+=(gcc-multilib clang llvm libbpf-dev debootstrap systemd-container containerd qemu-user-static)
 
 missing=()
 for p in "${want[@]}"; do
