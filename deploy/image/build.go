@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -71,18 +70,15 @@ func goBuild(ctx context.Context, o Options, p Platform) (string, error) {
 	return out, nil
 }
 
-// goTool is Options.GoTool, else go from PATH, else the go of the
-// toolchain this program was built with (tests run without it on PATH).
+// goTool is Options.GoTool, else go from PATH (go test puts its own
+// GOROOT/bin first on the PATH of the tests, so they find it too).
 func (o Options) goTool() (string, error) {
 	if o.GoTool != "" {
 		return o.GoTool, nil
 	}
-	if p, err := exec.LookPath("go"); err == nil {
-		return p, nil
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%w: no go command on PATH nor at %s: set GoTool", ErrOptions, p)
+	p, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("%w: no go command on PATH: set GoTool", ErrOptions)
 	}
 	return p, nil
 }
