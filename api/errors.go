@@ -12,7 +12,10 @@ import (
 var ErrNoPolicyFiles = errors.New("no *.yaml, *.yml or *.json files in directory")
 
 // FieldError is one problem in one policy document: where it is (file,
-// document, line), which field, which value, and what is wrong.
+// document, line), which field, which value, and what is wrong. It is not
+// an API type: no deepcopy is generated for it.
+//
+// +kubebuilder:object:generate=false
 type FieldError struct {
 	File   string // file name, "" when the policy did not come from a file
 	Doc    int    // 1-based index of the YAML document in File, 0 when unknown
@@ -61,7 +64,9 @@ func (e *FieldError) Error() string {
 }
 
 // ErrorList is every problem found in a set of policy documents. It is an
-// error; its message has one problem per line.
+// error; its message has one problem per line. Not an API type either.
+//
+// +kubebuilder:object:generate=false
 type ErrorList []*FieldError
 
 // Error joins the problems, one per line.
