@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io/fs"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,35 +33,6 @@ func killPolicies(n, variant int) string {
 			name, selector, strings.Join(targets, ", "), strings.Join(calls, ", "))
 	}
 	return doc("units", "systemdUnits", units) + "---\n" + doc("containers", "containerNames", names)
-}
-
-// treeOf maps every path below dir to its type, mode and content hash.
-func treeOf(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := info.Mode().String()
-		if info.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += fmt.Sprintf(" %x", sha256.Sum256(b))
-		}
-		m[strings.TrimPrefix(p, dir)] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // TestKillDuringApply kills `kscmp apply --dir` and `kscmp apply --systemd
@@ -113,7 +80,7 @@ func TestKillDuringApply(t *testing.T) {
 				t.Fatalf("clean run: %v\n%s", err, out)
 			}
 			runTime := time.Since(start)
-			want := treeOf(t, clean)
+			want := testenv.Tree(t, clean)
 
 			root := t.TempDir()
 			landed, prev := 0, map[string]bool{}
@@ -150,16 +117,8 @@ func TestKillDuringApply(t *testing.T) {
 			if left := tempFiles(root); len(left) > 0 {
 				t.Errorf("temporary files left after a good run: %v", left)
 			}
-			got := treeOf(t, root)
-			for _, p := range slices.Sorted(maps.Keys(want)) {
-				if got[p] != want[p] {
-					t.Errorf("%s: %q, a clean run's: %q", p, got[p], want[p])
-				}
-			}
-			for _, p := range slices.Sorted(maps.Keys(got)) {
-				if _, ok := want[p]; !ok {
-					t.Errorf("%s: not in a clean run's tree", p)
-				}
+			if diff := testenv.TreeDiff(want, testenv.Tree(t, root)); diff != "" {
+				t.Errorf("after the kills and a good run, the tree is not a clean run's (- clean, + now):\n%s", diff)
 			}
 		})
 	}

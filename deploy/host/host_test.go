@@ -2,9 +2,7 @@ package host
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -32,41 +30,9 @@ func hostPolicy(name string, units, containers []string, action api.Action, sysc
 	}
 }
 
-// snapshot maps every file and directory below root to its mode and a hash
-// of its content.
-func snapshot(t *testing.T, root string) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := info.Mode().String()
-		if d.Type() == fs.ModeSymlink {
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			v += " -> " + target
-		} else if !d.IsDir() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += fmt.Sprintf(" %x", sha256.Sum256(b))
-		}
-		m[strings.TrimPrefix(p, root)] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
+// snapshot is testenv.Tree: every entry below root with its mode, link
+// target or content.
+func snapshot(t *testing.T, root string) map[string]string { return testenv.Tree(t, root) }
 
 // fileIdentity is what rewriting a file changes: an atomic write makes a new
 // inode, an in-place write or a chmod a new ctime. Unlike comparing mtimes
@@ -88,15 +54,8 @@ func fileID(t *testing.T, path string) fileIdentity {
 
 func sameTree(t *testing.T, what string, before, after map[string]string) {
 	t.Helper()
-	for p, v := range before {
-		if after[p] != v {
-			t.Errorf("%s: %s changed: %q → %q", what, p, v, after[p])
-		}
-	}
-	for p := range after {
-		if _, ok := before[p]; !ok {
-			t.Errorf("%s: %s appeared", what, p)
-		}
+	if diff := testenv.TreeDiff(before, after); diff != "" {
+		t.Errorf("%s:\n%s", what, diff)
 	}
 }
 

@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +17,7 @@ import (
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy"
 	"github.com/kubearmor/kscmp/internal/nspawntest"
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // inMachineEnv makes this test binary, run inside the machine by
@@ -169,7 +167,7 @@ func TestSystemdPostWriteCheckRealSystemd(t *testing.T) {
 	// systemd's view of unit exactly as before.
 	refused := func(name, unit, want string, policies ...*api.KubeArmorSeccompPolicy) {
 		t.Helper()
-		treeBefore, viewBefore := unitTree(t, unitDir), view(unit)
+		treeBefore, viewBefore := testenv.Tree(t, unitDir), view(unit)
 		res := apply(policies...)
 		t.Logf("%s: %+v", name, res)
 		switch {
@@ -180,7 +178,7 @@ func TestSystemdPostWriteCheckRealSystemd(t *testing.T) {
 		case !strings.Contains(res.Error, want):
 			t.Errorf("%s: Apply failed with %q, want %q", name, res.Error, want)
 		}
-		if diff := treeDiff(treeBefore, unitTree(t, unitDir)); diff != "" {
+		if diff := testenv.TreeDiff(treeBefore, testenv.Tree(t, unitDir)); diff != "" {
 			t.Errorf("%s: after the roll-back %s differs:\n%s", name, UnitDir, diff)
 		}
 		if after := view(unit); after != viewBefore {
@@ -248,66 +246,4 @@ func realPolicy(name, unit string, calls ...string) *api.KubeArmorSeccompPolicy 
 			Seccomp:  api.SeccompSpec{Syscalls: calls, Action: api.ActionAllow},
 		},
 	}
-}
-
-// unitTree maps every entry below dir to its type and mode and, for a
-// file, its content, for a link its target.
-func unitTree(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	tree := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := info.Mode().String()
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			v += " → " + target
-		case info.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			v += "\n" + string(b)
-		}
-		tree[strings.TrimPrefix(p, dir)] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tree
-}
-
-// treeDiff describes how two unitTree results differ ("" when they do not).
-func treeDiff(before, after map[string]string) string {
-	var b strings.Builder
-	paths := slices.Collect(maps.Keys(before))
-	for p := range after {
-		if _, ok := before[p]; !ok {
-			paths = append(paths, p)
-		}
-	}
-	slices.Sort(paths)
-	for _, p := range paths {
-		v, was := before[p]
-		w, is := after[p]
-		switch {
-		case !is:
-			fmt.Fprintf(&b, "%s: gone (was %q)\n", p, v)
-		case !was:
-			fmt.Fprintf(&b, "%s: new: %q\n", p, w)
-		case w != v:
-			fmt.Fprintf(&b, "%s: %q, was %q\n", p, w, v)
-		}
-	}
-	return b.String()
 }
