@@ -16,8 +16,13 @@ FUZZTIME ?= 15s
 
 .PHONY: build image image-push test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
 
+# A static binary (no cgo), as the image holds it. With cgo, the Go runtime
+# starts threads through glibc's pthread_create, which calls rseq and
+# set_robust_list: kscmp exec under a profile that refuses one of them
+# could then die ("Fatal glibc error: rseq registration failed") when the
+# runtime happened to start a thread between the filter and execve.
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
 
 # kscmp's OCI image index (linux/amd64 + linux/arm64, static binary on an
 # empty base) as one tarball, built without a Docker daemon; tagged

@@ -20,7 +20,12 @@ func buildKscmp(t testing.TB) string {
 		testenv.Missing(t, "go on PATH, to build kscmp (/usr/local/go/bin)")
 	}
 	bin := filepath.Join(t.TempDir(), "kscmp")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	// Static, as make build and the image build it: a cgo build starts
+	// threads through glibc (rseq, set_robust_list), so kscmp exec under a
+	// profile refusing those could die before its execve.
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
