@@ -32,12 +32,15 @@ type BusyboxOptions struct {
 	Created time.Time
 	// Output is the tarball to write (see WriteLayout).
 	Output string
+	// Cmd is the image's command; default sh. The local cluster's
+	// sandbox (pause) image is this image with Cmd sleep.
+	Cmd []string
 }
 
 // WriteBusybox writes a one-platform image index of a static busybox at
 // /bin/busybox with BusyboxApplets linked to it, /etc/passwd and
 // /etc/group (root and kscmp, as kscmp's image), running sh as root by
-// default. It is the small image the local cluster (hack/cluster.sh) and
+// default (Cmd). It is the small image the local cluster (hack/cluster.sh) and
 // its tests run pods from without a registry. It returns the index's
 // digest and whether the tarball was (re)written.
 func WriteBusybox(o BusyboxOptions) (v1.Hash, bool, error) {
@@ -49,6 +52,9 @@ func WriteBusybox(o BusyboxOptions) (v1.Hash, bool, error) {
 		return v1.Hash{}, false, fmt.Errorf("busybox image: %w", err)
 	}
 	created := o.Created.UTC().Truncate(time.Second)
+	if len(o.Cmd) == 0 {
+		o.Cmd = []string{"sh"}
+	}
 	entries := []tarEntry{{name: "bin/", mode: 0o755}, {name: "bin/busybox", mode: 0o755, data: bin}}
 	for _, a := range BusyboxApplets {
 		entries = append(entries, tarEntry{name: "bin/" + a, mode: 0o777, link: "busybox"})
@@ -64,7 +70,7 @@ func WriteBusybox(o BusyboxOptions) (v1.Hash, bool, error) {
 	}
 	cfg := &v1.ConfigFile{
 		Architecture: o.Platform.Arch, OS: o.Platform.OS, Created: v1.Time{Time: created},
-		Config: v1.Config{Cmd: []string{"sh"}, Env: []string{"PATH=/bin"}, WorkingDir: "/"},
+		Config: v1.Config{Cmd: o.Cmd, Env: []string{"PATH=/bin"}, WorkingDir: "/"},
 		RootFS: v1.RootFS{Type: "layers"},
 	}
 	img, err := mutate.ConfigFile(empty.Image, cfg)
