@@ -14,7 +14,7 @@ IMAGE_FLAGS = -version $(VERSION) -revision "$(REVISION)" -created $(SOURCE_DATE
 # Fuzzing time per target in `make test` (CI); longer runs: make fuzz FUZZTIME=10m
 FUZZTIME ?= 15s
 
-.PHONY: build image image-push test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
+.PHONY: build image image-push cluster cluster-down test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kscmp
@@ -33,6 +33,18 @@ image-push:
 	@[ -n "$(REGISTRY)" ] || { echo "make image-push: REGISTRY is not set; e.g. make image-push REGISTRY=ghcr.io/you" >&2; exit 2; }
 	$(GO) run ./cmd/kscmp-image $(IMAGE_FLAGS) -repository $(REGISTRY)/kscmp -push
 	@echo "point the manifests at it: (cd deploy/manifests && kustomize edit set image kscmp=$(REGISTRY)/kscmp:$(VERSION))"
+
+# A real single-node cluster (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet v1.37.2 built from the module proxy; Debian's
+# containerd, runc and CNI plugins), state in ~/.cache/kscmp-cluster, with
+# the kscmp image and localhost/busybox:latest imported. Prints the admin
+# kubeconfig's path last. Root. Stop it (state kept) with make cluster-down.
+cluster: image
+	hack/deps.sh test
+	hack/cluster.sh up
+
+cluster-down:
+	hack/cluster.sh down
 
 deps:
 	hack/deps.sh test
