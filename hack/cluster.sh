@@ -81,18 +81,26 @@ start() {
   echo $! >"$S/run/$name.pid"
 }
 
-# stop NAME: SIGTERM, then SIGKILL after 15 s.
+# stop NAME...: SIGTERM to each (together: each takes a second or more to
+# exit), then SIGKILL to what still runs after 15 s.
 stop() {
-  local pid i
-  pid=$(pid_of "$1") || { rm -f "$S/run/$1.pid"; return 0; }
-  log "stopping $1 ($pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do
-    [ -d "/proc/$pid" ] || break
-    sleep 0.1
+  local n pid pids=() i
+  for n in "$@"; do
+    if pid=$(pid_of "$n"); then
+      log "stopping $n ($pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+    rm -f "$S/run/$n.pid"
   done
-  [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null
-  rm -f "$S/run/$1.pid"
+  for pid in "${pids[@]}"; do
+    for ((i = 0; i < 150; i++)); do
+      [ -d "/proc/$pid" ] || break
+      sleep 0.1
+    done
+    [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null
+  done
+  return 0
 }
 
 # wait_for WHAT SECONDS COMMAND...: runs COMMAND until it succeeds.
@@ -498,12 +506,8 @@ down() {
   S=$(cd "$S" && pwd)
   stop kubelet
   kill_pods
-  stop containerd
+  stop containerd kube-scheduler kube-controller-manager kube-apiserver etcd
   kill_shims
-  stop kube-scheduler
-  stop kube-controller-manager
-  stop kube-apiserver
-  stop etcd
   unmount_all
   remove_cgroups
   # No pod runs now: every address host-local handed out is free again.
