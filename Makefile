@@ -51,7 +51,10 @@ cluster-down:
 # Pending -> Succeeded in its own netns; kubectl apply -k deploy/manifests;
 # the agent under its own profile; a policy's profile in the kubelet's
 # directory; the webhook binds an opted-in Deployment, echo works and mkdir
-# fails with EPERM in its pod; a namespace that did not opt in is untouched.
+# fails with EPERM in its pod; a namespace that did not opt in is untouched;
+# the policy narrowed -> the agent (--restart-workloads) rolls the Deployment
+# and the new pod is refused the removed call; the policy and the Deployment
+# deleted -> the profile file goes.
 test-cluster: deps image
 	hack/testbin.sh cluster >/dev/null
 	KSCMP_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 15m -v -run '^TestCluster$$' ./internal/clustertest/

@@ -15,7 +15,8 @@ import (
 
 // overlay is deploy/manifests as this node needs it: the agent's hostPath
 // is the kubelet's seccomp directory in the cluster's state directory (the
-// DaemonSet names /var/lib/kubelet), and one webhook replica: with
+// DaemonSet names /var/lib/kubelet), --restart-workloads, and one webhook
+// replica: with
 // --self-signed each replica makes its own CA and writes it into the one
 // MutatingWebhookConfiguration, so with two the API server trusts only the
 // last one started and calls to the other fail TLS (failurePolicy Ignore:
@@ -30,6 +31,11 @@ patches:
     - op: replace
       path: /spec/template/spec/volumes/0/hostPath/path
       value: {{SECCOMP}}
+- target: {kind: DaemonSet, name: kscmp-agent}
+  patch: |-
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --restart-workloads
 - target: {kind: Deployment, name: kscmp-webhook}
   patch: |-
     - op: replace
@@ -58,7 +64,7 @@ spec:
       - action: Allow
         syscalls: [arch_prctl, brk, chdir, clock_nanosleep, clone, close, dup, dup2, dup3, execve, exit,
           exit_group, fcntl, fork, fstat, getcwd, getdents64, getegid, geteuid, getgid, getpid, getppid,
-          getrandom, getuid, ioctl, kill, lseek, lstat, madvise, mmap, mprotect, munmap, nanosleep,
+          getrandom, getuid, ioctl, {{KILL}}lseek, lstat, madvise, mmap, mprotect, munmap, nanosleep,
           newfstatat, openat, pipe, pipe2, poll, prctl, prlimit64, read, readlink, rseq, rt_sigaction,
           rt_sigprocmask, rt_sigreturn, sendfile, set_robust_list, set_tid_address, setpgid, stat, statx,
           uname, vfork, wait4, write]
@@ -107,7 +113,7 @@ func testEnforce(t *testing.T, c *Cluster) {
 
 	for ns, labels := range map[string]string{"demo": `{kscmp.kubearmor.com/enforce: "true"}`, "plain": "{}"} {
 		f := filepath.Join(dir, ns+".yaml")
-		write(t, f, strings.NewReplacer("{{NS}}", ns, "{{LABELS}}", labels).Replace(workload))
+		write(t, f, policyYAML(ns, labels, true))
 		c.MustKubectl(t, time.Minute, "apply", "-f", f)
 	}
 	waitBound(t, c)
@@ -122,6 +128,70 @@ func testEnforce(t *testing.T, c *Cluster) {
 	}
 	checkWorkload(t, c, "demo", true)
 	checkWorkload(t, c, "plain", false)
+	t.Run("Narrow", func(t *testing.T) { testNarrow(t, c, dir) })
+}
+
+// policyYAML is workload for namespace ns, with kill allowed or not.
+func policyYAML(ns, labels string, kill bool) string {
+	return strings.NewReplacer("{{NS}}", ns, "{{LABELS}}", labels,
+		"{{KILL}}", map[bool]string{true: "kill, ", false: ""}[kill]).Replace(workload)
+}
+
+// testNarrow: the policy loses kill → the agent (--restart-workloads) rolls
+// the Deployment and the new pod's kill fails with EPERM; the policy
+// deleted → its profile file stays while a pod runs under it and goes when
+// the Deployment is deleted.
+func testNarrow(t *testing.T, c *Cluster, dir string) {
+	old := onePod(t, c, "demo", "app=busybox-demo")
+	if out, err := c.KubectlOutput(time.Minute, "-n", "demo", "exec", old.Name, "--", "sh", "-c", "kill -0 1"); err != nil {
+		t.Fatalf("kill -0 1 before the policy is narrowed: %v\n%s", err, out)
+	}
+	f := filepath.Join(dir, "demo-narrow.yaml")
+	write(t, f, policyYAML("demo", `{kscmp.kubearmor.com/enforce: "true"}`, false))
+	c.MustKubectl(t, time.Minute, "apply", "-f", f)
+	pod := waitRolled(t, c, old)
+	out, _ := c.KubectlOutput(time.Minute, "-n", "demo", "exec", pod.Name, "--", "sh", "-c", "kill -0 1")
+	if !strings.Contains(string(out), "Operation not permitted") {
+		t.Errorf("rolled pod %s: kill -0 1 under the narrowed profile: %q, want EPERM", pod.Name, out)
+	}
+
+	profile := filepath.Join(c.KubeletSeccompDir(), profileName)
+	c.MustKubectl(t, time.Minute, "-n", "demo", "delete", "kubearmorseccomppolicy", "busybox-demo", "--wait")
+	c.MustKubectl(t, time.Minute, "-n", "kscmp-system", "get", "pods") // a round trip: the agent had time to see it
+	if _, err := os.Stat(profile); err != nil {
+		t.Errorf("policy deleted, pod %s still runs under %s: %v (want the file kept)", pod.Name, profileName, err)
+	}
+	c.MustKubectl(t, 2*time.Minute, "-n", "demo", "delete", "deployment", "busybox-demo", "--wait")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(profile)
+		return os.IsNotExist(err), nil
+	})
+	if err != nil {
+		t.Errorf("policy and Deployment deleted: %s still there: %v", profile, err)
+	}
+}
+
+// waitRolled waits until demo's Deployment runs one pod that is not old,
+// and returns it.
+func waitRolled(t *testing.T, c *Cluster, old *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var last []corev1.Pod
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		pods, err := c.Client.CoreV1().Pods("demo").List(ctx, metav1.ListOptions{LabelSelector: "app=busybox-demo"})
+		if err != nil {
+			return false, nil
+		}
+		last = pods.Items
+		return len(pods.Items) == 1 && pods.Items[0].UID != old.UID && pods.Items[0].Status.Phase == corev1.PodRunning, nil
+	})
+	if err != nil {
+		t.Fatalf("demo's Deployment not rolled after the policy was narrowed: %v; pods: %d", err, len(last))
+	}
+	return &last[0]
 }
 
 // checkAgent: the init container installed the agent's profile and the
