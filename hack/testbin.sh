@@ -4,12 +4,18 @@
 #
 #   ${KSCMP_TESTBIN:-$HOME/.cache/kscmp-testbin}/<kube version>/{kube-apiserver,etcd}
 #
+# With the argument `cluster` (or KSCMP_TESTBIN_CLUSTER=1) it also builds what
+# the local single-node cluster (hack/cluster.sh) runs: kubelet,
+# kube-controller-manager, kube-scheduler and kubectl, in the same directory and
+# in ONE go build with whichever of them (kube-apiserver included) are missing,
+# so that the packages they share are compiled once.
+#
 # and prints that directory on stdout (progress goes to stderr). Binaries that
 # exist and report the wanted version (--version) are reused, so running it
 # again is cheap. Nothing is written into the repository: each binary is built
 # from a throw-away module in a temporary directory under the cache root.
 #
-# Usage: hack/testbin.sh
+# Usage: hack/testbin.sh [cluster]
 # Env:   KSCMP_TESTBIN       cache root (default $HOME/.cache/kscmp-testbin)
 #        KSCMP_KUBE_VERSION  k8s.io/kubernetes version (default below; the
 #                            tests read the same variable)
@@ -24,6 +30,12 @@ KUBE_VERSION=${KSCMP_KUBE_VERSION:-v1.37.2}
 # build/dependencies.yaml), latest patch.
 ETCD_VERSION=${KSCMP_ETCD_VERSION:-v3.7.3}
 GO=${GO:-go}
+cluster=${KSCMP_TESTBIN_CLUSTER:-0}
+case ${1:-} in
+  "") ;;
+  cluster) cluster=1 ;;
+  *) echo "usage: hack/testbin.sh [cluster]" >&2; exit 2 ;;
+esac
 
 log() { echo "testbin: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -43,10 +55,29 @@ mkdir -p "$dir"
 exec 9>"$root/.lock"
 flock 9
 
-kube_ok() {
-  [ -x "$dir/kube-apiserver" ] &&
-    [ "$("$dir/kube-apiserver" --version 2>/dev/null)" = "Kubernetes $KUBE_VERSION" ]
+# The Kubernetes commands this run wants (under k8s.io/kubernetes/cmd/).
+kube_cmds=(kube-apiserver)
+[ "$cluster" = 1 ] && kube_cmds+=(kube-controller-manager kube-scheduler kubelet kubectl)
+
+# cmd_ok NAME: the binary exists and reports the wanted version. kubectl
+# reports it as "Client Version: v1.X.Y"; the others as "Kubernetes v1.X.Y".
+cmd_ok() {
+  local out
+  [ -x "$dir/$1" ] || return 1
+  if [ "$1" = kubectl ]; then
+    out=$("$dir/kubectl" version --client 2>/dev/null) || return 1
+    grep -qx "Client Version: $KUBE_VERSION" <<<"$out"
+  else
+    out=$("$dir/$1" --version 2>/dev/null) || return 1
+    [ "$out" = "Kubernetes $KUBE_VERSION" ]
+  fi
 }
+# missing_cmds prints the wanted commands that are absent or stale.
+missing_cmds() {
+  local c
+  for c in "${kube_cmds[@]}"; do cmd_ok "$c" || echo "$c"; done
+}
+kube_ok() { [ -z "$(missing_cmds)" ]; }
 etcd_ok() {
   [ -x "$dir/etcd" ] &&
     # Read the whole output first: with pipefail, grep -q quitting at the
@@ -55,7 +86,7 @@ etcd_ok() {
 }
 
 if kube_ok && etcd_ok; then
-  log "kube-apiserver $KUBE_VERSION and etcd $ETCD_VERSION are up to date"
+  log "${kube_cmds[*]} $KUBE_VERSION and etcd $ETCD_VERSION are up to date"
   echo "$dir"
   exit 0
 fi
@@ -77,8 +108,10 @@ gomod() {
 godirective() { sed -n 's/^go \([0-9.]*\)$/\1/p' "$1"; }
 
 build_kube() {
-  local start=$SECONDS m=$work/kube kmod s ldflags p
-  log "building kube-apiserver $KUBE_VERSION (staging modules $staging_version); a cold build takes minutes"
+  local start=$SECONDS m=$work/kube kmod s ldflags p c cmds pkgs=()
+  mapfile -t cmds < <(missing_cmds)
+  for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  log "building ${cmds[*]} $KUBE_VERSION (staging modules $staging_version); a cold build takes minutes"
   kmod=$(gomod "k8s.io/kubernetes@$KUBE_VERSION")
   mkdir -p "$m"
   # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them
@@ -101,17 +134,23 @@ build_kube() {
     echo ")"
   } >"$m/go.mod"
   grep -q 'k8s.io/client-go =>' "$m/go.mod" || die "found no staging modules in $kmod"
-  (cd "$m" && "$GO" get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION") >&2
+  (cd "$m" && "$GO" get "${pkgs[@]/%/@$KUBE_VERSION}") >&2
   # What hack/lib/version.sh would stamp; --version and /version report it.
   ldflags="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$kube_minor -X $p.gitTreeState=clean"
   done
+  # One go build for all of them (-o DIR/ writes one binary per main
+  # package), so shared packages are compiled and linked from one action graph.
+  rm -rf "$dir/.new" && mkdir -p "$dir/.new"
   (cd "$m" && "$GO" build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" \
-    -o "$dir/.kube-apiserver.new" k8s.io/kubernetes/cmd/kube-apiserver) >&2
-  mv -f "$dir/.kube-apiserver.new" "$dir/kube-apiserver"
-  kube_ok || die "$dir/kube-apiserver --version does not report Kubernetes $KUBE_VERSION"
-  log "built kube-apiserver in $((SECONDS - start))s"
+    -o "$dir/.new/" "${pkgs[@]}") >&2
+  for c in "${cmds[@]}"; do
+    mv -f "$dir/.new/$c" "$dir/$c"
+    cmd_ok "$c" || die "$dir/$c does not report version $KUBE_VERSION"
+  done
+  rmdir "$dir/.new"
+  log "built ${cmds[*]} in $((SECONDS - start))s"
 }
 
 build_etcd() {

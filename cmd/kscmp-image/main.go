@@ -38,6 +38,8 @@ func run(args []string) int {
 	fs.StringVar(&platforms, "platforms", "linux/amd64,linux/arm64", "comma-separated os/arch list")
 	fs.StringVar(&o.Output, "o", "", "the tarball to write (OCI layout with Docker's manifest.json)")
 	fs.BoolVar(&o.Push, "push", false, "push the index to -repository under every tag")
+	busybox := fs.String("busybox", "", "instead: write an image of this static busybox (one platform: the first of -platforms) as -repository:-tags to -o")
+	busyboxCmd := fs.String("busybox-cmd", "sh", "the busybox image's command, space-separated")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -61,6 +63,9 @@ func run(args []string) int {
 		}
 		o.Platforms = append(o.Platforms, p)
 	}
+	if *busybox != "" {
+		return writeBusybox(o, *busybox, strings.Fields(*busyboxCmd))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := image.Build(ctx, o)
@@ -81,5 +86,25 @@ func run(args []string) int {
 	for _, n := range res.Names {
 		fmt.Println("image", n)
 	}
+	return 0
+}
+
+// writeBusybox writes the busybox image (image.WriteBusybox) that the local
+// cluster runs its test pods from, and prints its digest and name.
+func writeBusybox(o image.Options, bin string, cmd []string) int {
+	if len(o.Tags) != 1 || o.Output == "" {
+		fmt.Fprintln(os.Stderr, "kscmp-image: -busybox wants one tag (-tags) and -o")
+		return 2
+	}
+	digest, written, err := image.WriteBusybox(image.BusyboxOptions{
+		Binary: bin, Platform: o.Platforms[0], Repository: o.Repository, Tag: o.Tags[0],
+		Created: o.Created, Output: o.Output, Cmd: cmd,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kscmp-image:", err)
+		return 1
+	}
+	fmt.Printf("index %s\n%s (%s): ctr -n k8s.io images import %s\n", digest, o.Output,
+		map[bool]string{false: "unchanged", true: "written"}[written], o.Output)
 	return 0
 }

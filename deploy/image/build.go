@@ -88,6 +88,7 @@ type tarEntry struct {
 	name string // without a leading slash; directories end in "/"
 	mode int64
 	data []byte
+	link string // a symbolic link to this target (no data)
 }
 
 // layer makes a gzip-compressed layer of entries, in their order, each

@@ -192,8 +192,11 @@ func blobPath(d v1.Hash) string { return "blobs/" + d.Algorithm + "/" + d.Hex }
 // created.
 func writeEntry(tw *tar.Writer, e tarEntry, created time.Time) error {
 	h := &tar.Header{Name: e.name, Mode: e.mode, ModTime: created, Typeflag: tar.TypeReg, Size: int64(len(e.data))}
-	if e.name[len(e.name)-1] == '/' {
+	switch {
+	case e.name[len(e.name)-1] == '/':
 		h.Typeflag, h.Size = tar.TypeDir, 0
+	case e.link != "":
+		h.Typeflag, h.Size, h.Linkname = tar.TypeSymlink, 0, e.link
 	}
 	if err := tw.WriteHeader(h); err != nil {
 		return fmt.Errorf("tar entry %s: %w", e.name, err)

@@ -317,6 +317,10 @@ func version() string {
 	return KubeVersion
 }
 
+// BinDir is where hack/testbin.sh puts the binaries (with its `cluster`
+// argument, the kubelet, controller manager, scheduler and kubectl too).
+func BinDir() string { return binDir() }
+
 // binDir is where hack/testbin.sh puts the binaries. A relative
 // $KSCMP_TESTBIN is taken relative to the module root, where make runs.
 func binDir() string {
