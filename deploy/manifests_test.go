@@ -15,6 +15,7 @@ import (
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -253,5 +254,71 @@ func checkAgentOwnProfile(t *testing.T, docs []*unstructured.Unstructured) {
 	}
 	if !sel.Matches(labels.Set{enforce: "true", corev1.LabelMetadataName: "shop"}) {
 		t.Error("the webhook would not mutate pods of an opted-in namespace")
+	}
+}
+
+// TestManifestsWebhookSecret: the webhook's --tls-secret is the one Secret
+// its Role lets it get (by name) and create, in its own namespace, and no
+// ClusterRole of kscmp grants any Secret.
+func TestManifestsWebhookSecret(t *testing.T) {
+	var dep appsv1.Deployment
+	var roles []rbacv1.Role
+	for _, u := range manifests(t) {
+		switch u.GetKind() {
+		case "Deployment":
+			if u.GetName() != "kscmp-webhook" {
+				continue
+			}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &dep); err != nil {
+				t.Fatal(err)
+			}
+		case "Role":
+			var r rbacv1.Role
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+				t.Fatal(err)
+			}
+			roles = append(roles, r)
+		case "ClusterRole":
+			var r rbacv1.ClusterRole
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+				t.Fatal(err)
+			}
+			for _, rule := range r.Rules {
+				if slices.Contains(rule.Resources, "secrets") || slices.Contains(rule.Resources, "*") {
+					t.Errorf("ClusterRole %s grants %v on %v", r.Name, rule.Verbs, rule.Resources)
+				}
+			}
+		}
+	}
+	args := dep.Spec.Template.Spec.Containers[0].Args
+	i := slices.Index(args, "--tls-secret")
+	if i < 0 || i+1 >= len(args) {
+		t.Fatalf("the webhook's args %v name no --tls-secret", args)
+	}
+	ns, name, _ := strings.Cut(args[i+1], "/")
+	if ns != dep.Namespace {
+		t.Errorf("--tls-secret %s is outside the webhook's namespace %s", args[i+1], dep.Namespace)
+	}
+	var get, create bool
+	for _, r := range roles {
+		if r.Namespace != ns || r.Name != dep.Spec.Template.Spec.ServiceAccountName {
+			continue
+		}
+		for _, rule := range r.Rules {
+			if !slices.Contains(rule.Resources, "secrets") {
+				continue
+			}
+			switch {
+			case slices.Equal(rule.Verbs, []string{"get"}) && slices.Equal(rule.ResourceNames, []string{name}):
+				get = true
+			case slices.Equal(rule.Verbs, []string{"create"}):
+				create = true
+			default:
+				t.Errorf("Role %s/%s: rule %+v grants more than get %s and create", r.Namespace, r.Name, rule, name)
+			}
+		}
+	}
+	if !get || !create {
+		t.Errorf("Role %s/%s: get %s: %v, create: %v; want both", ns, dep.Spec.Template.Spec.ServiceAccountName, name, get, create)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -21,16 +20,19 @@ import (
 
 // webhookFlags are the flags of kscmp webhook.
 type webhookFlags struct {
-	listen, certFile, keyFile, kubeconfig, configName, service string
-	selfSigned                                                 bool
+	listen, certFile, keyFile, kubeconfig, configName, service, secret string
+	selfSigned                                                         bool
 }
 
 const webhookLong = `Webhook sets securityContext.seccompProfile {type: Localhost, localhostProfile:
 kubearmor/<namespace>/<profile>.json} on each container of a pod that policies
 select, with the names the agent writes; a profile the user set is left alone
 (the API server shows a warning). TLS from --tls-cert/--tls-key, or
---self-signed: a CA and certificate made at start, the CA bundle patched into
-the MutatingWebhookConfiguration --webhook-config.`
+--self-signed: a CA and a serving certificate for --service, valid ten years,
+kept in the Secret --tls-secret so that every replica serves the same one (the
+first replica creates it, the others read it), and the CA patched into the
+MutatingWebhookConfiguration --webhook-config. To renew the certificate, delete
+the Secret and restart every replica.`
 
 func newWebhookCmd() *cobra.Command {
 	var fl webhookFlags
@@ -45,8 +47,9 @@ func newWebhookCmd() *cobra.Command {
 	f.StringVar(&fl.listen, "listen", ":8443", "address to serve HTTPS on")
 	f.StringVar(&fl.certFile, "tls-cert", "", "serving certificate (PEM)")
 	f.StringVar(&fl.keyFile, "tls-key", "", "serving key (PEM)")
-	f.BoolVar(&fl.selfSigned, "self-signed", false, "make a CA and a serving certificate at start")
+	f.BoolVar(&fl.selfSigned, "self-signed", false, "serve a self-signed certificate kept in --tls-secret (made by the first replica)")
 	f.StringVar(&fl.service, "service", "", "with --self-signed: the names (comma-separated DNS names or IPs) the certificate is for")
+	f.StringVar(&fl.secret, "tls-secret", "kscmp-system/kscmp-webhook-tls", "with --self-signed: the Secret (NAMESPACE/NAME) that holds the CA and serving certificate every replica shares")
 	f.StringVar(&fl.configName, "webhook-config", "kscmp", "MutatingWebhookConfiguration to patch the CA bundle into (with --self-signed)")
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config")
 	return cmd
@@ -55,13 +58,20 @@ func newWebhookCmd() *cobra.Command {
 // run serves the webhook until ctx is done: the certificate, the policy
 // cache, the CA bundle in the webhook configuration, then HTTPS.
 func (fl *webhookFlags) run(ctx context.Context) error {
-	cert, caBundle, err := fl.certificate()
-	if err != nil {
+	if err := fl.check(); err != nil {
 		return err
 	}
 	cfg, err := restConfig(fl.kubeconfig)
 	if err != nil {
 		return usageErr("%w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	cert, caBundle, err := fl.certificate(ctx, kube)
+	if err != nil {
+		return err
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -72,34 +82,44 @@ func (fl *webhookFlags) run(ctx context.Context) error {
 		return errors.New("webhook: policies not listed")
 	}
 	if caBundle != nil && fl.configName != "" {
-		kube, err := kubernetes.NewForConfig(cfg)
+		changed, err := webhook.PublishCABundle(ctx, kube, fl.configName, caBundle)
 		if err != nil {
 			return err
 		}
-		if err := patchCABundle(ctx, kube, fl.configName, caBundle); err != nil {
-			return err
-		}
+		slog.Info("webhook CA bundle", "webhookConfiguration", fl.configName, "patched", changed)
 	}
 	return serve(ctx, &http.Server{Addr: fl.listen, Handler: &webhook.Handler{Policies: policies, Logger: slog.Default()},
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 5 * time.Second})
 }
 
-// certificate is the serving certificate: made at start with --self-signed
-// (with the CA bundle to publish), else read from --tls-cert and --tls-key.
-func (fl *webhookFlags) certificate() (tls.Certificate, []byte, error) {
+// check refuses flag combinations before anything talks to the API server.
+func (fl *webhookFlags) check() error {
 	switch {
 	case fl.selfSigned && fl.service == "":
-		return tls.Certificate{}, nil, usageErr("--self-signed needs --service (the DNS name the API server calls)")
+		return usageErr("--self-signed needs --service (the DNS name the API server calls)")
 	case fl.selfSigned:
-		return webhook.SelfSigned(strings.Split(fl.service, ","))
-	case fl.certFile != "" && fl.keyFile != "":
-		cert, err := tls.LoadX509KeyPair(fl.certFile, fl.keyFile)
-		if err != nil {
-			return cert, nil, invalidErr(fmt.Errorf("--tls-cert %s, --tls-key %s: %w", fl.certFile, fl.keyFile, err))
+		if ns, name, ok := strings.Cut(fl.secret, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return usageErr("--tls-secret %q: want NAMESPACE/NAME", fl.secret)
 		}
-		return cert, nil, nil
+	case fl.certFile == "" || fl.keyFile == "":
+		return usageErr("give --tls-cert and --tls-key, or --self-signed")
 	}
-	return tls.Certificate{}, nil, usageErr("give --tls-cert and --tls-key, or --self-signed")
+	return nil
+}
+
+// certificate is the serving certificate: with --self-signed the one all
+// replicas share through the Secret --tls-secret (with the CA bundle to
+// publish), else read from --tls-cert and --tls-key.
+func (fl *webhookFlags) certificate(ctx context.Context, kube kubernetes.Interface) (tls.Certificate, []byte, error) {
+	if fl.selfSigned {
+		ns, name, _ := strings.Cut(fl.secret, "/")
+		return webhook.SharedCertificate(ctx, kube, ns, name, strings.Split(fl.service, ","), slog.Default())
+	}
+	cert, err := tls.LoadX509KeyPair(fl.certFile, fl.keyFile)
+	if err != nil {
+		return cert, nil, invalidErr(fmt.Errorf("--tls-cert %s, --tls-key %s: %w", fl.certFile, fl.keyFile, err))
+	}
+	return cert, nil, nil
 }
 
 // serve runs srv until ctx is done, then shuts it down, giving requests in
@@ -114,21 +134,6 @@ func serve(ctx context.Context, srv *http.Server) error {
 	slog.Info("webhook serving", "listen", srv.Addr)
 	if err := srv.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
 		return err
-	}
-	return nil
-}
-
-// patchCABundle puts the CA bundle into every webhook of the configuration.
-func patchCABundle(ctx context.Context, kube kubernetes.Interface, name string, ca []byte) error {
-	whc, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("webhook configuration %s: %w", name, err)
-	}
-	for i := range whc.Webhooks {
-		whc.Webhooks[i].ClientConfig.CABundle = ca
-	}
-	if _, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, whc, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("webhook configuration %s: patch CA bundle: %w", name, err)
 	}
 	return nil
 }
