@@ -51,8 +51,9 @@ cluster: image
 cluster-down:
 	hack/cluster.sh down
 
-# The proof on that cluster (opt-in, not in make test yet; about a minute
-# warm; refuses to run while make cluster's cluster is up): a busybox pod
+# The proof on that cluster (part of make test; about a minute warm, plus
+# kubelet, kube-controller-manager, kube-scheduler and kubectl built once
+# into the testbin cache; refuses to run while make cluster's cluster is up): a busybox pod
 # Pending -> Succeeded in its own netns; kubectl apply -k deploy/manifests;
 # the agent under its own profile; a policy's profile in the kubelet's
 # directory; the webhook binds an opted-in Deployment, echo works and mkdir
@@ -79,7 +80,7 @@ e2e:
 # ~/.cache/kscmp-testbin, reused), then runs every test (privileged ones too:
 # run as root) and a bounded fuzz run. make image first: its build cache
 # (-trimpath builds for amd64 and arm64) is what deploy/image's tests reuse.
-test: deps testbin nspawn-tree image unit fuzz
+test: deps testbin nspawn-tree image unit fuzz test-cluster
 
 # kube-apiserver and etcd for the integration tests (cold: ~13 min on 2 cores).
 testbin:
