@@ -397,6 +397,32 @@ preflight() {
   bin=$(hack/testbin.sh cluster)
 }
 
+# manifests writes $S/manifests: deploy/manifests as this node needs it, for
+# `kubectl apply -k`. The agent's hostPath is the kubelet's seccomp directory
+# under $S (the DaemonSet names /var/lib/kubelet's), and the agent rolls the
+# workloads whose profile changed (--restart-workloads), as a demo wants.
+manifests() {
+  mkdir -p "$S/manifests"
+  cat >"$S/manifests/kustomization.yaml.new" <<EOF
+# Written by hack/cluster.sh up: kscmp's manifests for this node.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [$(realpath --relative-to="$S/manifests" "$repo/deploy/manifests")]
+patches:
+- target: {kind: DaemonSet, name: kscmp-agent}
+  patch: |-
+    - op: replace
+      path: /spec/template/spec/volumes/0/hostPath/path
+      value: $S/kubelet/seccomp
+- target: {kind: DaemonSet, name: kscmp-agent}
+  patch: |-
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --restart-workloads
+EOF
+  mv -f "$S/manifests/kustomization.yaml.new" "$S/manifests/kustomization.yaml"
+}
+
 up() {
   preflight
   mkdir -p "$S"
@@ -448,7 +474,8 @@ up() {
   wait_for "node $NODE Ready" 120 node_ready
   # Pods need their namespace's default ServiceAccount (the controller manager makes it).
   wait_for "the default ServiceAccount" 60 KUBECTL get serviceaccount default -n default
-  log "up: kubectl --kubeconfig $S/admin.kubeconfig get nodes; pods run images localhost/busybox:latest and kscmp:latest (imagePullPolicy: IfNotPresent or Never)"
+  manifests
+  log "up: kubectl --kubeconfig $S/admin.kubeconfig get nodes; kscmp: kubectl apply -k $S/manifests; pods run images localhost/busybox:latest and kscmp:latest (imagePullPolicy: IfNotPresent or Never)"
   echo "$S/admin.kubeconfig"
 }
 

@@ -13,28 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// overlay is deploy/manifests as this node needs it: the agent's hostPath
-// is the kubelet's seccomp directory in the cluster's state directory (the
-// DaemonSet names /var/lib/kubelet) and --restart-workloads. The webhook
-// keeps the manifests' two replicas: both serve the certificate of their
-// shared Secret, which the one CA bundle in the configuration verifies
-// (waitBound sees both answer).
-const overlay = `apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources: [{{BASE}}]
-patches:
-- target: {kind: DaemonSet, name: kscmp-agent}
-  patch: |-
-    - op: replace
-      path: /spec/template/spec/volumes/0/hostPath/path
-      value: {{SECCOMP}}
-- target: {kind: DaemonSet, name: kscmp-agent}
-  patch: |-
-    - op: add
-      path: /spec/template/spec/containers/0/args/-
-      value: --restart-workloads
-`
-
 // workload: an opted-in namespace, a policy that allows what busybox's sh,
 // echo, ls and sleep do (runc's start-up set is added by the merger) and
 // blocks mkdir, and a Deployment it selects; and the same policy and
@@ -92,13 +70,10 @@ const profileName = "kubearmor/demo/busybox-demo.json"
 // untouched.
 func testEnforce(t *testing.T, c *Cluster) {
 	dir := filepath.Join(c.Dir, "test")
-	base, err := filepath.Rel(filepath.Join(dir, "overlay"), filepath.Join(c.ModuleRoot, "deploy", "manifests"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(dir, "overlay", "kustomization.yaml"),
-		strings.NewReplacer("{{BASE}}", base, "{{SECCOMP}}", c.KubeletSeccompDir()).Replace(overlay))
-	c.MustKubectl(t, time.Minute, "apply", "-k", filepath.Join(dir, "overlay"))
+	// hack/cluster.sh up wrote deploy/manifests as this node needs it (the
+	// agent's hostPath in the state directory, --restart-workloads): what
+	// the README has a person apply.
+	c.MustKubectl(t, time.Minute, "apply", "-k", filepath.Join(c.Dir, "manifests"))
 	c.MustKubectl(t, 2*time.Minute, "-n", "kscmp-system", "rollout", "status", "daemonset/kscmp-agent", "--timeout", "2m")
 	c.MustKubectl(t, 2*time.Minute, "-n", "kscmp-system", "rollout", "status", "deployment/kscmp-webhook", "--timeout", "2m")
 	checkWebhookReplicas(t, c)
