@@ -12,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/internal/escape"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -89,7 +91,6 @@ type group struct {
 	namespace, name string
 	host            bool
 	selector        api.Selector
-	container       string // set when the policy is for one container of a pod
 	describe        string
 	pods            map[string]bool
 	podLabels       []map[string]string
@@ -357,15 +358,17 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 	p := g.policy(name, container, arches)
 	others := f.reconcile(p, existing[p.Key()], allowed, opts.Prune)
 	if len(allowed) == 0 {
-		return File{}, fmt.Errorf("recommend: %s: no system calls observed", f.Workload)
+		return File{}, fmt.Errorf("recommend: %s: no system calls observed", escape.Line(f.Workload))
 	}
 	setRules(p, slices.Sorted(maps.Keys(allowed)), others)
 	if errs := api.Validate(p); len(errs) > 0 {
 		return File{}, fmt.Errorf("recommend: %s: the recommended policy is invalid: %w", f.Path, errs)
 	}
-	f.Policy = p
 	data, err := render(p, g, &f, opts)
 	if err != nil {
+		return File{}, err
+	}
+	if f.Policy, err = parseBack(f.Path, data, p); err != nil {
 		return File{}, err
 	}
 	f.Data = data
@@ -522,6 +525,10 @@ type docMeta struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 }
 
+// render writes the file: comment lines that say where the policy came
+// from, then the policy. Every comment line is made by escape.Comment, so
+// no text from a report (a file name, a node, an owner, a runtime) can end
+// a comment and start YAML of its own.
 func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]byte, error) {
 	body, err := yaml.Marshal(policyDoc{APIVersion: p.APIVersion, Kind: p.Kind,
 		Metadata: docMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels}, Spec: p.Spec})
@@ -529,20 +536,22 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 		return nil, fmt.Errorf("recommend: render %s: %w", f.Path, err)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Recommended by kscmp from observations: review it before applying.\n")
-	fmt.Fprintf(&b, "# Workload: %s", f.Workload)
+	b.WriteString(escape.Comment("Recommended by kscmp from observations: review it before applying."))
 	if len(g.pods) > 0 {
-		fmt.Fprintf(&b, " (%d pods)", len(g.pods))
+		b.WriteString(escape.Comment("Workload: %s (%d pods)", f.Workload, len(g.pods)))
+	} else {
+		b.WriteString(escape.Comment("Workload: %s", f.Workload))
 	}
-	b.WriteString("\n")
-	fmt.Fprintf(&b, "# Observed: %s", strings.Join(slices.Sorted(maps.Keys(g.reports)), ", "))
-	if len(g.nodes) > 0 {
-		fmt.Fprintf(&b, " on %s", strings.Join(slices.Sorted(maps.Keys(g.nodes)), ", "))
+	reports, nodes := slices.Sorted(maps.Keys(g.reports)), slices.Sorted(maps.Keys(g.nodes))
+	start, end := g.start.UTC().Format(time.RFC3339), g.end.UTC().Format(time.RFC3339)
+	if len(nodes) > 0 {
+		b.WriteString(escape.Comment("Observed: %s on %s, %s to %s", reports, nodes, start, end))
+	} else {
+		b.WriteString(escape.Comment("Observed: %s, %s to %s", reports, start, end))
 	}
-	fmt.Fprintf(&b, ", %s to %s\n", g.start.UTC().Format(time.RFC3339), g.end.UTC().Format(time.RFC3339))
 	for _, a := range api.Arches {
 		if n := len(f.Observed[a]); n > 0 {
-			fmt.Fprintf(&b, "# %s: %d system calls observed\n", a, n)
+			b.WriteString(escape.Comment("%s: %d system calls observed", a, n))
 		}
 	}
 	if len(f.Portable) > 0 {
@@ -550,18 +559,40 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 		for _, e := range f.Portable {
 			adds = append(adds, fmt.Sprintf("%s (%s, for %s)", e.Name, e.Arch, e.For))
 		}
-		fmt.Fprintf(&b, "# Portable: added for the other architecture family: %s\n", strings.Join(adds, ", "))
+		b.WriteString(escape.Comment("Portable: added for the other architecture family: %s", adds))
 	}
 	if len(f.Kept) > 0 {
-		fmt.Fprintf(&b, "# Kept from the reviewed policy, not observed this time: %s\n", strings.Join(f.Kept, ", "))
+		b.WriteString(escape.Comment("Kept from the reviewed policy, not observed this time: %s", f.Kept))
 	}
 	rt := opts.Runtime
 	if rt == "" {
 		rt = merge.RuntimeRunc
 	}
 	if rt != merge.RuntimeNone && len(g.selector.SystemdUnits) == 0 {
-		fmt.Fprintf(&b, "# kscmp merge adds the container runtime's start-up set (%s: %s).\n", rt, strings.Join(rt.StartupSyscalls(), " "))
+		b.WriteString(escape.Comment("kscmp merge adds the container runtime's start-up set (%s: %s).", rt, strings.Join(rt.StartupSyscalls(), " ")))
 	}
 	b.Write(body)
 	return b.Bytes(), nil
+}
+
+// parseBack reads data, the bytes of the file at path, with the policy
+// parser every other kscmp command uses, and returns the one policy it
+// holds. Anything else — more than one document, a document that does not
+// parse, a policy other than want — is an internal error: the bytes are
+// not what kscmp meant to write, and the run writes nothing. What the
+// summary says about a file is taken from the policy returned here, so it
+// describes what the file allows.
+func parseBack(path string, data []byte, want *api.KubeArmorSeccompPolicy) (*api.KubeArmorSeccompPolicy, error) {
+	docs, err := api.Parse(bytes.NewReader(data), path)
+	if err != nil {
+		return nil, fmt.Errorf("recommend: internal error: %s does not parse back: %w", path, err)
+	}
+	if len(docs) != 1 {
+		return nil, fmt.Errorf("recommend: internal error: %s parses back as %d policies, want exactly 1", path, len(docs))
+	}
+	got := docs[0].Policy
+	if got.Key() != want.Key() || !equality.Semantic.DeepEqual(got.Spec, want.Spec) || !maps.Equal(got.Labels, want.Labels) {
+		return nil, fmt.Errorf("recommend: internal error: %s parses back as policy %s, not the policy %s it was made from", path, got.Key(), want.Key())
+	}
+	return got, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/internal/escape"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/merge"
 	"github.com/kubearmor/kscmp/recommend"
@@ -98,7 +99,7 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 		return err
 	}
 	for _, s := range res.Skipped {
-		fmt.Fprintf(stderr, "kscmp: not recommended: %s\n", s)
+		fmt.Fprintf(stderr, "kscmp: not recommended: %s\n", escape.Line(s))
 	}
 	if fl.summaryFile != "" {
 		_, err := fsutil.WriteFile(fl.summaryFile, res.Summary, 0o644)

@@ -63,3 +63,38 @@ func TestRecommendCLI(t *testing.T) {
 		t.Errorf("no report matched: exit %d", code)
 	}
 }
+
+// TestRecommendHostileReportName: a report whose file name hides a policy
+// (#12 item 1). Before the fix the name was copied into a comment, ended it,
+// and validate, merge and apply then saw a second policy shop/evil allowing
+// ptrace, bpf and mount, while the summary said no risky call was allowed.
+func TestRecommendHostileReportName(t *testing.T) {
+	dir := t.TempDir()
+	reports := filepath.Join(dir, "reports")
+	os.MkdirAll(reports, 0o755)
+	name := "r.json\n---\n{kind: KubeArmorSeccompPolicy, name: evil, namespace: shop, app: web, syscalls: [ptrace, bpf, mount], action: Allow}\n---\n#.json"
+	hostileNode := strings.Replace(sampleReport, `"node":"n1"`, `"node":"n1\nx: y"`, 1)
+	if err := os.WriteFile(filepath.Join(reports, name), []byte(hostileNode), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, summary := filepath.Join(dir, "out"), filepath.Join(dir, "S.md")
+	if code, _, errs := runCLI(t, "recommend", "--from", reports+"/", "-o", out, "--summary", summary); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	code, list, errs := runCLI(t, "validate", out)
+	if code != exitOK || strings.TrimSpace(list) != "valid: shop/web ("+filepath.Join(out, "shop", "web.yaml")+" document 1)" {
+		t.Errorf("validate: exit %d, want exactly shop/web:\n%s%s", code, list, errs)
+	}
+	if _, explain, _ := runCLI(t, "merge", "-f", out, "-n", "shop", "-l", "app=web", "--explain"); strings.Contains(explain, "ptrace") || strings.Contains(explain, "evil") {
+		t.Errorf("merge --explain shows the hidden policy:\n%s", explain)
+	}
+	s, err := os.ReadFile(summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		if strings.HasPrefix(line, "---") || strings.HasPrefix(line, "{kind") || strings.HasPrefix(line, "x: y") {
+			t.Errorf("summary line from the input: %q\n%s", line, s)
+		}
+	}
+}
