@@ -103,12 +103,13 @@ func (r *Result) Commit(ctx context.Context, repo, dir, branch string) (string, 
 
 // Existing reads the reviewed policies in dir, for Options.Existing: a
 // directory that does not exist yet (nor can: a file is in the way, which
-// writing then reports), or holds no policy file, has none.
-func Existing(dir string) ([]api.Document, error) {
+// writing then reports), or holds no policy file, has none. Each file is
+// read as api.LoadLimit reads it, with the limit max.
+func Existing(dir string, max int64) ([]api.Document, error) {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil, nil
 	}
-	docs, err := api.Load(dir)
+	docs, err := api.LoadLimit(max, dir)
 	if errors.Is(err, api.ErrNoPolicyFiles) {
 		return nil, nil
 	}

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 // ErrInvalid is wrapped by every error that says a report is malformed: not
@@ -77,28 +80,39 @@ func (r *Report) Validate() error {
 	return nil
 }
 
-// ReadFile reads the report in the file path.
-func ReadFile(path string) (*Report, error) {
-	f, err := os.Open(path)
+// ReadFile reads the report in the file path, through the one reader of
+// input files (fsutil.ReadRegular): anything but a regular file is refused
+// (fsutil.ErrNotRegular), and so is a file larger than
+// fsutil.DefaultMaxInput (fsutil.ErrTooLarge).
+func ReadFile(path string) (*Report, error) { return ReadFileLimit(path, 0) }
+
+// ReadFileLimit is ReadFile with a limit of max bytes (max <= 0 means
+// fsutil.DefaultMaxInput).
+func ReadFileLimit(path string, max int64) (*Report, error) {
+	data, err := fsutil.ReadRegular(path, max)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return Read(f, path)
+	return Read(bytes.NewReader(data), path)
 }
 
 // ReadAll reads the reports that paths name: files, globs (as
 // filepath.Glob takes them) and directories (their *.json files), each file
 // once, sorted by name. A path that names no report is an error wrapping
-// ErrNoReports; so is a directory without *.json files.
-func ReadAll(paths []string) ([]Source, error) {
+// ErrNoReports; so is a directory without *.json files. Each file is read
+// as ReadFile reads it.
+func ReadAll(paths []string) ([]Source, error) { return ReadAllLimit(paths, 0) }
+
+// ReadAllLimit is ReadAll with a limit of max bytes per file (max <= 0
+// means fsutil.DefaultMaxInput).
+func ReadAllLimit(paths []string, max int64) ([]Source, error) {
 	files, err := reportFiles(paths)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Source, 0, len(files))
 	for _, f := range files {
-		r, err := ReadFile(f)
+		r, err := ReadFileLimit(f, max)
 		if err != nil {
 			return nil, err
 		}

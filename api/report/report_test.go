@@ -2,9 +2,15 @@ package report
 
 import (
 	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 func sampleReport() *Report {
@@ -71,4 +77,26 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("not stable:\n%s\n%s", out, again)
 		}
 	})
+}
+
+// TestReadFileRegularAndBounded: reports are read by the one input reader:
+// not a FIFO, not more than the limit.
+func TestReadFileRegularAndBounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "r.json")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadAll([]string{dir}); !errors.Is(err, fsutil.ErrNotRegular) {
+		t.Errorf("a FIFO: %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "big.json")
+	data, _ := New().Marshal()
+	os.WriteFile(big, data, 0o644)
+	if _, err := ReadAllLimit([]string{big}, int64(len(data))); err != nil {
+		t.Errorf("at the limit: %v", err)
+	}
+	if _, err := ReadAllLimit([]string{big}, int64(len(data)-1)); !errors.Is(err, fsutil.ErrTooLarge) {
+		t.Errorf("over the limit: %v", err)
+	}
 }

@@ -113,8 +113,10 @@ func (h *hostFlags) installer(log *slog.Logger) (installer, error) {
 	return &host.Dir{Root: h.root, Path: h.dir, Family: fam, Runtime: rt}, nil
 }
 
-func loadPolicies(files []string) ([]*api.KubeArmorSeccompPolicy, error) {
-	docs, err := api.Load(files...)
+// loadPolicies reads the policies of files (-f) with the limit on input
+// files of cmd (--max-input-size).
+func loadPolicies(cmd *cobra.Command, files []string) ([]*api.KubeArmorSeccompPolicy, error) {
+	docs, err := api.LoadLimit(maxInput(cmd), files...)
 	if err != nil {
 		return nil, invalidErr(err)
 	}
@@ -182,7 +184,7 @@ func (h *hostFlags) apply(cmd *cobra.Command, prune bool) error {
 	if err != nil {
 		return err
 	}
-	policies, err := loadPolicies(h.files)
+	policies, err := loadPolicies(cmd, h.files)
 	if err != nil {
 		return err
 	}
@@ -249,7 +251,7 @@ func (h *hostFlags) remove(cmd *cobra.Command, all bool) error {
 			return err
 		}
 	case len(h.files) > 0:
-		policies, err := loadPolicies(h.files)
+		policies, err := loadPolicies(cmd, h.files)
 		if err != nil {
 			return err
 		}

@@ -82,11 +82,11 @@ func (fl *recommendFlags) register(f *pflag.FlagSet) {
 // run recommends policies from the reports and writes them, and the
 // summary, where the flags say.
 func (fl *recommendFlags) run(cmd *cobra.Command) error {
-	opts, err := fl.options()
+	opts, err := fl.options(maxInput(cmd))
 	if err != nil {
 		return err
 	}
-	sources, err := report.ReadAll(fl.from)
+	sources, err := report.ReadAllLimit(fl.from, maxInput(cmd))
 	if err != nil {
 		return invalidErr(fmt.Errorf("--from: %w", err))
 	}
@@ -110,8 +110,9 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 }
 
 // options turns the flags into recommend.Options, with the reviewed
-// policies to extend; a problem names its flag.
-func (fl *recommendFlags) options() (recommend.Options, error) {
+// policies to extend (files of at most max bytes); a problem names its
+// flag.
+func (fl *recommendFlags) options(max int64) (recommend.Options, error) {
 	if len(fl.from) == 0 || fl.outDir == "" {
 		return recommend.Options{}, usageErr("--from and -o are required")
 	}
@@ -129,7 +130,7 @@ func (fl *recommendFlags) options() (recommend.Options, error) {
 			existingDir = filepath.Join(fl.gitRepo, fl.outDir)
 		}
 	}
-	existing, err := recommend.Existing(existingDir)
+	existing, err := recommend.Existing(existingDir, max)
 	if err != nil {
 		return recommend.Options{}, invalidErr(fmt.Errorf("existing policies: %w", err))
 	}
