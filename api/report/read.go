@@ -61,8 +61,9 @@ func Read(rd io.Reader, name string) (*Report, error) {
 }
 
 // Validate checks the report's version and kind, that every workload has a
-// known identity kind, and that its ABI names are known (see ArchOf). It
-// returns the first problem, wrapping ErrInvalid.
+// known identity kind, that its ABI names are known (see ArchOf) and that
+// every system call name is in its ABI's table. It returns the first
+// problem, wrapping ErrInvalid.
 func (r *Report) Validate() error {
 	if r.APIVersion != APIVersion || r.Kind != Kind {
 		return invalid("apiVersion %q kind %q: want %s %s", r.APIVersion, r.Kind, APIVersion, Kind)
@@ -72,8 +73,14 @@ func (r *Report) Validate() error {
 			return invalid("workloads[%d].identity.kind: %q: want pod, container, systemd or process", i, w.Identity.Kind)
 		}
 		for _, abi := range slices.Sorted(maps.Keys(w.Syscalls)) {
-			if _, ok := ArchOf(abi); !ok {
+			a, ok := ArchOf(abi)
+			if !ok {
 				return invalid("workloads[%d].syscalls: %q: unknown ABI (want %s)", i, abi, abiNames())
+			}
+			for j, n := range w.Syscalls[abi] {
+				if !a.Has(n) {
+					return invalid("workloads[%d].syscalls.%s[%d]: %q: not a system call of %s (a recorder writes only names of the ABI's own table, and numbers it has no name for under unknown)", i, abi, j, n, abi)
+				}
 			}
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -98,5 +100,22 @@ func TestReadFileRegularAndBounded(t *testing.T) {
 	}
 	if _, err := ReadAllLimit([]string{big}, int64(len(data)-1)); !errors.Is(err, fsutil.ErrTooLarge) {
 		t.Errorf("over the limit: %v", err)
+	}
+}
+
+// TestValidateSyscallNames: a name that is not in its ABI's table is
+// refused with the field and the value (a recorder writes none; unknown
+// numbers go under unknown).
+func TestValidateSyscallNames(t *testing.T) {
+	for abi, name := range map[string]string{"x86_64": "nosuch", "aarch64": "open", "i386": "read\n---"} {
+		r := sampleReport()
+		r.Workloads[0].Syscalls = map[string][]string{abi: {name}}
+		err := r.Validate()
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "workloads[0].syscalls."+abi+"[0]: "+strconv.Quote(name)+": not a system call of "+abi) {
+			t.Errorf("%s %q: %v", abi, name, err)
+		}
+	}
+	if err := sampleReport().Validate(); err != nil {
+		t.Errorf("a good report: %v", err)
 	}
 }

@@ -98,3 +98,26 @@ func TestRecommendHostileReportName(t *testing.T) {
 		}
 	}
 }
+
+// TestRecommendOddWorkload: a container id that is valid but not a policy
+// name (web..1) gets a policy of its own, one that no policy can select is
+// reported and skipped, and the rest are written with exit 0 (#12 item 8;
+// before, web..1 made the run exit 2 and nothing was written).
+func TestRecommendOddWorkload(t *testing.T) {
+	dir := t.TempDir()
+	rep := filepath.Join(dir, "r.json")
+	odd := strings.Replace(sampleReport, `"workloads":[`, `"workloads":[{"identity":{"kind":"container","containerID":"web..1"},"syscalls":{"x86_64":["read"]}},
+{"identity":{"kind":"container","containerID":"x/../y"},"syscalls":{"x86_64":["read"]}},`, 1)
+	os.WriteFile(rep, []byte(odd), 0o644)
+	out := filepath.Join(dir, "out")
+	code, summary, errs := runCLI(t, "recommend", "--from", rep, "-o", out)
+	if code != exitOK || !strings.Contains(errs, "kscmp: 2 policies in "+out) || !strings.Contains(errs, "kscmp: not recommended: host container x/../y: no valid policy can select it: ") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(summary, "## Not recommended\n\n- host container x/../y: ") {
+		t.Errorf("summary:\n%s", summary)
+	}
+	if code, list, errs := runCLI(t, "validate", out); code != exitOK || strings.Count(list, "valid: ") != 2 || !strings.Contains(list, "valid: kscmp-host/web.1-") {
+		t.Errorf("validate: %d %s %s", code, list, errs)
+	}
+}

@@ -20,17 +20,35 @@ import (
 	"unicode/utf8"
 )
 
-// Line returns s as it is when it is one line of printable text (valid
-// UTF-8, only runes unicode.IsPrint accepts: no line break of any kind —
-// \n, \r, NEL, U+2028, U+2029 —, no control or format character, no tab)
-// and holds no `"` and no `\`; otherwise s quoted as a Go string literal
-// (strconv.Quote), which escapes every such character. A plain result never
-// holds `"`, so a quoted one is never taken for a plain one.
+// Line returns s as one line of printable text: as it is when it is one
+// already (valid UTF-8 of runes unicode.IsPrint accepts) and holds no
+// backslash; otherwise with every backslash doubled and every other rune
+// that is not printable — line breaks of any kind (\n, \r, NEL, U+2028,
+// U+2029), control and format characters (ESC, U+202E), tabs — written as
+// Go writes it in a string literal (\n, \x1b, \u202e), and each byte of
+// invalid UTF-8 as \xNN. The result is unambiguous (no two strings give
+// the same line), and a string made of several parts can be escaped whole.
 func Line(s string) string {
 	if isPlain(s) {
 		return s
 	}
-	return strconv.Quote(s)
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r) // '\n', '\x1b', '\u2028'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func isPlain(s string) bool {
@@ -38,7 +56,7 @@ func isPlain(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if r == '"' || r == '\\' || !unicode.IsPrint(r) {
+		if r == '\\' || !unicode.IsPrint(r) {
 			return false
 		}
 	}

@@ -3,6 +3,7 @@ package escape
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -18,13 +19,23 @@ var hostile = []string{
 }
 
 func TestLine(t *testing.T) {
-	for _, s := range []string{"nginx.service", "reports/n1.json", "Deployment shop/web", "héllo wörld", "a, b (c)"} {
+	for _, s := range []string{"nginx.service", "reports/n1.json", "Deployment shop/web", "héllo wörld", "a, b (c)", `say "hi"`} {
 		if got := Line(s); got != s {
 			t.Errorf("Line(%q) = %q: a plain line must stay as it is", s, got)
 		}
 	}
+	for in, want := range map[string]string{"a\nb": `a\nb`, `a\nb`: `a\\nb`, "\x1b[31m": `\x1b[31m`, "\xff": `\xff`, "\u2028": `\u2028`, "tab\t": `tab\t`} {
+		if got := Line(in); got != want {
+			t.Errorf("Line(%q) = %q, want %q", in, got, want)
+		}
+	}
+	seen := map[string]string{}
 	for _, s := range hostile {
 		got := Line(s)
+		if prev, dup := seen[got]; dup {
+			t.Errorf("Line(%q) = Line(%q)", s, prev)
+		}
+		seen[got] = s
 		if !IsLine(got) {
 			t.Errorf("Line(%q) = %q: more than one line", s, got)
 		}
@@ -33,8 +44,8 @@ func TestLine(t *testing.T) {
 				t.Errorf("Line(%q) = %q holds %U", s, got, r)
 			}
 		}
-		if s != "" && strings.ContainsAny(s, "\"\\\n\r\t\x00\x1b\u202e\u2028") && !strings.HasPrefix(got, `"`) {
-			t.Errorf("Line(%q) = %q: not quoted", s, got)
+		if (!utf8.ValidString(s) || strings.ContainsAny(s, "\\\n\r\t\x00\x1b\u202e\u2028")) && !strings.Contains(got, `\`) {
+			t.Errorf("Line(%q) = %q: not escaped", s, got)
 		}
 	}
 }
@@ -95,7 +106,7 @@ func TestMarkdown(t *testing.T) {
 		"*x* _y_ `z`":       "\\*x\\* \\_y\\_ \\`z\\`",
 		"[a](b)":            `\[a\](b)`,
 		"<script>":          `\<script\>`,
-		"a\nb":              `"a\\nb"`,
+		"a\nb":              `a\\nb`,
 	} {
 		if got := Text(in); got != want {
 			t.Errorf("Text(%q) = %q, want %q", in, got, want)
