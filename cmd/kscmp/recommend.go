@@ -153,7 +153,7 @@ func (fl *recommendFlags) write(ctx context.Context, stderr io.Writer, res *reco
 		return err
 	}
 	if id == "" {
-		fmt.Fprintf(stderr, "kscmp: nothing changed; no branch made\n")
+		fmt.Fprintf(stderr, "kscmp: nothing to commit; no branch made\n")
 	} else {
 		fmt.Fprintf(stderr, "kscmp: %d policies committed on branch %s (%s) in %s\n", len(res.Files), fl.branch, id[:12], fl.gitRepo)
 	}
