@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,6 +86,11 @@ func TestDiscoverUnprivilegedExitsUnsupported(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// nobody may write the report there: discover checks -o before it
+	// records (exit 5 otherwise), so only the missing privilege is left.
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(dir, "kscmp")
 	data, err := os.ReadFile(buildKscmp(t))
 	if err != nil {
@@ -106,5 +112,49 @@ func TestDiscoverUnprivilegedExitsUnsupported(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "never.json")); err == nil {
 		t.Error("a report was written although nothing was recorded")
+	}
+}
+
+// TestDiscoverChecksFirst: an output that cannot be written and a negative
+// duration are refused before anything is recorded (#12 item 10). Before
+// the fix -o under a file recorded for the whole duration and then lost the
+// report, and -d -1s recorded until Ctrl-C; here that shows as the command
+// still running after a minute.
+func TestDiscoverChecksFirst(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"discover", "-d", "10m", "-o", filepath.Join(file, "report.json")}, exitIO, "-o: write " + filepath.Join(file, "report.json") + ": "},
+		{[]string{"discover", "-d", "10m", "-o", dir}, exitIO, "-o: write " + dir + ": is a directory"},
+		{[]string{"discover", "-d", "-1s", "-o", filepath.Join(dir, "r.json")}, exitUsage, "--duration -1s: must not be negative"},
+		{[]string{"discover", "--interval", "-1s", "-o", filepath.Join(dir, "r.json")}, exitUsage, "--interval -1s: must not be negative"},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var errb strings.Builder
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, c.args, streams{in: strings.NewReader(""), out: io.Discard, err: &errb})
+		}()
+		var code int
+		select {
+		case code = <-done:
+		case <-time.After(time.Minute):
+			cancel()
+			<-done
+			t.Errorf("%v: still recording after a minute", c.args)
+			continue
+		}
+		cancel()
+		if code != c.code || !strings.Contains(errb.String(), c.msg) {
+			t.Errorf("%v: exit %d (want %d): %s (want %q)", c.args, code, c.code, errb.String(), c.msg)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("the checks left files: %v", entries)
 	}
 }

@@ -94,6 +94,13 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return invalidErr(err)
 	}
+	// The summary is written last: one that cannot be written must fail
+	// before the policies are.
+	if fl.summaryFile != "" {
+		if err := fsutil.CheckWritable(fl.summaryFile); err != nil {
+			return fmt.Errorf("--summary: %w", err)
+		}
+	}
 	stderr := cmd.ErrOrStderr()
 	if err := fl.write(cmd.Context(), stderr, res); err != nil {
 		return err

@@ -121,3 +121,20 @@ func TestRecommendOddWorkload(t *testing.T) {
 		t.Errorf("validate: %d %s %s", code, list, errs)
 	}
 }
+
+// TestRecommendSummaryCheckedFirst: a --summary that cannot be written fails
+// the run before any policy is written.
+func TestRecommendSummaryCheckedFirst(t *testing.T) {
+	dir := t.TempDir()
+	rep, file := filepath.Join(dir, "r.json"), filepath.Join(dir, "file")
+	os.WriteFile(rep, []byte(sampleReport), 0o644)
+	os.WriteFile(file, nil, 0o644)
+	out := filepath.Join(dir, "policies")
+	code, _, errs := runCLI(t, "recommend", "--from", rep, "-o", out, "--summary", filepath.Join(file, "pr.md"))
+	if code != exitIO || !strings.Contains(errs, "--summary: write "+filepath.Join(file, "pr.md")) {
+		t.Errorf("exit %d: %s", code, errs)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("policies were written although the summary cannot be")
+	}
+}
