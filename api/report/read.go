@@ -104,8 +104,9 @@ func ReadFileLimit(path string, max int64) (*Report, error) {
 }
 
 // ReadAll reads the reports that paths name: files, globs (as
-// filepath.Glob takes them) and directories (their *.json files), each file
-// once, sorted by name. A path that names no report is an error wrapping
+// filepath.Glob takes them; a path that names an existing file is that
+// file, even when it could be a pattern) and directories (their *.json
+// files), each file once, sorted by name. A path that names no report is an error wrapping
 // ErrNoReports; so is a directory without *.json files. Each file is read
 // as ReadFile reads it.
 func ReadAll(paths []string) ([]Source, error) { return ReadAllLimit(paths, 0) }
@@ -133,12 +134,9 @@ func ReadAllLimit(paths []string, max int64) ([]Source, error) {
 func reportFiles(paths []string) ([]string, error) {
 	var files []string
 	for _, p := range paths {
-		matches, err := filepath.Glob(p)
+		matches, err := expand(p)
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", p, err)
-		}
-		if len(matches) == 0 {
-			return nil, marked{fmt.Errorf("%q: no such file", p), ErrNoReports}
+			return nil, err
 		}
 		for _, m := range matches {
 			st, err := os.Stat(m)
@@ -161,6 +159,24 @@ func reportFiles(paths []string) ([]string, error) {
 	}
 	slices.Sort(files)
 	return slices.Compact(files), nil
+}
+
+// expand returns what the path p names: p itself when a file or directory
+// of that very name exists (a report may be called "rep[1].json": a name is
+// never taken for a pattern when the file is there), else the matches of p
+// as a glob. No match is an error wrapping ErrNoReports.
+func expand(p string) ([]string, error) {
+	if _, err := os.Lstat(p); err == nil {
+		return []string{p}, nil
+	}
+	matches, err := filepath.Glob(p)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", p, err)
+	}
+	if len(matches) == 0 {
+		return nil, marked{fmt.Errorf("%q: no such file", p), ErrNoReports}
+	}
+	return matches, nil
 }
 
 // globEscape quotes the characters filepath.Glob treats specially, so a

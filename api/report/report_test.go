@@ -119,3 +119,23 @@ func TestValidateSyscallNames(t *testing.T) {
 		t.Errorf("a good report: %v", err)
 	}
 }
+
+// TestReadAllLiteralName: a path that names an existing file is that file,
+// even when it reads as a pattern: "rep[1].json" is not "rep1.json" (#12
+// item 11; before, the glob matched only rep1.json).
+func TestReadAllLiteralName(t *testing.T) {
+	dir := t.TempDir()
+	data, _ := sampleReport().Marshal()
+	literal, other := filepath.Join(dir, "rep[1].json"), filepath.Join(dir, "rep1.json")
+	os.WriteFile(literal, data, 0o644)
+	os.WriteFile(other, data, 0o644)
+	srcs, err := ReadAll([]string{literal})
+	if err != nil || len(srcs) != 1 || srcs[0].Name != literal {
+		t.Errorf("ReadAll(%q): %v %v", literal, srcs, err)
+	}
+	// Without a file of that name it is still a pattern.
+	srcs, err = ReadAll([]string{filepath.Join(dir, "rep[0-9].json")})
+	if err != nil || len(srcs) != 1 || srcs[0].Name != other {
+		t.Errorf("a pattern: %v %v", srcs, err)
+	}
+}

@@ -158,3 +158,43 @@ func TestDiscoverChecksFirst(t *testing.T) {
 		t.Errorf("the checks left files: %v", entries)
 	}
 }
+
+// TestExitRefusals: refusals to touch a file kscmp did not write, or a
+// managed path that is not a regular file, change nothing and exit 5 (an
+// output could not be written), never 1, which means a usage error (#12
+// item 11); a report named like a pattern is read by its name.
+func TestExitRefusals(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	os.WriteFile(pol, []byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: web, namespace: kscmp-host}\nspec:\n  selector: {containerNames: [web]}\n  seccomp: {syscalls: [read], action: Allow}\n"), 0o644)
+	profiles := filepath.Join(dir, "profiles")
+	os.MkdirAll(profiles, 0o755)
+	foreign := filepath.Join(profiles, "web.json")
+	os.WriteFile(foreign, []byte("{}\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"apply", "-f", pol, "--dir", profiles}, foreign + " exists and was not written by kscmp: not overwritten"},
+		{[]string{"remove", "--dir", profiles, "--container-name", "web"}, foreign + " was not written by kscmp: not removed"},
+	} {
+		if code, _, errs := runCLI(t, c.args...); code != exitIO || !strings.Contains(errs, c.msg) {
+			t.Errorf("%v: exit %d (want %d): %s", c.args, code, exitIO, errs)
+		}
+		if b, _ := os.ReadFile(foreign); string(b) != "{}\n" {
+			t.Errorf("%v changed the file: %q", c.args, b)
+		}
+	}
+	os.Remove(foreign)
+	os.Symlink("/dev/null", foreign)
+	if code, _, errs := runCLI(t, "apply", "-f", pol, "--dir", profiles); code != exitIO || !strings.Contains(errs, "is a symbolic link, not a regular file") {
+		t.Errorf("a link at a managed path: exit %d: %s", code, errs)
+	}
+
+	reports := filepath.Join(dir, "reports")
+	os.MkdirAll(reports, 0o755)
+	os.WriteFile(filepath.Join(reports, "rep[1].json"), []byte(sampleReport), 0o644)
+	if code, _, errs := runCLI(t, "recommend", "--from", filepath.Join(reports, "rep[1].json"), "-o", filepath.Join(dir, "out")); code != exitOK {
+		t.Errorf("--from rep[1].json: exit %d: %s", code, errs)
+	}
+}

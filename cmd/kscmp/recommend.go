@@ -67,7 +67,7 @@ func newRecommendCmd() *cobra.Command {
 }
 
 func (fl *recommendFlags) register(f *pflag.FlagSet) {
-	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable)")
+	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable; the name of an existing file is never taken as a glob)")
 	f.StringVarP(&fl.outDir, "output", "o", "", "directory to write the policies into")
 	f.StringVar(&fl.existingDir, "existing", "", "reviewed policies to extend (default: the -o directory)")
 	f.BoolVar(&fl.prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
