@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/report"
@@ -17,9 +19,9 @@ const evil = "r.json\n---\n{kind: KubeArmorSeccompPolicy, name: evil, namespace:
 
 // checkFiles holds the invariants every recommendation keeps, whatever the
 // reports said: each file is exactly one valid policy, the one File.Policy
-// says; no comment line is more than one line of the input; the summary's
-// risky lists are the risky calls the files allow, and no line of the
-// summary starts with text from a report.
+// says; every comment line of a file and every line of the summary is
+// printable text (no control character, nothing that breaks a line); the
+// summary's risky lists are the risky calls the files allow.
 func checkFiles(t *testing.T, res *Result) {
 	t.Helper()
 	var riskyLines []string
@@ -32,11 +34,8 @@ func checkFiles(t *testing.T, res *Result) {
 			t.Errorf("%s is policy %s, File.Policy %s", f.Path, docs[0].Policy.Key(), f.Policy.Key())
 		}
 		for _, line := range strings.Split(strings.TrimSuffix(string(f.Data), "\n"), "\n") {
-			if strings.HasPrefix(line, "#") {
-				continue
-			}
-			if strings.Contains(line, "evil") || strings.HasPrefix(line, "---") || strings.HasPrefix(line, "{") {
-				t.Errorf("%s: input outside a comment: %q\n%s", f.Path, line, f.Data)
+			if strings.HasPrefix(line, "#") && !printable(line) {
+				t.Errorf("%s: a comment line that is not printable text: %q", f.Path, line)
 			}
 		}
 		for _, r := range riskyIn(docs[0].Policy) {
@@ -48,12 +47,43 @@ func checkFiles(t *testing.T, res *Result) {
 		if strings.HasPrefix(line, "  - `") {
 			got = append(got, line[:strings.Index(line, ": ")+2])
 		}
-		if strings.HasPrefix(line, "---") || strings.HasPrefix(line, "{") || strings.HasPrefix(line, "#.json") {
-			t.Errorf("summary: a line from the input: %q", line)
+		if !printable(line) {
+			t.Errorf("summary: a line that is not printable text: %q", line)
 		}
 	}
 	if !slices.Equal(got, riskyLines) {
 		t.Errorf("summary's risky calls %q, the files' %q\n%s", got, riskyLines, res.Summary)
+	}
+}
+
+// printable reports whether s is valid UTF-8 of printable runes only.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNoEvil fails when text from a hostile report shows outside a
+// comment of a file, or at the start of a summary line.
+func checkNoEvil(t *testing.T, res *Result) {
+	t.Helper()
+	for _, f := range res.Files {
+		for _, line := range strings.Split(strings.TrimSuffix(string(f.Data), "\n"), "\n") {
+			if !strings.HasPrefix(line, "#") && (strings.Contains(line, "evil") || strings.HasPrefix(line, "---") || strings.HasPrefix(line, "{")) {
+				t.Errorf("%s: input outside a comment: %q\n%s", f.Path, line, f.Data)
+			}
+		}
+	}
+	for _, line := range strings.Split(string(res.Summary), "\n") {
+		if strings.HasPrefix(line, "---") || strings.HasPrefix(line, "{") || strings.HasPrefix(line, "#.json") {
+			t.Errorf("summary: a line from the input: %q", line)
+		}
 	}
 }
 
@@ -75,6 +105,7 @@ func TestHostileText(t *testing.T) {
 			t.Fatalf("%q: files %v", h, paths(res))
 		}
 		checkFiles(t, res)
+		checkNoEvil(t, res)
 	}
 }
 

@@ -84,3 +84,23 @@ func TestOddWorkloads(t *testing.T) {
 		t.Errorf("web..1 alone: %v %v, want %s", paths(alone), err, got[1])
 	}
 }
+
+// TestHostKindsApart: a container and a systemd unit of the same name are
+// two workloads with a policy each; before, they were one group, and the
+// second's calls went into the first's policy, under its selector.
+func TestHostKindsApart(t *testing.T) {
+	unit := report.Workload{Identity: report.Identity{Kind: report.KindSystemd, Unit: "nginx.service"}, Syscalls: map[string][]string{"x86_64": {"write"}}}
+	res, err := Recommend([]report.Source{reportOf("n", hostContainer("nginx", "read"), unit)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(paths(res), " "); got != "_host/nginx-2.yaml _host/nginx.yaml" {
+		t.Fatalf("files %s", got)
+	}
+	for _, f := range res.Files {
+		sel, calls := f.Policy.Spec.Selector, strings.Join(f.Policy.Spec.Seccomp.Syscalls, ",")
+		if !(len(sel.ContainerNames) == 1 && calls == "read" || len(sel.SystemdUnits) == 1 && calls == "write") {
+			t.Errorf("%s: selector %+v allows %s", f.Path, sel, calls)
+		}
+	}
+}

@@ -175,9 +175,11 @@ func groupFor(groups map[string]*group, id report.Identity, hostNS string) (*gro
 	default:
 		return nil, "a plain process: record it as a systemd service (--systemd-unit) to get a policy"
 	}
+	// Host workloads are keyed by kind too: a container named nginx and
+	// the unit nginx.service are two workloads, never one policy.
 	key := g.namespace + "/" + g.name
 	if g.host {
-		key = "\x00host/" + g.name
+		key = "\x00host/" + id.Kind + "/" + g.name
 	}
 	if prev := groups[key]; prev != nil {
 		return prev, ""
