@@ -65,6 +65,18 @@ func (h *hostFlags) check() error {
 	case !h.systemd && len(h.units) > 0:
 		return usageErr("--unit goes with --systemd, not --dir")
 	}
+	// Names given on the command line are checked by the same rules as
+	// those of policies and manifests, and named by their flag.
+	for _, u := range h.units {
+		if err := api.ValidUnitName(api.UnitName(u)); err != nil {
+			return usageErr("--unit %q: %w", u, err)
+		}
+	}
+	for _, c := range h.containers {
+		if err := api.ValidContainerName(c); err != nil {
+			return usageErr("--container-name %q: %w", c, err)
+		}
+	}
 	return nil
 }
 
@@ -248,7 +260,7 @@ func (h *hostFlags) remove(cmd *cobra.Command, all bool) error {
 	switch {
 	case all:
 		if targets, err = in.Managed(); err != nil {
-			return err
+			return h.finish(cmd.OutOrStdout(), nil, err)
 		}
 	case len(h.files) > 0:
 		policies, err := loadPolicies(cmd, h.files)
@@ -271,7 +283,8 @@ func (h *hostFlags) finish(w io.Writer, changes []host.Change, err error) error 
 		return &exitError{exitNoMatch, err}
 	}
 	switch {
-	case errors.Is(err, host.ErrRejected):
+	case errors.Is(err, host.ErrRejected), errors.Is(err, api.ErrBadName):
+		// systemd refused a drop-in; a name in a manifest is not a name.
 		err = invalidErr(err)
 	case errors.Is(err, deploy.ErrNoSystemdAnalyze):
 		err = &exitError{exitUnsupported, err}
