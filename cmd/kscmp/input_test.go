@@ -111,6 +111,17 @@ func TestInputsRegularAndBounded(t *testing.T) {
 	if code, _, errs := runCLI(t, "validate", "--max-input-size", "lots", small); code != exitUsage || !strings.Contains(errs, "--max-input-size") {
 		t.Errorf("a bad size: exit %d: %s", code, errs)
 	}
+	// The config file too is an input file.
+	cfg := filepath.Join(dir, "config.yaml")
+	syscall.Mkfifo(cfg, 0o644)
+	code, errs = runBounded(t, func() {
+		if f, err := os.OpenFile(cfg, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+	}, "--config", cfg, "validate", small)
+	if code != exitUsage || !strings.Contains(errs, "config file "+cfg+": "+cfg+" is a named pipe (FIFO)") {
+		t.Errorf("--config a FIFO: exit %d: %s", code, errs)
+	}
 }
 
 // TestRunUntilSignalled: SIGINT and SIGTERM cancel the command's context; a

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -175,9 +176,14 @@ func bindConfig(v *viper.Viper, cmd *cobra.Command, configFile string) error {
 		}
 	}
 	if configFile != "" {
-		v.SetConfigFile(configFile)
+		// Read like every input file (regular, bounded): a FIFO given as
+		// --config must not block before any flag is known.
+		data, err := fsutil.ReadRegular(configFile, fsutil.DefaultMaxInput)
+		if err != nil {
+			return usageErr("config file %s: %w", configFile, err)
+		}
 		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 			return usageErr("config file %s: %w", configFile, err)
 		}
 	}
