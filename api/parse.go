@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 // Document is one parsed, valid policy and where it came from.
@@ -125,8 +127,15 @@ func parseNode(node *yaml.Node, file string, index int) (*Document, ErrorList) {
 // Load reads policies from files and directories. Directories are walked for
 // *.yaml, *.yml and *.json files, in lexical order. It returns the valid
 // policies and, as an ErrorList, every problem found, including a policy
-// (namespace/name) defined twice. A path that cannot be read is an error too.
-func Load(paths ...string) ([]Document, error) {
+// (namespace/name) defined twice. A path that cannot be read is an error too,
+// and so is a file that is not a regular file (a FIFO, a device: wrapping
+// fsutil.ErrNotRegular) or larger than fsutil.DefaultMaxInput (wrapping
+// fsutil.ErrTooLarge); LoadLimit takes another limit.
+func Load(paths ...string) ([]Document, error) { return LoadLimit(0, paths...) }
+
+// LoadLimit is Load with a limit of max bytes per file (max <= 0 means
+// fsutil.DefaultMaxInput).
+func LoadLimit(max int64, paths ...string) ([]Document, error) {
 	var (
 		docs []Document
 		errs ErrorList
@@ -138,13 +147,13 @@ func Load(paths ...string) ([]Document, error) {
 			continue
 		}
 		for _, f := range files {
-			d, err := parseFile(f)
+			d, err := parseFile(f, max)
 			docs = append(docs, d...)
 			var l ErrorList
 			if errors.As(err, &l) {
 				errs = append(errs, l...)
 			} else if err != nil {
-				errs = append(errs, &FieldError{File: f, Detail: err.Error(), Err: err})
+				errs = append(errs, readError(f, err))
 			}
 		}
 	}
@@ -153,8 +162,20 @@ func Load(paths ...string) ([]Document, error) {
 	return docs, errs.Err()
 }
 
-func parseFile(name string) ([]Document, error) {
-	data, err := os.ReadFile(name)
+// readError is the problem of a file that could not be read. The refusals
+// of the input reader (not a regular file, too large) name the file
+// already, so File is not repeated before them.
+func readError(file string, err error) *FieldError {
+	if errors.Is(err, fsutil.ErrNotRegular) || errors.Is(err, fsutil.ErrTooLarge) {
+		return &FieldError{Detail: err.Error(), Err: err}
+	}
+	return &FieldError{File: file, Detail: err.Error(), Err: err}
+}
+
+// parseFile reads the file name through the one reader of input files
+// (fsutil.ReadRegular: regular files only, at most max bytes) and parses it.
+func parseFile(name string, max int64) ([]Document, error) {
+	data, err := fsutil.ReadRegular(name, max)
 	if err != nil {
 		return nil, err
 	}

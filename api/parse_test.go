@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 const wordpressCRD = `apiVersion: security.kubearmor.com/v1
@@ -259,5 +261,26 @@ func TestActionAndArchTables(t *testing.T) {
 	// Names come from the tables: open exists on x86_64 but not aarch64.
 	if !SyscallKnown("open", []Arch{ArchX86_64}) || SyscallKnown("open", []Arch{ArchAARCH64}) {
 		t.Error("open: wrong table lookup")
+	}
+}
+
+// TestLoadRefusesSpecialAndLarge: Load reads through the one input reader:
+// a file that is not regular, or over the limit, is a problem of that file
+// (wrapping the reader's error), and the other files still load.
+func TestLoadRefusesSpecialAndLarge(t *testing.T) {
+	dir := t.TempDir()
+	good := "kind: KubeArmorSeccompPolicy\nname: a\nnamespace: b\napp: x\nsyscalls: [read]\naction: Allow\n"
+	os.WriteFile(filepath.Join(dir, "a.yaml"), []byte(good), 0o644)
+	os.WriteFile(filepath.Join(dir, "big.yaml"), []byte(strings.Replace(good, "name: a", "name: big", 1)+strings.Repeat("#\n", 100)), 0o644)
+	os.Symlink("/dev/null", filepath.Join(dir, "null.yaml"))
+	docs, err := LoadLimit(int64(len(good)+10), dir)
+	if len(docs) != 1 || docs[0].Policy.Key() != "b/a" {
+		t.Errorf("docs %v", docs)
+	}
+	if !errors.Is(err, fsutil.ErrTooLarge) || !errors.Is(err, fsutil.ErrNotRegular) {
+		t.Errorf("err %v", err)
+	}
+	if !strings.Contains(err.Error(), filepath.Join(dir, "null.yaml")+" is a character device") {
+		t.Errorf("the device is not named: %v", err)
 	}
 }

@@ -6,17 +6,23 @@ package recommend
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/internal/escape"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -118,9 +124,6 @@ func Recommend(sources []report.Source, opts Options) (*Result, error) {
 			g.add(src, w)
 		}
 	}
-	slices.Sort(res.Skipped)
-	res.Skipped = slices.Compact(res.Skipped)
-
 	existing := map[string]*api.KubeArmorSeccompPolicy{}
 	for _, d := range opts.Existing {
 		existing[d.Policy.Key()] = d.Policy
@@ -128,12 +131,15 @@ func Recommend(sources []report.Source, opts Options) (*Result, error) {
 	used := map[string]bool{}
 	for _, key := range slices.Sorted(maps.Keys(groups)) {
 		g := groups[key]
-		files, err := g.files(opts, existing, used)
+		files, skips, err := g.files(opts, existing, used)
 		if err != nil {
 			return nil, err
 		}
 		res.Files = append(res.Files, files...)
+		res.Skipped = append(res.Skipped, skips...)
 	}
+	slices.Sort(res.Skipped)
+	res.Skipped = slices.Compact(res.Skipped)
 	slices.SortFunc(res.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	res.Summary = summary(res, sources, opts)
 	return res, nil
@@ -169,9 +175,11 @@ func groupFor(groups map[string]*group, id report.Identity, hostNS string) (*gro
 	default:
 		return nil, "a plain process: record it as a systemd service (--systemd-unit) to get a policy"
 	}
+	// Host workloads are keyed by kind too: a container named nginx and
+	// the unit nginx.service are two workloads, never one policy.
 	key := g.namespace + "/" + g.name
 	if g.host {
-		key = "\x00host/" + g.name
+		key = "\x00host/" + id.Kind + "/" + g.name
 	}
 	if prev := groups[key]; prev != nil {
 		return prev, ""
@@ -243,19 +251,33 @@ func (g *group) add(src report.Source, w report.Workload) {
 }
 
 // files makes the group's policy files: one, or one per container when the
-// containers of its pods make different calls.
-func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPolicy, used map[string]bool) ([]File, error) {
+// containers of its pods make different calls. A file that cannot be made
+// for its workload (a name no policy can select by, no call observed) is
+// left out and said why in skips: one odd workload never costs the others
+// their policies. err is an internal error only.
+func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPolicy, used map[string]bool) (out []File, skips []string, err error) {
 	if !g.host && g.selector.MatchLabels == nil {
 		common := commonLabels(g.podLabels)
 		if len(common) == 0 {
-			return nil, nil
+			return nil, []string{g.describe + ": " + noStableLabels}, nil
 		}
 		g.selector = api.Selector{MatchLabels: common}
 	}
+	type part struct {
+		name, container string
+		observed        map[api.Arch]map[string]bool
+	}
+	var parts []part
 	containers := slices.Sorted(maps.Keys(g.byContainer))
-	split := len(containers) > 1 && !allEqual(g.byContainer, containers)
-	var out []File
-	if !split {
+	if len(containers) > 1 && !allEqual(g.byContainer, containers) {
+		for _, c := range containers {
+			name := g.name + "-" + c
+			if c == "" {
+				name = g.name + "-unnamed"
+			}
+			parts = append(parts, part{name, c, g.byContainer[c]})
+		}
+	} else {
 		merged := map[api.Arch]map[string]bool{}
 		for _, c := range containers {
 			for a, set := range g.byContainer[c] {
@@ -265,25 +287,32 @@ func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPol
 				maps.Copy(merged[a], set)
 			}
 		}
-		f, err := g.file(g.name, "", merged, opts, existing, used)
-		if err != nil {
-			return nil, err
-		}
-		return append(out, f), nil
+		parts = append(parts, part{g.name, "", merged})
 	}
-	for _, c := range containers {
-		name := g.name + "-" + c
-		if c == "" {
-			name = g.name + "-unnamed"
+	for _, p := range parts {
+		f, err := g.file(p.name, p.container, p.observed, opts, existing, used)
+		var sk *skip
+		switch {
+		case errors.As(err, &sk):
+			skips = append(skips, sk.Error())
+		case err != nil:
+			return nil, nil, err
+		default:
+			out = append(out, f)
 		}
-		f, err := g.file(name, c, g.byContainer[c], opts, existing, used)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
 	}
-	return out, nil
+	return out, skips, nil
 }
+
+// noStableLabels is why pods grouped by owner get no policy when their
+// pods share no label but volatile ones.
+const noStableLabels = "its pods share no stable label: nothing selects them all"
+
+// skip is why no file could be made for a workload: it is reported and
+// left out, the other workloads still get theirs.
+type skip struct{ workload, why string }
+
+func (s *skip) Error() string { return s.workload + ": " + s.why }
 
 func allEqual(m map[string]map[api.Arch]map[string]bool, keys []string) bool {
 	first := m[keys[0]]
@@ -317,8 +346,24 @@ func commonLabels(pods []map[string]string) map[string]string {
 	return common
 }
 
-// policyName makes a DNS-1123 name of s.
+// maxNameLen is the longest policy name recommend makes: a DNS-1123
+// subdomain (253) whose file, <name>.yaml, and that file's temporary file
+// fit in a file name (fsutil.NameMax) with room to spare.
+const maxNameLen = 200
+
+// policyName makes a policy name of s: s itself when it is a valid one
+// (a DNS-1123 subdomain of at most maxNameLen), else s lower-cased, every
+// character but [a-z0-9.-] made "-", each dot-separated label trimmed of
+// "-" and empty labels dropped ("web..1" → "web.1"), cut to length, and
+// "-" + a short hash of s added. The hash keeps names that sanitise alike
+// ("web..1", "web.1", "Web.1") apart, and the same in every run, so a
+// workload always finds its own reviewed policy (Options.Existing), never
+// another's. Every s has a name: an s with nothing usable is
+// "workload-<hash>".
 func policyName(s string) string {
+	if len(s) <= maxNameLen && len(validation.IsDNS1123Subdomain(s)) == 0 {
+		return s
+	}
 	var b strings.Builder
 	for _, r := range strings.ToLower(s) {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
@@ -327,14 +372,28 @@ func policyName(s string) string {
 			b.WriteByte('-')
 		}
 	}
-	n := strings.Trim(b.String(), "-.")
-	if len(n) > 200 {
-		n = strings.Trim(n[:200], "-.")
+	sum := sha256.Sum256([]byte(s))
+	hash := hex.EncodeToString(sum[:4])
+	n := trimLabels(b.String())
+	if len(n) > maxNameLen-len(hash)-1 {
+		n = trimLabels(n[:maxNameLen-len(hash)-1])
 	}
 	if n == "" {
-		n = "workload"
+		return "workload-" + hash
 	}
-	return n
+	return n + "-" + hash
+}
+
+// trimLabels drops the "-" at both ends of each dot-separated label of n,
+// and the empty labels, so every label starts and ends with [a-z0-9].
+func trimLabels(n string) string {
+	var labels []string
+	for _, l := range strings.Split(n, ".") {
+		if l = strings.Trim(l, "-"); l != "" {
+			labels = append(labels, l)
+		}
+	}
+	return strings.Join(labels, ".")
 }
 
 // file makes one policy file of the group, in steps: a name of its own, the
@@ -356,15 +415,21 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 	p := g.policy(name, container, arches)
 	others := f.reconcile(p, existing[p.Key()], allowed, opts.Prune)
 	if len(allowed) == 0 {
-		return File{}, fmt.Errorf("recommend: %s: no system calls observed", f.Workload)
+		return File{}, &skip{f.Workload, "no system calls observed"}
 	}
 	setRules(p, slices.Sorted(maps.Keys(allowed)), others)
 	if errs := api.Validate(p); len(errs) > 0 {
-		return File{}, fmt.Errorf("recommend: %s: the recommended policy is invalid: %w", f.Path, errs)
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		return File{}, &skip{f.Workload, "no valid policy can select it: " + strings.Join(msgs, "; ")}
 	}
-	f.Policy = p
 	data, err := render(p, g, &f, opts)
 	if err != nil {
+		return File{}, err
+	}
+	if f.Policy, err = parseBack(f.Path, data, p); err != nil {
 		return File{}, err
 	}
 	f.Data = data
@@ -521,6 +586,10 @@ type docMeta struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 }
 
+// render writes the file: comment lines that say where the policy came
+// from, then the policy. Every comment line is made by escape.Comment, so
+// no text from a report (a file name, a node, an owner, a runtime) can end
+// a comment and start YAML of its own.
 func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]byte, error) {
 	body, err := yaml.Marshal(policyDoc{APIVersion: p.APIVersion, Kind: p.Kind,
 		Metadata: docMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels}, Spec: p.Spec})
@@ -528,20 +597,22 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 		return nil, fmt.Errorf("recommend: render %s: %w", f.Path, err)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Recommended by kscmp from observations: review it before applying.\n")
-	fmt.Fprintf(&b, "# Workload: %s", f.Workload)
+	b.WriteString(escape.Comment("Recommended by kscmp from observations: review it before applying."))
 	if len(g.pods) > 0 {
-		fmt.Fprintf(&b, " (%d pods)", len(g.pods))
+		b.WriteString(escape.Comment("Workload: %s (%d pods)", f.Workload, len(g.pods)))
+	} else {
+		b.WriteString(escape.Comment("Workload: %s", f.Workload))
 	}
-	b.WriteString("\n")
-	fmt.Fprintf(&b, "# Observed: %s", strings.Join(slices.Sorted(maps.Keys(g.reports)), ", "))
-	if len(g.nodes) > 0 {
-		fmt.Fprintf(&b, " on %s", strings.Join(slices.Sorted(maps.Keys(g.nodes)), ", "))
+	reports, nodes := slices.Sorted(maps.Keys(g.reports)), slices.Sorted(maps.Keys(g.nodes))
+	start, end := g.start.UTC().Format(time.RFC3339), g.end.UTC().Format(time.RFC3339)
+	if len(nodes) > 0 {
+		b.WriteString(escape.Comment("Observed: %s on %s, %s to %s", reports, nodes, start, end))
+	} else {
+		b.WriteString(escape.Comment("Observed: %s, %s to %s", reports, start, end))
 	}
-	fmt.Fprintf(&b, ", %s to %s\n", g.start.UTC().Format(time.RFC3339), g.end.UTC().Format(time.RFC3339))
 	for _, a := range api.Arches {
 		if n := len(f.Observed[a]); n > 0 {
-			fmt.Fprintf(&b, "# %s: %d system calls observed\n", a, n)
+			b.WriteString(escape.Comment("%s: %d system calls observed", a, n))
 		}
 	}
 	if len(f.Portable) > 0 {
@@ -549,18 +620,40 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 		for _, e := range f.Portable {
 			adds = append(adds, fmt.Sprintf("%s (%s, for %s)", e.Name, e.Arch, e.For))
 		}
-		fmt.Fprintf(&b, "# Portable: added for the other architecture family: %s\n", strings.Join(adds, ", "))
+		b.WriteString(escape.Comment("Portable: added for the other architecture family: %s", adds))
 	}
 	if len(f.Kept) > 0 {
-		fmt.Fprintf(&b, "# Kept from the reviewed policy, not observed this time: %s\n", strings.Join(f.Kept, ", "))
+		b.WriteString(escape.Comment("Kept from the reviewed policy, not observed this time: %s", f.Kept))
 	}
 	rt := opts.Runtime
 	if rt == "" {
 		rt = merge.RuntimeRunc
 	}
 	if rt != merge.RuntimeNone && len(g.selector.SystemdUnits) == 0 {
-		fmt.Fprintf(&b, "# kscmp merge adds the container runtime's start-up set (%s: %s).\n", rt, strings.Join(rt.StartupSyscalls(), " "))
+		b.WriteString(escape.Comment("kscmp merge adds the container runtime's start-up set (%s: %s).", rt, strings.Join(rt.StartupSyscalls(), " ")))
 	}
 	b.Write(body)
 	return b.Bytes(), nil
+}
+
+// parseBack reads data, the bytes of the file at path, with the policy
+// parser every other kscmp command uses, and returns the one policy it
+// holds. Anything else — more than one document, a document that does not
+// parse, a policy other than want — is an internal error: the bytes are
+// not what kscmp meant to write, and the run writes nothing. What the
+// summary says about a file is taken from the policy returned here, so it
+// describes what the file allows.
+func parseBack(path string, data []byte, want *api.KubeArmorSeccompPolicy) (*api.KubeArmorSeccompPolicy, error) {
+	docs, err := api.Parse(bytes.NewReader(data), path)
+	if err != nil {
+		return nil, fmt.Errorf("recommend: internal error: %s does not parse back: %w", path, err)
+	}
+	if len(docs) != 1 {
+		return nil, fmt.Errorf("recommend: internal error: %s parses back as %d policies, want exactly 1", path, len(docs))
+	}
+	got := docs[0].Policy
+	if got.Key() != want.Key() || !equality.Semantic.DeepEqual(got.Spec, want.Spec) || !maps.Equal(got.Labels, want.Labels) {
+		return nil, fmt.Errorf("recommend: internal error: %s parses back as policy %s, not the policy %s it was made from", path, got.Key(), want.Key())
+	}
+	return got, nil
 }

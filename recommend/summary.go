@@ -10,6 +10,7 @@ import (
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/internal/escape"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -36,11 +37,14 @@ func nativeCount(p *api.KubeArmorSeccompPolicy) int {
 	return 0
 }
 
-// riskyIn returns the risky calls a policy allows, sorted.
+// riskyIn returns the risky calls a policy lets run — those of its Allow
+// and Audit rules (an audited call runs, it is only logged) —, sorted.
+// The summary calls it on the policy parsed back from the file's bytes
+// (parseBack), so its list is what the file allows.
 func riskyIn(p *api.KubeArmorSeccompPolicy) []string {
 	var out []string
 	for _, r := range p.Spec.Seccomp.AllRules() {
-		if r.Action.Canonical() != api.ActionAllow {
+		if a := r.Action.Canonical(); a != api.ActionAllow && a != api.ActionAudit {
 			continue
 		}
 		for _, n := range r.Syscalls {
@@ -53,28 +57,33 @@ func riskyIn(p *api.KubeArmorSeccompPolicy) []string {
 	return slices.Compact(out)
 }
 
-// summary writes the review summary in Markdown.
+// summary writes the review summary in Markdown. Every line is made by
+// escape.MD: names that come from reports (file names, nodes, workloads)
+// are escaped there, so none can add a heading, a table cell or a line
+// that looks like kscmp's. Counts and risky calls are read from f.Policy,
+// the policy parsed back from the bytes written.
 func summary(res *Result, sources []report.Source, opts Options) []byte {
 	var b bytes.Buffer
-	b.WriteString("# kscmp: recommended seccomp policies\n\n")
+	w := func(format string, a ...any) { b.WriteString(string(escape.MD(format, a...))) }
+	w("# kscmp: recommended seccomp policies\n\n")
 	var from []string
 	for _, s := range sources {
-		from = append(from, fmt.Sprintf("`%s` (node %s, %s to %s)", s.Name, s.Report.Node,
-			s.Report.Start.UTC().Format(time.RFC3339), s.Report.End.UTC().Format(time.RFC3339)))
+		from = append(from, string(escape.MD("%s (node %s, %s to %s)", escape.Code(s.Name), s.Report.Node,
+			s.Report.Start.UTC().Format(time.RFC3339), s.Report.End.UTC().Format(time.RFC3339))))
 	}
 	slices.Sort(from)
-	fmt.Fprintf(&b, "From %d report(s): %s.\n\n", len(sources), strings.Join(from, ", "))
+	w("From %d report(s): %s.\n\n", len(sources), escape.Markdown(strings.Join(from, ", ")))
 	rt := opts.Runtime
 	if rt == "" {
 		rt = merge.RuntimeRunc
 	}
 	if rt != merge.RuntimeNone {
-		fmt.Fprintf(&b, "Merging adds the container runtime's start-up set (%s, %d calls) to container profiles; the counts below do not include it.\n\n", rt, len(rt.StartupSyscalls()))
+		w("Merging adds the container runtime's start-up set (%s, %d calls) to container profiles; the counts below do not include it.\n\n", escape.Markdown(rt), len(rt.StartupSyscalls()))
 	}
 	if len(res.Files) == 0 {
-		b.WriteString("No policy recommended.\n")
+		w("No policy recommended.\n")
 	} else {
-		b.WriteString("| workload | policy | syscalls | of Docker's default | change | risky |\n|---|---|---|---|---|---|\n")
+		w("| workload | policy | syscalls | of Docker's default | change | risky |\n|---|---|---|---|---|---|\n")
 		for _, f := range res.Files {
 			n := nativeCount(f.Policy)
 			change := "new"
@@ -84,70 +93,79 @@ func summary(res *Result, sources []report.Source, opts Options) []byte {
 					change += fmt.Sprintf(", %d kept", len(f.Kept))
 				}
 			}
-			fmt.Fprintf(&b, "| %s | `%s` | %d | %d%% | %s | %d |\n", f.Workload, f.Path, n, share(n), change, len(riskyIn(f.Policy)))
+			w("| %s | %s | %d | %d%% | %s | %d |\n", f.Workload, escape.Code(f.Path), n, share(n), escape.Markdown(change), len(riskyIn(f.Policy)))
 		}
 	}
 	for _, f := range res.Files {
-		fmt.Fprintf(&b, "\n## %s\n\n", f.Workload)
-		n := nativeCount(f.Policy)
-		fmt.Fprintf(&b, "- `%s`: %d system calls allowed, %d%% of Docker's default profile (%d).\n", f.Path, n, share(n), DockerDefaultCount)
-		var obs []string
-		for _, a := range api.Arches {
-			if c := len(f.Observed[a]); c > 0 {
-				obs = append(obs, fmt.Sprintf("%s %d", a, c))
-			}
-		}
-		fmt.Fprintf(&b, "- Observed: %s.\n", strings.Join(obs, ", "))
-		if len(f.Portable) > 0 {
-			byArch := map[api.Arch][]string{}
-			for _, e := range f.Portable {
-				byArch[e.Arch] = append(byArch[e.Arch], fmt.Sprintf("`%s` for `%s`", e.Name, e.For))
-			}
-			for _, a := range slices.Sorted(maps.Keys(byArch)) {
-				fmt.Fprintf(&b, "- Portable to %s: %s.\n", a, strings.Join(byArch[a], ", "))
-			}
-		}
-		switch {
-		case f.New:
-			b.WriteString("- New policy.\n")
-		default:
-			if len(f.Added) > 0 {
-				fmt.Fprintf(&b, "- **Widened**: %d calls added to the reviewed policy: %s.\n", len(f.Added), codeList(f.Added))
-			}
-			if len(f.Removed) > 0 {
-				fmt.Fprintf(&b, "- **Narrowed** (--prune): %d calls removed: %s.\n", len(f.Removed), codeList(f.Removed))
-			}
-			if len(f.Kept) > 0 {
-				fmt.Fprintf(&b, "- Not observed this time, kept from the reviewed policy (use --prune to drop): %s.\n", codeList(f.Kept))
-			}
-			if len(f.Added)+len(f.Removed) == 0 {
-				b.WriteString("- Unchanged allowed calls.\n")
-			}
-		}
-		if rs := riskyIn(f.Policy); len(rs) > 0 {
-			b.WriteString("- Risky system calls allowed:\n")
-			for _, r := range rs {
-				fmt.Fprintf(&b, "  - `%s`: %s.\n", r, risky[r])
-			}
-		} else {
-			b.WriteString("- No risky system call allowed.\n")
-		}
+		fileSummary(w, f)
 	}
 	if len(res.Skipped) > 0 {
-		b.WriteString("\n## Not recommended\n\n")
+		w("\n## Not recommended\n\n")
 		for _, s := range res.Skipped {
-			fmt.Fprintf(&b, "- %s\n", s)
+			w("- %s\n", s)
 		}
 	}
 	return b.Bytes()
 }
 
+// fileSummary writes the section of one file: what it allows, what was
+// observed and added, what changed against the reviewed policy, and each
+// risky call it lets run.
+func fileSummary(w func(string, ...any), f File) {
+	w("\n## %s\n\n", f.Workload)
+	n := nativeCount(f.Policy)
+	w("- %s: %d system calls allowed, %d%% of Docker's default profile (%d).\n", escape.Code(f.Path), n, share(n), DockerDefaultCount)
+	var obs []string
+	for _, a := range api.Arches {
+		if c := len(f.Observed[a]); c > 0 {
+			obs = append(obs, fmt.Sprintf("%s %d", a, c))
+		}
+	}
+	w("- Observed: %s.\n", escape.Markdown(strings.Join(obs, ", "))) // ABI names and counts
+	if len(f.Portable) > 0 {
+		byArch := map[api.Arch][]string{}
+		for _, e := range f.Portable {
+			byArch[e.Arch] = append(byArch[e.Arch], string(escape.MD("%s for %s", escape.Code(e.Name), escape.Code(e.For))))
+		}
+		for _, a := range slices.Sorted(maps.Keys(byArch)) {
+			w("- Portable to %s: %s.\n", escape.Markdown(a), escape.Markdown(strings.Join(byArch[a], ", ")))
+		}
+	}
+	switch {
+	case f.New:
+		w("- New policy.\n")
+	default:
+		if len(f.Added) > 0 {
+			w("- **Widened**: %d calls added to the reviewed policy: %s.\n", len(f.Added), codes(f.Added))
+		}
+		if len(f.Removed) > 0 {
+			w("- **Narrowed** (--prune): %d calls removed: %s.\n", len(f.Removed), codes(f.Removed))
+		}
+		if len(f.Kept) > 0 {
+			w("- Not observed this time, kept from the reviewed policy (use --prune to drop): %s.\n", codes(f.Kept))
+		}
+		if len(f.Added)+len(f.Removed) == 0 {
+			w("- Unchanged allowed calls.\n")
+		}
+	}
+	rs := riskyIn(f.Policy)
+	if len(rs) == 0 {
+		w("- No risky system call allowed.\n")
+		return
+	}
+	w("- Risky system calls allowed:\n")
+	for _, r := range rs {
+		w("  - %s: %s.\n", escape.Code(r), escape.Markdown(risky[r]))
+	}
+}
+
 func share(n int) int { return (n*100 + DockerDefaultCount/2) / DockerDefaultCount }
 
-func codeList(names []string) string {
-	q := make([]string, len(names))
+// codes shows names as code spans, for escape.MD.
+func codes(names []string) []escape.Code {
+	q := make([]escape.Code, len(names))
 	for i, n := range names {
-		q[i] = "`" + n + "`"
+		q[i] = escape.Code(n)
 	}
-	return strings.Join(q, ", ")
+	return q
 }

@@ -34,81 +34,154 @@ func (r *Result) Write(dir string) (changed int, err error) {
 // Commit writes the result into the git checkout repo, under dir (relative
 // to repo), on a new branch, and commits it with the summary as the message:
 // the pull request a person then opens. The branch must not exist yet. It
-// returns the new commit's id, or "" when nothing changed (then no branch
-// is left behind).
+// returns the new commit's id, and leaves the checkout on the new branch.
+// It returns "" when there is nothing to commit (no file recommended, or
+// every file as committed already): then, and on any failure, no branch is
+// left behind and the checkout is as it was — on its branch, on the same
+// commit when HEAD was detached, on its unborn branch in a repository
+// without commits — with dir as it was.
 func (r *Result) Commit(ctx context.Context, repo, dir, branch string) (string, error) {
-	git := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", repo}, args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
-		}
-		return strings.TrimSpace(out.String()), nil
-	}
+	g := gitIn(ctx, repo)
 	if filepath.IsAbs(dir) || strings.HasPrefix(filepath.Clean(dir), "..") {
 		return "", errors.New("recommend: with --git, -o must be a directory inside the repository, relative to it")
 	}
-	if _, err := git("rev-parse", "--is-inside-work-tree"); err != nil {
+	if _, err := g.run("rev-parse", "--is-inside-work-tree"); err != nil {
 		return "", fmt.Errorf("recommend: %s is not a git checkout: %w", repo, err)
 	}
-	if st, err := git("status", "--porcelain", "--", dir); err != nil {
+	if st, err := g.run("status", "--porcelain", "--", dir); err != nil {
 		return "", err
 	} else if st != "" {
 		return "", fmt.Errorf("recommend: %s has uncommitted changes under %s; commit or stash them first", repo, dir)
 	}
-	prev, err := git("rev-parse", "--abbrev-ref", "HEAD")
+	if len(r.Files) == 0 {
+		return "", nil
+	}
+	prev, err := g.head()
 	if err != nil {
 		return "", err
 	}
-	if _, err := git("checkout", "-q", "-b", branch); err != nil {
+	if _, err := g.run("checkout", "-q", "-b", branch); err != nil {
 		return "", fmt.Errorf("recommend: new branch %s: %w", branch, err)
 	}
-	// dir was clean (checked above): undoing touches only dir, never the
-	// rest of the user's work tree or index.
-	undo := func() {
-		git("reset", "-q", "--", dir)
-		git("checkout", "-q", "--", dir)
-		git("clean", "-q", "-f", "-d", "--", dir)
-		git("checkout", "-q", prev)
-		git("branch", "-q", "-D", branch)
+	fail := func(err error) (string, error) {
+		if uerr := g.undo(prev, dir, branch); uerr != nil {
+			return "", errors.Join(err, uerr)
+		}
+		return "", err
 	}
 	if _, err := r.Write(filepath.Join(repo, dir)); err != nil {
-		undo()
-		return "", err
+		return fail(err)
 	}
-	if _, err := git("add", "--", dir); err != nil {
-		undo()
-		return "", err
+	if _, err := g.run("add", "--", dir); err != nil {
+		return fail(err)
 	}
-	if st, _ := git("diff", "--cached", "--name-only", "--", dir); st == "" {
-		undo()
-		return "", nil
+	if st, err := g.run("diff", "--cached", "--name-only", "--", dir); err != nil {
+		return fail(err)
+	} else if st == "" {
+		return fail(nil)
 	}
 	msg, err := os.CreateTemp("", "kscmp-commit-*.md")
 	if err != nil {
-		undo()
-		return "", err
+		return fail(err)
 	}
 	defer os.Remove(msg.Name())
 	fmt.Fprintf(msg, "kscmp: recommended seccomp policies\n\n%s", r.Summary)
-	msg.Close()
-	// Only dir is committed, whatever else the user had staged.
-	if _, err := git("commit", "-q", "-F", msg.Name(), "--", dir); err != nil {
-		undo()
-		return "", err
+	if err := msg.Close(); err != nil {
+		return fail(err)
 	}
-	return git("rev-parse", "HEAD")
+	// Only dir is committed, whatever else the user had staged.
+	if _, err := g.run("commit", "-q", "-F", msg.Name(), "--", dir); err != nil {
+		return fail(err)
+	}
+	return g.run("rev-parse", "HEAD")
+}
+
+// git runs git in one checkout.
+type git struct {
+	ctx  context.Context
+	repo string
+}
+
+func gitIn(ctx context.Context, repo string) git { return git{ctx, repo} }
+
+// run runs git with args and returns its trimmed output; an error carries
+// git's own message.
+func (g git) run(args ...string) (string, error) {
+	cmd := exec.CommandContext(g.ctx, "git", append([]string{"-C", g.repo}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// head is where a checkout's HEAD is: a branch (ref, refs/heads/…) and its
+// commit ("" while the branch is unborn), or a detached commit (ref "").
+type head struct{ ref, commit string }
+
+// head reads HEAD without resolving it through the branch name alone: a
+// detached HEAD has no branch to go back to, only its commit.
+func (g git) head() (head, error) {
+	ref, err := g.run("symbolic-ref", "-q", "HEAD")
+	if err != nil {
+		ref = "" // detached (exit 1, no output)
+	}
+	commit, err := g.run("rev-parse", "--verify", "-q", "HEAD")
+	if err != nil {
+		commit = "" // unborn: a repository without commits
+	}
+	if ref == "" && commit == "" {
+		return head{}, fmt.Errorf("recommend: %s: HEAD is neither a branch nor a commit", g.repo)
+	}
+	return head{ref, commit}, nil
+}
+
+// undo puts the checkout back to prev and dir to its committed state, and
+// deletes branch: dir was clean (Commit checked it), so this touches only
+// what Commit wrote, never the rest of the user's work tree or index.
+func (g git) undo(prev head, dir, branch string) error {
+	var errs []error
+	try := func(args ...string) {
+		if _, err := g.run(args...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if prev.commit != "" {
+		try("reset", "-q", "--", dir)
+	} else {
+		try("rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", dir)
+	}
+	if tracked, _ := g.run("ls-files", "--", dir); tracked != "" {
+		try("checkout", "-q", "--", dir)
+	}
+	try("clean", "-q", "-f", "-d", "--", dir)
+	switch {
+	case prev.ref == "":
+		try("checkout", "-q", "--detach", prev.commit)
+	case prev.commit == "":
+		try("symbolic-ref", "HEAD", prev.ref)
+	default:
+		try("checkout", "-q", strings.TrimPrefix(prev.ref, "refs/heads/"), "--")
+	}
+	if _, err := g.run("rev-parse", "--verify", "-q", "refs/heads/"+branch); err == nil {
+		try("branch", "-q", "-D", branch)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("recommend: the checkout %s could not be restored: %w", g.repo, err)
+	}
+	return nil
 }
 
 // Existing reads the reviewed policies in dir, for Options.Existing: a
 // directory that does not exist yet (nor can: a file is in the way, which
-// writing then reports), or holds no policy file, has none.
-func Existing(dir string) ([]api.Document, error) {
+// writing then reports), or holds no policy file, has none. Each file is
+// read as api.LoadLimit reads it, with the limit max.
+func Existing(dir string, max int64) ([]api.Document, error) {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil, nil
 	}
-	docs, err := api.Load(dir)
+	docs, err := api.LoadLimit(max, dir)
 	if errors.Is(err, api.ErrNoPolicyFiles) {
 		return nil, nil
 	}

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 // ErrInvalid is wrapped by every error that says a report is malformed: not
@@ -58,8 +61,9 @@ func Read(rd io.Reader, name string) (*Report, error) {
 }
 
 // Validate checks the report's version and kind, that every workload has a
-// known identity kind, and that its ABI names are known (see ArchOf). It
-// returns the first problem, wrapping ErrInvalid.
+// known identity kind, that its ABI names are known (see ArchOf) and that
+// every system call name is in its ABI's table. It returns the first
+// problem, wrapping ErrInvalid.
 func (r *Report) Validate() error {
 	if r.APIVersion != APIVersion || r.Kind != Kind {
 		return invalid("apiVersion %q kind %q: want %s %s", r.APIVersion, r.Kind, APIVersion, Kind)
@@ -69,36 +73,54 @@ func (r *Report) Validate() error {
 			return invalid("workloads[%d].identity.kind: %q: want pod, container, systemd or process", i, w.Identity.Kind)
 		}
 		for _, abi := range slices.Sorted(maps.Keys(w.Syscalls)) {
-			if _, ok := ArchOf(abi); !ok {
+			a, ok := ArchOf(abi)
+			if !ok {
 				return invalid("workloads[%d].syscalls: %q: unknown ABI (want %s)", i, abi, abiNames())
+			}
+			for j, n := range w.Syscalls[abi] {
+				if !a.Has(n) {
+					return invalid("workloads[%d].syscalls.%s[%d]: %q: not a system call of %s (a recorder writes only names of the ABI's own table, and numbers it has no name for under unknown)", i, abi, j, n, abi)
+				}
 			}
 		}
 	}
 	return nil
 }
 
-// ReadFile reads the report in the file path.
-func ReadFile(path string) (*Report, error) {
-	f, err := os.Open(path)
+// ReadFile reads the report in the file path, through the one reader of
+// input files (fsutil.ReadRegular): anything but a regular file is refused
+// (fsutil.ErrNotRegular), and so is a file larger than
+// fsutil.DefaultMaxInput (fsutil.ErrTooLarge).
+func ReadFile(path string) (*Report, error) { return ReadFileLimit(path, 0) }
+
+// ReadFileLimit is ReadFile with a limit of max bytes (max <= 0 means
+// fsutil.DefaultMaxInput).
+func ReadFileLimit(path string, max int64) (*Report, error) {
+	data, err := fsutil.ReadRegular(path, max)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return Read(f, path)
+	return Read(bytes.NewReader(data), path)
 }
 
 // ReadAll reads the reports that paths name: files, globs (as
-// filepath.Glob takes them) and directories (their *.json files), each file
-// once, sorted by name. A path that names no report is an error wrapping
-// ErrNoReports; so is a directory without *.json files.
-func ReadAll(paths []string) ([]Source, error) {
+// filepath.Glob takes them; a path that names an existing file is that
+// file, even when it could be a pattern) and directories (their *.json
+// files), each file once, sorted by name. A path that names no report is an error wrapping
+// ErrNoReports; so is a directory without *.json files. Each file is read
+// as ReadFile reads it.
+func ReadAll(paths []string) ([]Source, error) { return ReadAllLimit(paths, 0) }
+
+// ReadAllLimit is ReadAll with a limit of max bytes per file (max <= 0
+// means fsutil.DefaultMaxInput).
+func ReadAllLimit(paths []string, max int64) ([]Source, error) {
 	files, err := reportFiles(paths)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Source, 0, len(files))
 	for _, f := range files {
-		r, err := ReadFile(f)
+		r, err := ReadFileLimit(f, max)
 		if err != nil {
 			return nil, err
 		}
@@ -112,12 +134,9 @@ func ReadAll(paths []string) ([]Source, error) {
 func reportFiles(paths []string) ([]string, error) {
 	var files []string
 	for _, p := range paths {
-		matches, err := filepath.Glob(p)
+		matches, err := expand(p)
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", p, err)
-		}
-		if len(matches) == 0 {
-			return nil, marked{fmt.Errorf("%q: no such file", p), ErrNoReports}
+			return nil, err
 		}
 		for _, m := range matches {
 			st, err := os.Stat(m)
@@ -140,6 +159,24 @@ func reportFiles(paths []string) ([]string, error) {
 	}
 	slices.Sort(files)
 	return slices.Compact(files), nil
+}
+
+// expand returns what the path p names: p itself when a file or directory
+// of that very name exists (a report may be called "rep[1].json": a name is
+// never taken for a pattern when the file is there), else the matches of p
+// as a glob. No match is an error wrapping ErrNoReports.
+func expand(p string) ([]string, error) {
+	if _, err := os.Lstat(p); err == nil {
+		return []string{p}, nil
+	}
+	matches, err := filepath.Glob(p)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", p, err)
+	}
+	if len(matches) == 0 {
+		return nil, marked{fmt.Errorf("%q: no such file", p), ErrNoReports}
+	}
+	return matches, nil
 }
 
 // globEscape quotes the characters filepath.Glob treats specially, so a

@@ -2,9 +2,17 @@ package report
 
 import (
 	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 func sampleReport() *Report {
@@ -71,4 +79,63 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("not stable:\n%s\n%s", out, again)
 		}
 	})
+}
+
+// TestReadFileRegularAndBounded: reports are read by the one input reader:
+// not a FIFO, not more than the limit.
+func TestReadFileRegularAndBounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "r.json")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadAll([]string{dir}); !errors.Is(err, fsutil.ErrNotRegular) {
+		t.Errorf("a FIFO: %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "big.json")
+	data, _ := New().Marshal()
+	os.WriteFile(big, data, 0o644)
+	if _, err := ReadAllLimit([]string{big}, int64(len(data))); err != nil {
+		t.Errorf("at the limit: %v", err)
+	}
+	if _, err := ReadAllLimit([]string{big}, int64(len(data)-1)); !errors.Is(err, fsutil.ErrTooLarge) {
+		t.Errorf("over the limit: %v", err)
+	}
+}
+
+// TestValidateSyscallNames: a name that is not in its ABI's table is
+// refused with the field and the value (a recorder writes none; unknown
+// numbers go under unknown).
+func TestValidateSyscallNames(t *testing.T) {
+	for abi, name := range map[string]string{"x86_64": "nosuch", "aarch64": "open", "i386": "read\n---"} {
+		r := sampleReport()
+		r.Workloads[0].Syscalls = map[string][]string{abi: {name}}
+		err := r.Validate()
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "workloads[0].syscalls."+abi+"[0]: "+strconv.Quote(name)+": not a system call of "+abi) {
+			t.Errorf("%s %q: %v", abi, name, err)
+		}
+	}
+	if err := sampleReport().Validate(); err != nil {
+		t.Errorf("a good report: %v", err)
+	}
+}
+
+// TestReadAllLiteralName: a path that names an existing file is that file,
+// even when it reads as a pattern: "rep[1].json" is not "rep1.json" (#12
+// item 11; before, the glob matched only rep1.json).
+func TestReadAllLiteralName(t *testing.T) {
+	dir := t.TempDir()
+	data, _ := sampleReport().Marshal()
+	literal, other := filepath.Join(dir, "rep[1].json"), filepath.Join(dir, "rep1.json")
+	os.WriteFile(literal, data, 0o644)
+	os.WriteFile(other, data, 0o644)
+	srcs, err := ReadAll([]string{literal})
+	if err != nil || len(srcs) != 1 || srcs[0].Name != literal {
+		t.Errorf("ReadAll(%q): %v %v", literal, srcs, err)
+	}
+	// Without a file of that name it is still a pattern.
+	srcs, err = ReadAll([]string{filepath.Join(dir, "rep[0-9].json")})
+	if err != nil || len(srcs) != 1 || srcs[0].Name != other {
+		t.Errorf("a pattern: %v %v", srcs, err)
+	}
 }

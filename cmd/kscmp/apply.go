@@ -65,6 +65,18 @@ func (h *hostFlags) check() error {
 	case !h.systemd && len(h.units) > 0:
 		return usageErr("--unit goes with --systemd, not --dir")
 	}
+	// Names given on the command line are checked by the same rules as
+	// those of policies and manifests, and named by their flag.
+	for _, u := range h.units {
+		if err := api.ValidUnitName(api.UnitName(u)); err != nil {
+			return usageErr("--unit %q: %w", u, err)
+		}
+	}
+	for _, c := range h.containers {
+		if err := api.ValidContainerName(c); err != nil {
+			return usageErr("--container-name %q: %w", c, err)
+		}
+	}
 	return nil
 }
 
@@ -113,8 +125,10 @@ func (h *hostFlags) installer(log *slog.Logger) (installer, error) {
 	return &host.Dir{Root: h.root, Path: h.dir, Family: fam, Runtime: rt}, nil
 }
 
-func loadPolicies(files []string) ([]*api.KubeArmorSeccompPolicy, error) {
-	docs, err := api.Load(files...)
+// loadPolicies reads the policies of files (-f) with the limit on input
+// files of cmd (--max-input-size).
+func loadPolicies(cmd *cobra.Command, files []string) ([]*api.KubeArmorSeccompPolicy, error) {
+	docs, err := api.LoadLimit(maxInput(cmd), files...)
 	if err != nil {
 		return nil, invalidErr(err)
 	}
@@ -182,7 +196,7 @@ func (h *hostFlags) apply(cmd *cobra.Command, prune bool) error {
 	if err != nil {
 		return err
 	}
-	policies, err := loadPolicies(h.files)
+	policies, err := loadPolicies(cmd, h.files)
 	if err != nil {
 		return err
 	}
@@ -246,10 +260,10 @@ func (h *hostFlags) remove(cmd *cobra.Command, all bool) error {
 	switch {
 	case all:
 		if targets, err = in.Managed(); err != nil {
-			return err
+			return h.finish(cmd.OutOrStdout(), nil, err)
 		}
 	case len(h.files) > 0:
-		policies, err := loadPolicies(h.files)
+		policies, err := loadPolicies(cmd, h.files)
 		if err != nil {
 			return err
 		}
@@ -269,7 +283,8 @@ func (h *hostFlags) finish(w io.Writer, changes []host.Change, err error) error 
 		return &exitError{exitNoMatch, err}
 	}
 	switch {
-	case errors.Is(err, host.ErrRejected):
+	case errors.Is(err, host.ErrRejected), errors.Is(err, api.ErrBadName):
+		// systemd refused a drop-in; a name in a manifest is not a name.
 		err = invalidErr(err)
 	case errors.Is(err, deploy.ErrNoSystemdAnalyze):
 		err = &exitError{exitUnsupported, err}

@@ -18,6 +18,7 @@ import (
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 // discoverFlags are the flags of kscmp discover.
@@ -90,6 +91,13 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	// The report is written only at the end: an output that cannot be
+	// written must fail now, not after the whole recording.
+	if fl.output != "" {
+		if err := fsutil.CheckWritable(fl.output); err != nil {
+			return fmt.Errorf("-o: %w", err)
+		}
+	}
 	if opts.Pods, err = podLookup(cmd.Context(), fl.kubeconfig, fl.node); err != nil {
 		return err
 	}
@@ -115,6 +123,12 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 
 // options turns the flags into discover.Options; a problem names its flag.
 func (fl *discoverFlags) options() (discover.Options, error) {
+	if fl.duration < 0 {
+		return discover.Options{}, usageErr("--duration %v: must not be negative (0 records until Ctrl-C)", fl.duration)
+	}
+	if fl.interval < 0 {
+		return discover.Options{}, usageErr("--interval %v: must not be negative", fl.interval)
+	}
 	sel, err := api.ParseLabels(fl.selector)
 	if err != nil {
 		return discover.Options{}, usageErr("--selector: %w", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy"
+	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -32,7 +33,7 @@ func newExecCmd() *cobra.Command {
   kscmp exec --profile web.json -- /usr/sbin/nginx -g 'daemon off;'`,
 		Args: argsUsage(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return execProfile(cmd.ErrOrStderr(), profile, args)
+			return execProfile(cmd.ErrOrStderr(), profile, args, maxInput(cmd))
 		},
 	}
 	cmd.Flags().StringVar(&profile, "profile", "", "OCI seccomp profile (JSON) to run the command under (required)")
@@ -43,11 +44,11 @@ func newExecCmd() *cobra.Command {
 // only when that failed. A profile that refuses what every program needs to
 // start is warned of first: the program would die in its loader without a
 // word why.
-func execProfile(stderr io.Writer, profile string, args []string) error {
+func execProfile(stderr io.Writer, profile string, args []string, max int64) error {
 	if profile == "" {
 		return usageErr("--profile is required")
 	}
-	data, err := os.ReadFile(profile)
+	data, err := fsutil.ReadRegular(profile, max)
 	if err != nil {
 		return invalidErr(fmt.Errorf("read profile: %w", err))
 	}

@@ -77,7 +77,7 @@ func (fl *mergeFlags) run(cmd *cobra.Command) error {
 	if len(fl.files) == 0 {
 		return usageErr("no policies given: use -f PATH (a file or a directory)")
 	}
-	policies, err := loadPolicies(fl.files)
+	policies, err := loadPolicies(cmd, fl.files)
 	if err != nil {
 		return err
 	}

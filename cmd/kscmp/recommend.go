@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/internal/escape"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/merge"
 	"github.com/kubearmor/kscmp/recommend"
@@ -66,7 +67,7 @@ func newRecommendCmd() *cobra.Command {
 }
 
 func (fl *recommendFlags) register(f *pflag.FlagSet) {
-	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable)")
+	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable; the name of an existing file is never taken as a glob)")
 	f.StringVarP(&fl.outDir, "output", "o", "", "directory to write the policies into")
 	f.StringVar(&fl.existingDir, "existing", "", "reviewed policies to extend (default: the -o directory)")
 	f.BoolVar(&fl.prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
@@ -81,11 +82,11 @@ func (fl *recommendFlags) register(f *pflag.FlagSet) {
 // run recommends policies from the reports and writes them, and the
 // summary, where the flags say.
 func (fl *recommendFlags) run(cmd *cobra.Command) error {
-	opts, err := fl.options()
+	opts, err := fl.options(maxInput(cmd))
 	if err != nil {
 		return err
 	}
-	sources, err := report.ReadAll(fl.from)
+	sources, err := report.ReadAllLimit(fl.from, maxInput(cmd))
 	if err != nil {
 		return invalidErr(fmt.Errorf("--from: %w", err))
 	}
@@ -93,12 +94,19 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return invalidErr(err)
 	}
+	// The summary is written last: one that cannot be written must fail
+	// before the policies are.
+	if fl.summaryFile != "" {
+		if err := fsutil.CheckWritable(fl.summaryFile); err != nil {
+			return fmt.Errorf("--summary: %w", err)
+		}
+	}
 	stderr := cmd.ErrOrStderr()
 	if err := fl.write(cmd.Context(), stderr, res); err != nil {
 		return err
 	}
 	for _, s := range res.Skipped {
-		fmt.Fprintf(stderr, "kscmp: not recommended: %s\n", s)
+		fmt.Fprintf(stderr, "kscmp: not recommended: %s\n", escape.Line(s))
 	}
 	if fl.summaryFile != "" {
 		_, err := fsutil.WriteFile(fl.summaryFile, res.Summary, 0o644)
@@ -109,8 +117,9 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 }
 
 // options turns the flags into recommend.Options, with the reviewed
-// policies to extend; a problem names its flag.
-func (fl *recommendFlags) options() (recommend.Options, error) {
+// policies to extend (files of at most max bytes); a problem names its
+// flag.
+func (fl *recommendFlags) options(max int64) (recommend.Options, error) {
 	if len(fl.from) == 0 || fl.outDir == "" {
 		return recommend.Options{}, usageErr("--from and -o are required")
 	}
@@ -128,7 +137,7 @@ func (fl *recommendFlags) options() (recommend.Options, error) {
 			existingDir = filepath.Join(fl.gitRepo, fl.outDir)
 		}
 	}
-	existing, err := recommend.Existing(existingDir)
+	existing, err := recommend.Existing(existingDir, max)
 	if err != nil {
 		return recommend.Options{}, invalidErr(fmt.Errorf("existing policies: %w", err))
 	}
@@ -151,7 +160,7 @@ func (fl *recommendFlags) write(ctx context.Context, stderr io.Writer, res *reco
 		return err
 	}
 	if id == "" {
-		fmt.Fprintf(stderr, "kscmp: nothing changed; no branch made\n")
+		fmt.Fprintf(stderr, "kscmp: nothing to commit; no branch made\n")
 	} else {
 		fmt.Fprintf(stderr, "kscmp: %d policies committed on branch %s (%s) in %s\n", len(res.Files), fl.branch, id[:12], fl.gitRepo)
 	}

@@ -63,3 +63,78 @@ func TestRecommendCLI(t *testing.T) {
 		t.Errorf("no report matched: exit %d", code)
 	}
 }
+
+// TestRecommendHostileReportName: a report whose file name hides a policy
+// (#12 item 1). Before the fix the name was copied into a comment, ended it,
+// and validate, merge and apply then saw a second policy shop/evil allowing
+// ptrace, bpf and mount, while the summary said no risky call was allowed.
+func TestRecommendHostileReportName(t *testing.T) {
+	dir := t.TempDir()
+	reports := filepath.Join(dir, "reports")
+	os.MkdirAll(reports, 0o755)
+	name := "r.json\n---\n{kind: KubeArmorSeccompPolicy, name: evil, namespace: shop, app: web, syscalls: [ptrace, bpf, mount], action: Allow}\n---\n#.json"
+	hostileNode := strings.Replace(sampleReport, `"node":"n1"`, `"node":"n1\nx: y"`, 1)
+	if err := os.WriteFile(filepath.Join(reports, name), []byte(hostileNode), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, summary := filepath.Join(dir, "out"), filepath.Join(dir, "S.md")
+	if code, _, errs := runCLI(t, "recommend", "--from", reports+"/", "-o", out, "--summary", summary); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	code, list, errs := runCLI(t, "validate", out)
+	if code != exitOK || strings.TrimSpace(list) != "valid: shop/web ("+filepath.Join(out, "shop", "web.yaml")+" document 1)" {
+		t.Errorf("validate: exit %d, want exactly shop/web:\n%s%s", code, list, errs)
+	}
+	if _, explain, _ := runCLI(t, "merge", "-f", out, "-n", "shop", "-l", "app=web", "--explain"); strings.Contains(explain, "ptrace") || strings.Contains(explain, "evil") {
+		t.Errorf("merge --explain shows the hidden policy:\n%s", explain)
+	}
+	s, err := os.ReadFile(summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		if strings.HasPrefix(line, "---") || strings.HasPrefix(line, "{kind") || strings.HasPrefix(line, "x: y") {
+			t.Errorf("summary line from the input: %q\n%s", line, s)
+		}
+	}
+}
+
+// TestRecommendOddWorkload: a container id that is valid but not a policy
+// name (web..1) gets a policy of its own, one that no policy can select is
+// reported and skipped, and the rest are written with exit 0 (#12 item 8;
+// before, web..1 made the run exit 2 and nothing was written).
+func TestRecommendOddWorkload(t *testing.T) {
+	dir := t.TempDir()
+	rep := filepath.Join(dir, "r.json")
+	odd := strings.Replace(sampleReport, `"workloads":[`, `"workloads":[{"identity":{"kind":"container","containerID":"web..1"},"syscalls":{"x86_64":["read"]}},
+{"identity":{"kind":"container","containerID":"x/../y"},"syscalls":{"x86_64":["read"]}},`, 1)
+	os.WriteFile(rep, []byte(odd), 0o644)
+	out := filepath.Join(dir, "out")
+	code, summary, errs := runCLI(t, "recommend", "--from", rep, "-o", out)
+	if code != exitOK || !strings.Contains(errs, "kscmp: 2 policies in "+out) || !strings.Contains(errs, "kscmp: not recommended: host container x/../y: no valid policy can select it: ") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(summary, "## Not recommended\n\n- host container x/../y: ") {
+		t.Errorf("summary:\n%s", summary)
+	}
+	if code, list, errs := runCLI(t, "validate", out); code != exitOK || strings.Count(list, "valid: ") != 2 || !strings.Contains(list, "valid: kscmp-host/web.1-") {
+		t.Errorf("validate: %d %s %s", code, list, errs)
+	}
+}
+
+// TestRecommendSummaryCheckedFirst: a --summary that cannot be written fails
+// the run before any policy is written.
+func TestRecommendSummaryCheckedFirst(t *testing.T) {
+	dir := t.TempDir()
+	rep, file := filepath.Join(dir, "r.json"), filepath.Join(dir, "file")
+	os.WriteFile(rep, []byte(sampleReport), 0o644)
+	os.WriteFile(file, nil, 0o644)
+	out := filepath.Join(dir, "policies")
+	code, _, errs := runCLI(t, "recommend", "--from", rep, "-o", out, "--summary", filepath.Join(file, "pr.md"))
+	if code != exitIO || !strings.Contains(errs, "--summary: write "+filepath.Join(file, "pr.md")) {
+		t.Errorf("exit %d: %s", code, errs)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("policies were written although the summary cannot be")
+	}
+}

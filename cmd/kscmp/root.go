@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
 // Exit codes: rootLong tells users what each means.
@@ -51,11 +54,14 @@ func invalidErr(err error) error { return &exitError{exitInvalid, err} }
 func run(ctx context.Context, args []string, s streams) int {
 	root := newRootCmd(s)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
 	fmt.Fprintln(s.err, "kscmp: "+strings.ReplaceAll(err.Error(), "\n", "\nkscmp: "))
+	if errors.Is(err, fsutil.ErrTooLarge) {
+		fmt.Fprintf(s.err, "kscmp: --%s raises the limit on input files (now %s)\n", maxInputFlag, humanSize(cmd))
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
@@ -110,7 +116,9 @@ Exit codes:
            feature or a tool (systemd-analyze) missing
   5        I/O failure: an output could not be written, or the kernel, git,
            systemd or the API server failed while kscmp worked
-  126/127  the command of 'kscmp exec' could not be run`
+  126/127  the command of 'kscmp exec' could not be run
+  130/143  ended by SIGINT/SIGTERM before the command finished (a command
+           that stops cleanly on the signal, as discover does, exits as usual)`
 
 func newRootCmd(s streams) *cobra.Command {
 	v := viper.New()
@@ -141,6 +149,7 @@ func newRootCmd(s streams) *cobra.Command {
 	})
 	root.PersistentFlags().StringVar(&configFile, "config", "", "config file (YAML); default $KSCMP_CONFIG, ~/.config/kscmp/config.yaml, /etc/kscmp/config.yaml")
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug messages to stderr")
+	addMaxInput(root)
 	root.AddCommand(newDiscoverCmd(), newRecommendCmd(), newApplyCmd(), newRemoveCmd(), newAgentCmd(), newWebhookCmd(), newValidateCmd(), newMergeCmd(), newExecCmd(), newVersionCmd())
 	failuresAreIO(root)
 	return root
@@ -168,9 +177,14 @@ func bindConfig(v *viper.Viper, cmd *cobra.Command, configFile string) error {
 		}
 	}
 	if configFile != "" {
-		v.SetConfigFile(configFile)
+		// Read like every input file (regular, bounded): a FIFO given as
+		// --config must not block before any flag is known.
+		data, err := fsutil.ReadRegular(configFile, fsutil.DefaultMaxInput)
+		if err != nil {
+			return usageErr("config file %s: %w", configFile, err)
+		}
 		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 			return usageErr("config file %s: %w", configFile, err)
 		}
 	}

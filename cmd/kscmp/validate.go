@@ -27,7 +27,9 @@ func newValidateCmd() *cobra.Command {
 		Example: `  kscmp validate policies/
   kscmp validate -o yaml flat-policy.yaml > crd-policy.yaml`,
 		Args: argsUsage(cobra.MinimumNArgs(1)),
-		RunE: func(cmd *cobra.Command, args []string) error { return validate(cmd.OutOrStdout(), args, output) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return validate(cmd.OutOrStdout(), args, output, maxInput(cmd))
+		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text (one line per valid policy), yaml or json (the policies in CRD form)")
 	return cmd
@@ -35,11 +37,11 @@ func newValidateCmd() *cobra.Command {
 
 // validate prints the valid policies of paths and fails with every problem
 // found: the valid ones are printed even then, so a reader sees both.
-func validate(w io.Writer, paths []string, output string) error {
+func validate(w io.Writer, paths []string, output string, max int64) error {
 	if err := checkOutput(output, "text", "yaml", "json"); err != nil {
 		return err
 	}
-	docs, err := api.Load(paths...)
+	docs, err := api.LoadLimit(max, paths...)
 	if werr := printPolicies(w, output, docs); werr != nil {
 		return werr
 	}

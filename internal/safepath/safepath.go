@@ -22,7 +22,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -35,8 +34,9 @@ import (
 	"github.com/kubearmor/kscmp/internal/fsutil"
 )
 
-// ErrTooLarge is wrapped by ReadFile's error for a file larger than asked.
-var ErrTooLarge = errors.New("file too large")
+// ErrTooLarge is wrapped by ReadFile's error for a file larger than asked:
+// fsutil.ErrTooLarge, as every reader's.
+var ErrTooLarge = fsutil.ErrTooLarge
 
 // Root is an open directory that paths are resolved inside. Paths given to
 // its methods are relative to it ("/" and ".." both mean at most the root).
@@ -223,19 +223,7 @@ func (r *Root) ReadFile(rel string, max int) ([]byte, error) {
 	}
 	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !st.Mode().IsRegular() {
-		return nil, fsutil.NotRegular(p, st.Mode(), "read")
-	}
-	data, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > max {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", p, ErrTooLarge, max)
-	}
-	return data, nil
+	return fsutil.ReadOpened(f, p, int64(max))
 }
 
 // Same reports whether rel exists and whether it is a regular file that

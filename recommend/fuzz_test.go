@@ -1,0 +1,124 @@
+package recommend
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/api/report"
+)
+
+// tableNames are the system call names of each ABI's table, sorted, for
+// the fuzzer to pick from.
+var tableNames = func() map[api.Arch][]string {
+	out := map[api.Arch][]string{}
+	for _, a := range api.Arches {
+		out[a] = slices.Sorted(maps.Keys(a.Table().SyscallNames))
+	}
+	return out
+}()
+
+// fuzzReport builds a report of four workloads, one of each identity kind,
+// from fuzzed text, and their calls from sel: each pair of bytes picks an
+// ABI and a name of its table (or, for an odd pick, the text b itself, which
+// the reader must refuse unless it is a real name). Each workload is a group
+// of its own (kinds differ; the pod's owner kind starts with "Kind"), so
+// each gives one file or one skip.
+func fuzzReport(node, a, b, c, d string, sel []byte) *report.Report {
+	t0 := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+	calls := func(salt byte) map[string][]string {
+		m := map[string][]string{}
+		for i := 0; i+1 < len(sel); i += 2 {
+			arch := api.Arches[int(sel[i]^salt)%len(api.Arches)]
+			names := tableNames[arch]
+			name := names[int(sel[i+1])%len(names)]
+			if sel[i]&0x80 != 0 && sel[i+1]%7 == 0 {
+				name = b
+			}
+			m[report.ABIName(arch)] = append(m[report.ABIName(arch)], name)
+		}
+		return m
+	}
+	r := report.New()
+	r.Node, r.Kernel, r.Arch, r.Start, r.End = node, "6.18", "x86_64", t0, t0.Add(time.Minute)
+	r.Workloads = []report.Workload{
+		{Identity: report.Identity{Kind: report.KindPod, Namespace: a, Pod: "p" + b, Container: c,
+			Labels: map[string]string{"app": d, c: a}, Owner: &report.Owner{Kind: "Kind" + b, Name: d}}, Syscalls: calls(0)},
+		{Identity: report.Identity{Kind: report.KindContainer, ContainerID: "c" + a, Runtime: b}, Syscalls: calls(1)},
+		{Identity: report.Identity{Kind: report.KindSystemd, Unit: d + ".service"}, Syscalls: calls(2)},
+		{Identity: report.Identity{Kind: report.KindProcess, Exe: c}, Syscalls: calls(3)},
+	}
+	return r
+}
+
+// FuzzRecommend: whatever reports the reader accepts, recommend writes
+// files that parse as exactly one policy each, one per workload it does not
+// skip; each policy allows only calls the report observed or the documented
+// portable equivalents of them (portable.go); the summary's risky calls are
+// those of the files; and no comment or summary line carries input
+// unescaped (checkFiles).
+func FuzzRecommend(f *testing.F) {
+	f.Add("n1", "shop", "web-1", "nginx", "web", "r.json", []byte{0, 1, 0, 200, 3, 7}, true)
+	f.Add(evil, evil, evil, evil, evil, evil, []byte{0x80, 0, 1, 5}, false)
+	f.Add("n1\nx: y", "web..1", "a\rkind: x", "a\u2028b", "| cell | `code` |", "\x1b[31m.json", []byte{2, 9, 4, 30}, true)
+	f.Add("", "", "", "", "", "", []byte{}, false)
+	f.Add("node", "Bad_NS", "x/../y", "C", "A.B", "rep[1].json", []byte{0x85, 14, 1, 0}, true)
+	f.Add("n", "web", "b", "c", "cweb", "r.json", []byte{0, 3, 0, 4}, false) // container cweb and unit cweb.service
+	f.Fuzz(func(t *testing.T, node, a, b, c, d, name string, sel []byte, portable bool) {
+		data, err := json.Marshal(fuzzReport(node, a, b, c, d, sel))
+		if err != nil {
+			return // not UTF-8 JSON can carry; the reader is fuzzed apart (FuzzRead)
+		}
+		rep, err := report.Read(bytes.NewReader(data), name)
+		if err != nil {
+			return // refused at the door: nothing to recommend
+		}
+		res, err := Recommend([]report.Source{{Name: name, Report: rep}}, Options{Portable: portable})
+		if err != nil {
+			t.Fatalf("recommend: %v", err)
+		}
+		checkFiles(t, res)
+		if n := len(res.Files) + len(res.Skipped); n != len(rep.Workloads) {
+			t.Fatalf("%d files and %d skipped for %d workloads: %v %q", len(res.Files), len(res.Skipped), len(rep.Workloads), paths(res), res.Skipped)
+		}
+		// What a policy may allow: what was observed, and with portable
+		// the equivalents of it for the other family.
+		may := map[string]bool{}
+		for _, w := range rep.Workloads {
+			for abi, names := range w.Syscalls {
+				for _, n := range names {
+					may[n] = true
+				}
+				from, _ := report.ArchOf(abi)
+				if to, ok := otherFamily(from); ok && portable {
+					eq, _ := Equivalents(from, to, names)
+					for _, e := range eq {
+						may[e.Name] = true
+					}
+				}
+			}
+		}
+		seen := map[string]bool{}
+		for _, file := range res.Files {
+			if seen[file.Path] || seen[file.Policy.Key()] {
+				t.Fatalf("two files for %s %s", file.Path, file.Policy.Key())
+			}
+			seen[file.Path], seen[file.Policy.Key()] = true, true
+			for _, r := range file.Policy.Spec.Seccomp.AllRules() {
+				for _, n := range r.Syscalls {
+					if !may[n] {
+						t.Fatalf("%s allows %s, which no workload made and is no portable equivalent", file.Path, n)
+					}
+				}
+			}
+			if !strings.HasPrefix(file.Path, file.Policy.Namespace+"/") && !strings.HasPrefix(file.Path, "_host/") {
+				t.Fatalf("%s is not in the directory of namespace %s", file.Path, file.Policy.Namespace)
+			}
+		}
+	})
+}
