@@ -83,53 +83,13 @@ func TestManifestsApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	disc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cached := memory.NewMemCacheClient(disc)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+	apply := newApplier(ctx, t, srv)
 	docs := manifests(t)
 	if len(docs) < 10 {
 		t.Fatalf("only %d documents in the manifests", len(docs))
 	}
 
-	apply := func(u *unstructured.Unstructured, dryRun bool) error {
-		gvk := u.GroupVersionKind()
-		var m *meta.RESTMapping
-		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-			var err error
-			m, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-			if err != nil {
-				cached.Invalidate()
-				return false, nil
-			}
-			return true, nil
-		})
-		if err != nil {
-			return err
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
-		}
-		opts := metav1.ApplyOptions{FieldManager: "kscmp-test", Force: true}
-		if dryRun {
-			opts.DryRun = []string{metav1.DryRunAll}
-		}
-		_, err = ri.Apply(ctx, u.GetName(), u, opts)
-		return err
-	}
-	// A dry run of everything needs the CRD and namespace to exist for the
-	// objects that use them, as with kubectl: dry-run each, apply it, go on.
-	for _, u := range docs {
-		if err := apply(u, true); err != nil {
-			t.Fatalf("dry run of %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-		if err := apply(u, false); err != nil {
-			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-	}
+	applyAll(t, apply, docs)
 
 	checkAgentOwnProfile(t, docs)
 
@@ -177,6 +137,65 @@ func TestManifestsApply(t *testing.T) {
 	} {
 		if err := create(good); err != nil {
 			t.Errorf("valid policy refused: %v\n%s", err, good)
+		}
+	}
+}
+
+// newApplier returns a function that server-side applies one object to
+// srv (kubectl apply --server-side --force-conflicts), as a dry run when
+// dryRun is set. It waits for the object's kind to be served, so a CRD
+// applied just before is usable; the Helm chart's test applies with it too.
+func newApplier(ctx context.Context, t *testing.T, srv *apitest.Server) func(u *unstructured.Unstructured, dryRun bool) error {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := memory.NewMemCacheClient(disc)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+	return func(u *unstructured.Unstructured, dryRun bool) error {
+		gvk := u.GroupVersionKind()
+		var m *meta.RESTMapping
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			var err error
+			m, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				cached.Invalidate()
+				return false, nil
+			}
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+		}
+		opts := metav1.ApplyOptions{FieldManager: "kscmp-test", Force: true}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		_, err = ri.Apply(ctx, u.GetName(), u, opts)
+		return err
+	}
+}
+
+// applyAll applies docs in their order, each first as a server-side dry
+// run: a dry run of everything needs the CRD and namespace to exist for the
+// objects that use them, as with kubectl, so dry-run each, apply it, go on.
+func applyAll(t *testing.T, apply func(*unstructured.Unstructured, bool) error, docs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, u := range docs {
+		if err := apply(u, true); err != nil {
+			t.Fatalf("dry run of %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+		if err := apply(u, false); err != nil {
+			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
 		}
 	}
 }
