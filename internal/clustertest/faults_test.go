@@ -52,21 +52,21 @@ func testFaults(t *testing.T, c *Cluster) {
 		write(t, tmp, `{"defaultAction": "SCMP_ACT_ALLOW"`)
 		since := time.Now()
 		c.MustKubectl(t, time.Minute, "-n", "kscmp-system", "delete", "pod", agent.Name, "--wait=false")
-		converged(t, c, want, since, map[string]bool{agentSelector: true})
+		converged(t, c, want, time.Time{}, since, map[string]bool{agentSelector: true})
 	})
 	t.Run("KubeletRestarted", func(t *testing.T) {
 		since := time.Now()
 		if out, err := c.script(3*time.Minute, "restart", "kubelet"); err != nil {
 			t.Fatalf("hack/cluster.sh restart kubelet: %v\n%s", err, out)
 		}
-		converged(t, c, want, since, nil)
+		converged(t, c, want, since, since, nil)
 	})
 	t.Run("ContainerdRestarted", func(t *testing.T) {
 		since := time.Now()
 		if out, err := c.script(3*time.Minute, "restart", "containerd"); err != nil {
 			t.Fatalf("hack/cluster.sh restart containerd: %v\n%s", err, out)
 		}
-		converged(t, c, want, since, nil)
+		converged(t, c, want, time.Time{}, since, nil)
 	})
 	t.Run("NodeRestarted", func(t *testing.T) {
 		since := time.Now()
@@ -77,16 +77,19 @@ func testFaults(t *testing.T, c *Cluster) {
 			t.Fatalf("hack/cluster.sh up (same state directory): %v\n%s", err, out)
 		}
 		// Every container was killed: all of them start again.
-		converged(t, c, want, since, map[string]bool{agentSelector: true, "app=busybox-demo": true})
+		converged(t, c, want, since, since, map[string]bool{agentSelector: true, "app=busybox-demo": true})
 	})
 }
 
-// converged waits until the agent's and demo's pods run and are ready
-// (those in restarted with containers started after since), then checks
-// the profiles against want, the agent and demo's workload.
-func converged(t *testing.T, c *Cluster, want map[string][]byte, since time.Time, restarted map[string]bool) {
+// converged waits until the node is Ready (in a heartbeat after
+// kubeletSince when the kubelet started again: it posts its status when it
+// starts, and otherwise only on a change or every few minutes) and the
+// agent's and demo's pods run and are ready (those in restarted with
+// containers started after since), then checks the profiles against want,
+// the agent and demo's workload.
+func converged(t *testing.T, c *Cluster, want map[string][]byte, kubeletSince, since time.Time, restarted map[string]bool) {
 	t.Helper()
-	waitNodeReady(t, c, since)
+	waitNodeReady(t, c, kubeletSince)
 	waitStarted(t, c, "kscmp-system", agentSelector, since, restarted[agentSelector])
 	waitStarted(t, c, "demo", "app=busybox-demo", since, restarted["app=busybox-demo"])
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
