@@ -7,9 +7,13 @@
 # only from tarballs imported with `ctr -n k8s.io images import` (no registry):
 # kscmp's (make image) and a busybox-static one, localhost/busybox:latest.
 #
-# Usage: hack/cluster.sh up|down|status
+# Usage: hack/cluster.sh up|down|status|restart NAME
 #   up      starts what is not running (cheap when all is) and prints, as the
 #           last line of stdout, the path of an admin kubeconfig
+#   restart NAME  stops the one process NAME (containerd, etcd, kube-apiserver,
+#           kube-controller-manager, kube-scheduler or kubelet) and runs `up`,
+#           which starts it again with the same arguments; pods keep running
+#           (containerd's shims and the kubelet's containers outlive both)
 #   down    stops every process `up` started, unmounts what they mounted and
 #           removes the bridge, the iptables rules and the kubelet's cgroups;
 #           the state directory stays (its certificates, etcd data, images)
@@ -546,6 +550,20 @@ down() {
   log "down: state kept in $S (rm -rf it for a fresh cluster)"
 }
 
+# restart NAME: a fault for tests: one process stopped and started again.
+restart() {
+  local p
+  for p in "${PROCS[@]}"; do
+    if [ "$p" = "${1:-}" ]; then
+      [ -d "$S" ] || die "no cluster in $S"
+      stop "$p"
+      up
+      return
+    fi
+  done
+  die "restart: unknown process '${1:-}' (one of: ${PROCS[*]})"
+}
+
 status() {
   local p pid rc=0
   for p in "${PROCS[@]}"; do
@@ -563,5 +581,6 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: hack/cluster.sh up|down|status" >&2; exit 2 ;;
+  restart) restart "${2:-}" ;;
+  *) echo "usage: hack/cluster.sh up|down|status|restart NAME" >&2; exit 2 ;;
 esac

@@ -25,6 +25,8 @@ func TestCluster(t *testing.T) {
 	c := Start(t)
 	t.Run("BusyboxPod", func(t *testing.T) { testBusyboxPod(t, c) })
 	t.Run("Enforce", func(t *testing.T) { testEnforce(t, c) })
+	t.Run("Faults", func(t *testing.T) { testFaults(t, c) })
+	t.Run("Loop", func(t *testing.T) { testLoop(t, c) })
 }
 
 // testBusyboxPod: a pod of the imported busybox image goes from Pending to

@@ -124,12 +124,12 @@ func prerequisites(t *testing.T) {
 	}
 }
 
-// script runs hack/cluster.sh ARG on this cluster's state directory and
+// script runs hack/cluster.sh ARGS on this cluster's state directory and
 // returns its stdout (stderr goes to the test's log on failure).
-func (c *Cluster) script(timeout time.Duration, arg string) ([]byte, error) {
+func (c *Cluster) script(timeout time.Duration, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(c.ModuleRoot, "hack", "cluster.sh"), arg)
+	cmd := exec.CommandContext(ctx, filepath.Join(c.ModuleRoot, "hack", "cluster.sh"), args...)
 	cmd.Dir = c.ModuleRoot
 	cmd.Env = append(os.Environ(), "KSCMP_CLUSTER_DIR="+c.Dir)
 	var stdout, stderr bytes.Buffer

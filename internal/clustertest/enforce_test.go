@@ -190,22 +190,29 @@ func checkAgent(t *testing.T, c *Cluster) {
 // the pod is left unbound) breaks every run longer than a few calls.
 func waitBound(t *testing.T, c *Cluster) {
 	t.Helper()
+	waitBoundIn(t, c, "demo", profileName)
+}
+
+// waitBoundIn is waitBound for the busybox-demo pods of namespace ns and
+// the Localhost profile they are to be bound to.
+func waitBoundIn(t *testing.T, c *Cluster, ns, profile string) {
+	t.Helper()
 	const boundInARow = 20
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "dry-run", Namespace: "demo", Labels: map[string]string{"app": "busybox-demo"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "dry-run", Namespace: ns, Labels: map[string]string{"app": "busybox-demo"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "bb", Image: BusyboxImage}}},
 	}
 	var last *corev1.Pod
 	run, calls, unbound := 0, 0, 0
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		p, err := c.Client.CoreV1().Pods("demo").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		p, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
 			return false, nil
 		}
 		last, calls = p, calls+1
-		if localhostProfile(p) != profileName {
+		if localhostProfile(p) != profile {
 			run, unbound = 0, unbound+1
 			return false, nil
 		}
@@ -213,8 +220,8 @@ func waitBound(t *testing.T, c *Cluster) {
 		return run == boundInARow, nil
 	})
 	if err != nil {
-		t.Fatalf("the webhook did not bind %d demo pods in a row to %s (%d dry runs, %d unbound): %v; last dry run: %+v",
-			boundInARow, profileName, calls, unbound, err, last)
+		t.Fatalf("the webhook did not bind %d %s pods in a row to %s (%d dry runs, %d unbound): %v; last dry run: %+v",
+			boundInARow, ns, profile, calls, unbound, err, last)
 	}
 	t.Logf("webhook: %d dry runs bound in a row after %d unbound", boundInARow, unbound)
 }
