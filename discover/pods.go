@@ -78,10 +78,15 @@ func (w *PodWatcher) Start(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 
-// Complete fills the namespace, pod, container name, labels and owner of a
-// container from its pod, found by container id or else by pod UID. It
-// reports whether a pod was found.
-func (w *PodWatcher) Complete(id *report.Identity) bool {
+// Complete fills id from the pod with id.PodUID (or the pod whose status
+// names id.ContainerID) and says what the id is in that pod. The container's
+// name comes from the pod status that carries id.ContainerID (now, or in its
+// last termination). The kubelet publishes that only after the container
+// started, so until then the pod's only container is taken; once every
+// container's id is published and none is this one, the id is the pod's
+// sandbox (the pause process the runtime starts first, which runs none of
+// the pod's code), and PodSandbox says so.
+func (w *PodWatcher) Complete(id *report.Identity) PodMatch {
 	var pod *corev1.Pod
 	if id.ContainerID != "" {
 		if objs, _ := w.informer.GetIndexer().ByIndex(byContainerID, id.ContainerID); len(objs) > 0 {
@@ -94,24 +99,49 @@ func (w *PodWatcher) Complete(id *report.Identity) bool {
 		}
 	}
 	if pod == nil {
-		return false
+		return PodUnknown
 	}
 	id.Kind = report.KindPod
 	id.Namespace, id.Pod, id.PodUID = pod.Namespace, pod.Name, string(pod.UID)
 	id.Labels = maps.Clone(pod.Labels)
+	id.Owner = ownerOf(pod)
+	id.Container = ""
 	for _, st := range allStatuses(pod) {
-		if id.ContainerID != "" && bareContainerID(st.ContainerID) == id.ContainerID {
+		last := ""
+		if t := st.LastTerminationState.Terminated; t != nil {
+			last = bareContainerID(t.ContainerID)
+		}
+		if id.ContainerID != "" && (bareContainerID(st.ContainerID) == id.ContainerID || last == id.ContainerID) {
 			id.Container = st.Name
 			if rt, _, ok := strings.Cut(st.ContainerID, "://"); ok && id.Runtime == "" {
 				id.Runtime = rt
 			}
 		}
 	}
-	if id.Container == "" && len(pod.Spec.Containers) == 1 && len(pod.Spec.InitContainers) == 0 {
+	if id.Container != "" {
+		return PodContainer
+	}
+	published := true
+	for _, c := range pod.Spec.Containers {
+		published = published && statusID(pod, c.Name) != ""
+	}
+	if published && id.ContainerID != "" {
+		return PodSandbox
+	}
+	if len(pod.Spec.Containers) == 1 && len(pod.Spec.InitContainers) == 0 {
 		id.Container = pod.Spec.Containers[0].Name
 	}
-	id.Owner = ownerOf(pod)
-	return true
+	return PodContainer
+}
+
+// statusID is the published container id of the pod's container name, or "".
+func statusID(pod *corev1.Pod, name string) string {
+	for _, st := range pod.Status.ContainerStatuses {
+		if st.Name == name {
+			return st.ContainerID
+		}
+	}
+	return ""
 }
 
 // ownerOf returns the pod's controller; a ReplicaSet that a Deployment made

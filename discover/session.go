@@ -65,9 +65,24 @@ func (f *Filter) Match(key Key, id report.Identity) bool {
 // pod: namespace, pod name, container name, labels, owner.
 type PodLookup interface {
 	// Complete fills id from the pod with id.PodUID that runs the
-	// container id.ContainerID; it reports false when it knows no such pod.
-	Complete(id *report.Identity) bool
+	// container id.ContainerID and says what id is in that pod.
+	Complete(id *report.Identity) PodMatch
 }
+
+// PodMatch is what PodLookup.Complete found for an identity.
+type PodMatch int
+
+const (
+	// PodUnknown: no pod is known for the identity.
+	PodUnknown PodMatch = iota
+	// PodContainer: a container of the pod (its name may still be
+	// unknown while the kubelet has not published its id).
+	PodContainer
+	// PodSandbox: the pod's sandbox, the pause process the runtime starts
+	// before the pod's containers. Like runc's init it is the runtime's,
+	// not the workload's, and discover leaves it out of the report.
+	PodSandbox
+)
 
 // Progress is what a running discovery has seen so far.
 type Progress struct {
@@ -349,8 +364,14 @@ func (s *session) finish() (*report.Report, error) {
 		}
 		// The kubelet may publish a container's id in the pod status after
 		// the container's first call: try again.
-		if s.opts.Pods != nil && (st.id.Kind == report.KindPod || st.id.Kind == report.KindContainer) && (st.id.Pod == "" || st.id.Container == "") {
-			s.opts.Pods.Complete(&st.id)
+		// A container named by the pod's only container before the
+		// kubelet published any id may turn out to be the pod's sandbox:
+		// resolve every pod identity again, now.
+		if s.opts.Pods != nil && (st.id.Kind == report.KindPod || st.id.Kind == report.KindContainer) {
+			if s.opts.Pods.Complete(&st.id) == PodSandbox {
+				s.opts.Logger.Debug("discover: leaving out a pod's sandbox", "pod", st.id.Namespace+"/"+st.id.Pod, "containerID", st.id.ContainerID)
+				continue
+			}
 		}
 		if s.opts.Filter.Match(ks.Key, st.id) {
 			rep.Add(workloadOf(st, ks))
