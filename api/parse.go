@@ -108,6 +108,7 @@ func parseNode(node *yaml.Node, file string, index int) (*Document, ErrorList) {
 	if flat && p.APIVersion == "" {
 		p.APIVersion = APIVersion
 	}
+	canonical(p)
 	errs := locate(probs, file, index, docLine, policyKey(raw), lines, pathOf)
 	if !typeErr {
 		for _, e := range Validate(p) {
@@ -414,4 +415,43 @@ func typeName(t reflect.Type) string {
 		return "a boolean"
 	}
 	return t.String()
+}
+
+// canonical drops the empty lists and maps of a decoded policy. An empty list
+// means what an absent one does ("arch: []" is the node's family,
+// "containers: []" is every container), and the CRD form omits both, so a
+// policy written back and read again is the same policy (FuzzParse found
+// "arch: []" surviving as an empty, not a nil, list).
+func canonical(p *KubeArmorSeccompPolicy) {
+	s := &p.Spec
+	if len(s.Containers) == 0 {
+		s.Containers = nil
+	}
+	if len(s.Seccomp.Arch) == 0 {
+		s.Seccomp.Arch = nil
+	}
+	if len(s.Seccomp.Syscalls) == 0 {
+		s.Seccomp.Syscalls = nil
+	}
+	if len(s.Seccomp.Rules) == 0 {
+		s.Seccomp.Rules = nil
+	}
+	sel := &s.Selector
+	if len(sel.MatchLabels) == 0 {
+		sel.MatchLabels = nil
+	}
+	if len(sel.MatchExpressions) == 0 {
+		sel.MatchExpressions = nil
+	}
+	for i := range sel.MatchExpressions {
+		if len(sel.MatchExpressions[i].Values) == 0 {
+			sel.MatchExpressions[i].Values = nil
+		}
+	}
+	if len(sel.SystemdUnits) == 0 {
+		sel.SystemdUnits = nil
+	}
+	if len(sel.ContainerNames) == 0 {
+		sel.ContainerNames = nil
+	}
 }
