@@ -84,6 +84,16 @@ func (r *Report) Validate() error {
 			}
 		}
 	}
+	for i, n := range r.Nodes {
+		switch n.State {
+		case NodeCollected, NodeFailed, NodeNotStarted, NodeIncomplete:
+		default:
+			return invalid("nodes[%d].state: %q: want %s, %s, %s or %s", i, n.State, NodeCollected, NodeFailed, NodeNotStarted, NodeIncomplete)
+		}
+		if n.Name == "" {
+			return invalid("nodes[%d].name: empty", i)
+		}
+	}
 	return nil
 }
 

@@ -46,6 +46,43 @@ type Report struct {
 	// Lost counts what the recorder could not record; all zero means the
 	// recording is complete.
 	Lost Lost `json:"lost"`
+
+	// Run names the cluster recording (kscmp discover --cluster) this
+	// report is the result of; empty for a node's own report.
+	Run string `json:"run,omitempty"`
+	// Nodes says, for a cluster recording, what each node contributed: a
+	// node that failed, never started or lost calls is named here, so
+	// partial coverage is never silent. Sorted by name.
+	Nodes []NodeCoverage `json:"nodes,omitempty"`
+}
+
+// NodeCoverage is one node's part in a cluster recording.
+type NodeCoverage struct {
+	Name string `json:"name"`
+	// State is one of the Node* states.
+	State string `json:"state"`
+	// Pod is the recorder pod that recorded the node.
+	Pod string `json:"pod,omitempty"`
+	// Workloads is the number of workloads the node's report held.
+	Workloads int `json:"workloads"`
+	// Lost is what the node's recorder could not record.
+	Lost Lost `json:"lost"`
+	// Error says why the node's coverage is incomplete.
+	Error string `json:"error,omitempty"`
+}
+
+// The states of a node in a cluster recording. Only NodeCollected is
+// complete coverage, and only with Lost all zero.
+const (
+	NodeCollected  = "collected"
+	NodeFailed     = "failed"
+	NodeNotStarted = "not-started"
+	NodeIncomplete = "incomplete"
+)
+
+// Complete reports whether the node's coverage is complete.
+func (n NodeCoverage) Complete() bool {
+	return n.State == NodeCollected && n.Lost.Total() == 0
 }
 
 // New returns an empty report of this version and kind.
@@ -66,6 +103,12 @@ type Workload struct {
 	// last grew.
 	FirstSeen time.Time `json:"firstSeen"`
 	LastSeen  time.Time `json:"lastSeen"`
+
+	// Nodes and Pods, in a cluster recording, are the nodes and the pods
+	// (names in Identity.Namespace) whose observations this workload's
+	// are the union of, sorted. A node's own report leaves them empty.
+	Nodes []string `json:"nodes,omitempty"`
+	Pods  []string `json:"pods,omitempty"`
 }
 
 // Lost counts what a recording could not record.
@@ -143,6 +186,8 @@ func (w *Workload) merge(o Workload) {
 	if len(w.Identity.Labels) == 0 {
 		w.Identity.Labels = o.Identity.Labels
 	}
+	w.Nodes = append(w.Nodes, o.Nodes...)
+	w.Pods = append(w.Pods, o.Pods...)
 	w.normalize()
 }
 
@@ -160,10 +205,15 @@ func (w *Workload) normalize() {
 		slices.Sort(nrs)
 		w.Unknown[abi] = slices.Compact(nrs)
 	}
+	slices.Sort(w.Nodes)
+	w.Nodes = slices.Compact(w.Nodes)
+	slices.Sort(w.Pods)
+	w.Pods = slices.Compact(w.Pods)
 }
 
 // Sort orders the workloads by identity, for deterministic output.
 func (r *Report) Sort() {
+	slices.SortFunc(r.Nodes, func(a, b NodeCoverage) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(r.Workloads, func(a, b Workload) int {
 		return cmp.Compare(a.Identity.Key(), b.Identity.Key())
 	})
