@@ -8,16 +8,18 @@
 # (no registry) into each node's containerd: kscmp's (make image) and a
 # busybox-static one, localhost/busybox:latest.
 #
-# The nodes: kscmp-node (NODE_IP 10.244.0.1, pods 10.244.0.0/24, the state
-# directly in $S, pod cgroups under /kubepods) and kscmp-node2 (NODE2_IP
-# 10.244.1.1 on a bridge of its own, kscmp1, pods 10.244.1.0/24, kubelet port 11250,
-# healthz 11248, state in $S/node2, pod cgroups under /kscmp-node2/kubepods:
-# kubelet --cgroup-root, so neither kubelet ever manages the other's
-# cgroups). node2 has its own containerd (root, state, socket, runc root,
-# CNI configuration and IPAM data under $S/node2), its own kubelet
-# certificates (system:node:kscmp-node2) and kubeconfig. Both see one kernel,
-# so a recorder on one node sees the other's processes too: reporting only
-# its own node's pods is a real check of attribution.
+# The nodes: kscmp-node (NODE_IP 10.244.0.1 on bridge kscmp0, pods
+# 10.244.0.0/24, state directly in $S, pod cgroups under /kubepods) and
+# kscmp-node2 (NODE2_IP 10.244.1.1 on a bridge of its own, kscmp1, since the
+# CNI bridge plugin refuses a second gateway address on one bridge; pods
+# 10.244.1.0/24, kubelet port 11250 and healthz 11248, state in $S/node2,
+# pod cgroups under /kscmp-node2/kubepods: kubelet --cgroup-root, so
+# neither kubelet ever manages the other's cgroups). node2 has its own
+# containerd (root, state, socket, runc root, CNI configuration and IPAM
+# data under $S/node2), its own kubelet certificates
+# (system:node:kscmp-node2) and kubeconfig. Both see one kernel, so a
+# recorder on one node sees the other's processes too: reporting only its
+# own node's pods is a real check of attribution.
 #
 # Why a mount namespace for node2: the agent DaemonSet has ONE hostPath,
 # $S/kubelet/seccomp, and each node's kubelet must read the profiles its own
