@@ -224,9 +224,3 @@ func PinToNode(spec *corev1.PodSpec, node string) {
 	}
 	spec.NodeSelector[corev1.LabelHostname] = node
 }
-
-// NodeSelectorYAML is PinToNode for a pod template in YAML: the flow
-// mapping to put after "nodeSelector: ".
-func NodeSelectorYAML(node string) string {
-	return "{" + corev1.LabelHostname + ": " + node + "}"
-}
