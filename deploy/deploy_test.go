@@ -35,12 +35,18 @@ func TestMain(m *testing.M) {
 
 func mustMerge(t *testing.T, rules ...api.Rule) *merge.RuleSet {
 	t.Helper()
+	return mustMergeDefault(t, "", rules...)
+}
+
+// mustMergeDefault is mustMerge for a policy with spec.seccomp.defaultAction def.
+func mustMergeDefault(t *testing.T, def api.Action, rules ...api.Rule) *merge.RuleSet {
+	t.Helper()
 	p := &api.KubeArmorSeccompPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: api.APIVersion, Kind: api.Kind},
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"},
 		Spec: api.PolicySpec{
 			Selector: api.Selector{MatchLabels: map[string]string{"app": "x"}},
-			Seccomp:  api.SeccompSpec{Rules: rules},
+			Seccomp:  api.SeccompSpec{Rules: rules, DefaultAction: def},
 		},
 	}
 	if errs := api.Validate(p); len(errs) > 0 {
@@ -148,6 +154,10 @@ func TestSystemdDropInVerifies(t *testing.T) {
 			api.Rule{Syscalls: []string{"mkdir"}, Action: api.ActionBlock},
 			api.Rule{Syscalls: []string{"ptrace"}, Action: api.ActionKill},
 			api.Rule{Syscalls: []string{"chown"}, Action: api.ActionAudit}),
+		"complain": mustMergeDefault(t, api.ActionAudit,
+			api.Rule{Syscalls: []string{"read", "write", "openat", "close"}, Action: api.ActionAllow},
+			api.Rule{Syscalls: []string{"mkdir"}, Action: api.ActionBlock},
+			api.Rule{Syscalls: []string{"ptrace"}, Action: api.ActionKill}),
 		"deny-list": mustMerge(t,
 			api.Rule{Syscalls: []string{"mkdir", "mount"}, Action: api.ActionBlock},
 			api.Rule{Syscalls: []string{"ptrace"}, Action: api.ActionKill},
