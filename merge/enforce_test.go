@@ -16,7 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/internal/auditlog"
 	"github.com/kubearmor/kscmp/internal/ocitest"
+	"github.com/kubearmor/kscmp/internal/testenv"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -296,4 +298,60 @@ func sortedUnion(a, b []string) []string {
 	u := slices.Concat(a, b)
 	slices.Sort(u)
 	return slices.Compact(u)
+}
+
+// TestComplainModeByRuntime runs busybox under real runc and crun with an
+// allow-list that does not name mkdir: with the default Block mkdir fails
+// with EPERM; with defaultAction Audit (complain mode) the same mkdir
+// succeeds and the kernel's audit log gets a seccomp record of a log action
+// for it, while the policy's explicit Block rule (chmod) still refuses.
+func TestComplainModeByRuntime(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "root (to read the kernel's audit records)")
+	}
+	chmod := []string{"chmod", "fchmodat", "fchmodat2"}
+	mkdirNrs := []int{api.ArchX86_64.Table().SyscallNames["mkdir"], api.ArchX86_64.Table().SyscallNames["mkdirat"]}
+	for _, rt := range []merge.Runtime{merge.RuntimeRunc, merge.RuntimeCrun} {
+		t.Run(string(rt), func(t *testing.T) {
+			bin := ocitest.Require(t, string(rt))
+			p := enforcePolicy("busybox", bb,
+				api.Rule{Syscalls: busyboxCalls, Action: api.ActionAllow},
+				api.Rule{Syscalls: chmod, Action: api.ActionBlock})
+			rootfs := ocitest.BusyboxRootfs(t)
+			c := ocitest.Container{Runtime: bin, Rootfs: rootfs, Seccomp: profileFor(t, rt, p), Args: []string{"mkdir", "/tmp/refused"}}
+			if res := run(t, c); res.ExitCode == 0 || !strings.Contains(res.Stderr, "Operation not permitted") {
+				t.Fatalf("mkdir under the Block default: want EPERM, got %+v", res)
+			}
+
+			complain := p.DeepCopy()
+			complain.Spec.Seccomp.DefaultAction = api.ActionAudit
+			c.Seccomp = profileFor(t, rt, complain)
+			if !strings.Contains(string(c.Seccomp), `"defaultAction": "SCMP_ACT_LOG"`) {
+				t.Fatalf("complain profile without a log default:\n%s", c.Seccomp)
+			}
+			audit, err := auditlog.Listen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer audit.Close()
+			c.Args = []string{"mkdir", "/tmp/logged"}
+			if res := run(t, c); res.ExitCode != 0 {
+				t.Fatalf("mkdir in complain mode: want it to run, got %+v", res)
+			}
+			if _, err := os.Stat(filepath.Join(rootfs, "tmp", "logged")); err != nil {
+				t.Fatalf("mkdir in complain mode exited 0 but made nothing: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			rec, seen, err := audit.Wait(ctx, auditlog.SeccompLogged("mkdir", mkdirNrs...))
+			if err != nil {
+				t.Fatalf("no seccomp log record for mkdir (%v); records seen: %v", err, seen)
+			}
+			t.Logf("audit record: %s", rec.Text)
+			c.Args = []string{"chmod", "700", "/tmp/logged"}
+			if res := run(t, c); res.ExitCode == 0 || !strings.Contains(res.Stderr, "Operation not permitted") {
+				t.Errorf("chmod (an explicit Block rule) in complain mode: want EPERM, got %+v", res)
+			}
+		})
+	}
 }
