@@ -25,8 +25,9 @@ import (
 // TypeSeccomp is the audit record type of a seccomp action that logs.
 const TypeSeccomp = 1326
 
-// groupReadLog is AUDIT_NLGRP_READLOG (linux/audit.h), as a bind mask.
-const groupReadLog = 1 << (1 - 1)
+// groupReadLog is the bind mask of AUDIT_NLGRP_READLOG (linux/audit.h),
+// group 1: bit 1-1.
+const groupReadLog = 1
 
 // Record is one audit record: its type and its text
 // ("audit(1764576000.123:45): ... syscall=83 ...").
