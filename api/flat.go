@@ -16,12 +16,13 @@ import (
 //	arch: [x86_64, x86, x32]
 //	syscalls: [accept4, epoll_wait]
 //	action: Allow
+//	defaultAction: Audit      # complain mode; Block when absent
 //
 // labels (a map), containers and rules are accepted too.
 var flatKeys = map[string]bool{
 	"apiVersion": true, "kind": true, "name": true, "namespace": true, "severity": true,
 	"app": true, "labels": true, "containers": true, "arch": true, "syscalls": true,
-	"action": true, "rules": true,
+	"action": true, "rules": true, "defaultAction": true,
 }
 
 // isFlat reports whether a decoded document is in the flat form.
@@ -80,7 +81,7 @@ func flatToCRD(raw map[string]any) (map[string]any, []fieldProblem) {
 		spec["selector"] = map[string]any{"matchLabels": labels}
 	}
 	sc := map[string]any{}
-	for _, k := range []string{"arch", "syscalls", "action", "rules"} {
+	for _, k := range []string{"arch", "syscalls", "action", "rules", "defaultAction"} {
 		copyKey(sc, k, k)
 	}
 	spec["seccomp"] = sc

@@ -105,6 +105,7 @@ func (s *Selector) Host() bool { return len(s.SystemdUnits) > 0 || len(s.Contain
 // Rules (several groups), not both.
 //
 // +kubebuilder:validation:XValidation:rule="(has(self.syscalls) && has(self.action) && !has(self.rules)) || (has(self.rules) && !has(self.syscalls) && !has(self.action))",message="give either syscalls with action, or rules, not both"
+// +kubebuilder:validation:XValidation:rule="!has(self.defaultAction) || (has(self.action) && self.action == 'Allow') || (has(self.rules) && self.rules.exists(r, r.action == 'Allow'))",message="defaultAction needs an allow-list: an Allow rule"
 type SeccompSpec struct {
 	// Arch lists the system call ABIs the profile covers. When empty, the
 	// node's family is used (amd64: x86_64, x86, x32; arm64: aarch64, arm).
@@ -124,6 +125,43 @@ type SeccompSpec struct {
 	// +kubebuilder:validation:MinItems=1
 	// +optional
 	Rules []Rule `json:"rules,omitempty"`
+
+	// DefaultAction is what happens to the system calls the policy's
+	// allow-list does not allow: Block (the default, EPERM) or Audit
+	// (complain mode: the call runs and is logged). It needs an Allow rule.
+	// Kill is not offered: a recording is never complete, and one missing
+	// call would kill the workload with no error it could handle.
+	// +kubebuilder:validation:XValidation:rule="self in ['Block', 'Deny', 'Audit']",message="defaultAction is Block or Audit (Kill is only for named system calls)"
+	// +optional
+	DefaultAction Action `json:"defaultAction,omitempty"`
+}
+
+// DefaultActions are the values spec.seccomp.defaultAction may take (Deny
+// is Block's synonym here too).
+var DefaultActions = [...]Action{ActionBlock, ActionDeny, ActionAudit}
+
+// AllowsAny reports whether the policy has an Allow rule, i.e. is an
+// allow-list.
+func (s *SeccompSpec) AllowsAny() bool {
+	for _, r := range s.AllRules() {
+		if r.Action.Canonical() == ActionAllow {
+			return true
+		}
+	}
+	return false
+}
+
+// EffectiveDefault is what the policy does to the system calls it does not
+// name: an allow-list's DefaultAction (Block when not given), a deny-list's
+// Allow. The merger takes the strongest over the selecting policies.
+func (s *SeccompSpec) EffectiveDefault() Action {
+	if !s.AllowsAny() {
+		return ActionAllow
+	}
+	if s.DefaultAction == "" {
+		return ActionBlock
+	}
+	return s.DefaultAction.Canonical()
 }
 
 // Rule is one group of system calls and the action taken when they are made.

@@ -67,7 +67,24 @@ func Validate(p *KubeArmorSeccompPolicy) ErrorList {
 		}
 	}
 	errs = append(errs, validateRules(&s.Seccomp)...)
+	errs = append(errs, validateDefault(&s.Seccomp)...)
 	return errs
+}
+
+// validateDefault checks spec.seccomp.defaultAction: Block or Audit, and
+// only on an allow-list, since it says what happens to the calls the
+// allow-list does not name (a deny-list lets them run already).
+func validateDefault(sc *SeccompSpec) ErrorList {
+	const f = "spec.seccomp.defaultAction"
+	switch d := sc.DefaultAction; {
+	case d == "":
+		return nil
+	case !slices.Contains(DefaultActions[:], d):
+		return ErrorList{{Field: f, Value: string(d), Detail: "not a default action (want Block or Audit; Kill is only for named system calls)"}}
+	case !sc.AllowsAny():
+		return ErrorList{{Field: f, Value: string(d), Detail: "needs an allow-list: it applies to the system calls no Allow rule names, and the policy has no Allow rule"}}
+	}
+	return nil
 }
 
 func validateSelector(sel *Selector) ErrorList {

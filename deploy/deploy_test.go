@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/internal/auditlog"
 	"github.com/kubearmor/kscmp/internal/testenv"
 	"github.com/kubearmor/kscmp/merge"
 )
@@ -35,12 +36,18 @@ func TestMain(m *testing.M) {
 
 func mustMerge(t *testing.T, rules ...api.Rule) *merge.RuleSet {
 	t.Helper()
+	return mustMergeDefault(t, "", rules...)
+}
+
+// mustMergeDefault is mustMerge for a policy with spec.seccomp.defaultAction def.
+func mustMergeDefault(t *testing.T, def api.Action, rules ...api.Rule) *merge.RuleSet {
+	t.Helper()
 	p := &api.KubeArmorSeccompPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: api.APIVersion, Kind: api.Kind},
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"},
 		Spec: api.PolicySpec{
 			Selector: api.Selector{MatchLabels: map[string]string{"app": "x"}},
-			Seccomp:  api.SeccompSpec{Rules: rules},
+			Seccomp:  api.SeccompSpec{Rules: rules, DefaultAction: def},
 		},
 	}
 	if errs := api.Validate(p); len(errs) > 0 {
@@ -148,6 +155,10 @@ func TestSystemdDropInVerifies(t *testing.T) {
 			api.Rule{Syscalls: []string{"mkdir"}, Action: api.ActionBlock},
 			api.Rule{Syscalls: []string{"ptrace"}, Action: api.ActionKill},
 			api.Rule{Syscalls: []string{"chown"}, Action: api.ActionAudit}),
+		"complain": mustMergeDefault(t, api.ActionAudit,
+			api.Rule{Syscalls: []string{"read", "write", "openat", "close"}, Action: api.ActionAllow},
+			api.Rule{Syscalls: []string{"mkdir"}, Action: api.ActionBlock},
+			api.Rule{Syscalls: []string{"ptrace"}, Action: api.ActionKill}),
 		"deny-list": mustMerge(t,
 			api.Rule{Syscalls: []string{"mkdir", "mount"}, Action: api.ActionBlock},
 			api.Rule{Syscalls: []string{"ptrace"}, Action: api.ActionKill},
@@ -167,4 +178,44 @@ func TestSystemdDropInVerifies(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nosuchcall") || !strings.Contains(err.Error(), "BogusKey") {
 		t.Fatalf("bad drop-in not caught: %v", err)
 	}
+}
+
+// TestExecComplainMode runs mkdir through Exec under an allow-list in
+// complain mode that does not allow it: the call runs (the directory is
+// made) and the kernel's audit log gets a seccomp record of a log action
+// for it.
+func TestExecComplainMode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "root (to read the kernel's audit records)")
+	}
+	var all []string
+	for name := range api.ArchX86_64.Table().SyscallNames {
+		if name != "mkdir" && name != "mkdirat" {
+			all = append(all, name)
+		}
+	}
+	rs := mustMergeDefault(t, api.ActionAudit, api.Rule{Syscalls: all, Action: api.ActionAllow})
+	if !rs.Complain() {
+		t.Fatalf("want complain mode, default %s", rs.DefaultAction)
+	}
+	audit, err := auditlog.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer audit.Close()
+	dir := filepath.Join(t.TempDir(), "made")
+	if out, err := runUnder(t, rs, "mkdir "+dir); err != nil {
+		t.Fatalf("mkdir under the complain profile: %v: %q", err, out)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the directory was not made: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nrs := []int{api.ArchX86_64.Table().SyscallNames["mkdir"], api.ArchX86_64.Table().SyscallNames["mkdirat"]}
+	rec, seen, err := audit.Wait(ctx, auditlog.SeccompLogged("mkdir", nrs...))
+	if err != nil {
+		t.Fatalf("no seccomp log record for mkdir (%v); records seen: %v", err, seen)
+	}
+	t.Logf("audit record: %s", rec.Text)
 }

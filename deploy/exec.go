@@ -18,7 +18,10 @@ import (
 // command before it loads the filter, but the Go runtime's other threads
 // keep running until execve (futex, nanosleep, epoll_pwait, clone3 for a
 // new thread, ...), so an allow-list must allow those as well as execve
-// and what the command itself calls (examples/coreutils.yaml).
+// and what the command itself calls (examples/coreutils.yaml). In complain
+// mode (default Audit) the filter's default is the log action: what the
+// allow-list does not allow runs, and the kernel logs it
+// (examples/complain.yaml).
 func Exec(rs *merge.RuleSet, argv []string, env []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("exec: no command given")

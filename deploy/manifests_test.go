@@ -122,6 +122,8 @@ func TestManifestsApply(t *testing.T) {
 		"no seccomp":        `spec: {selector: {matchLabels: {app: web}}}`,
 		"pods and host":     `spec: {selector: {matchLabels: {app: web}, systemdUnits: [nginx.service]}, seccomp: {syscalls: [read], action: Allow}}`,
 		"rule without name": `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{action: Allow}]}}`,
+		"default Kill":      `spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [read], action: Allow, defaultAction: Kill}}`,
+		"default no allow":  `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [mkdir], action: Block}], defaultAction: Audit}}`,
 	}
 	for name, spec := range bad {
 		err := create(spec)
@@ -134,6 +136,7 @@ func TestManifestsApply(t *testing.T) {
 	for _, good := range []string{
 		`spec: {severity: 3, selector: {matchLabels: {app: wordpress}}, seccomp: {arch: [x86_64, x86, x32], syscalls: [accept4, epoll_wait, pselect6, futex, madvise], action: Allow}}`,
 		`spec: {selector: {systemdUnits: [nginx.service]}, seccomp: {rules: [{syscalls: [read], action: Allow}, {syscalls: [mkdir], action: Deny}]}}`,
+		`spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [read], action: Allow}, {syscalls: [mkdir], action: Kill}], defaultAction: Audit}}`,
 	} {
 		if err := create(good); err != nil {
 			t.Errorf("valid policy refused: %v\n%s", err, good)

@@ -16,7 +16,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/internal/auditlog"
+	"github.com/kubearmor/kscmp/internal/nspawntest"
 	"github.com/kubearmor/kscmp/internal/ocitest"
+	"github.com/kubearmor/kscmp/internal/testenv"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -296,4 +299,153 @@ func sortedUnion(a, b []string) []string {
 	u := slices.Concat(a, b)
 	slices.Sort(u)
 	return slices.Compact(u)
+}
+
+// TestComplainModeByRuntime runs busybox under real runc and crun with an
+// allow-list that does not name mkdir: with the default Block mkdir fails
+// with EPERM; with defaultAction Audit (complain mode) the same mkdir
+// succeeds and the kernel's audit log gets a seccomp record of a log action
+// for it, while the policy's explicit Block rule (chmod) still refuses.
+func TestComplainModeByRuntime(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "root (to read the kernel's audit records)")
+	}
+	chmod := []string{"chmod", "fchmodat", "fchmodat2"}
+	mkdirNrs := []int{api.ArchX86_64.Table().SyscallNames["mkdir"], api.ArchX86_64.Table().SyscallNames["mkdirat"]}
+	for _, rt := range []merge.Runtime{merge.RuntimeRunc, merge.RuntimeCrun} {
+		t.Run(string(rt), func(t *testing.T) {
+			bin := ocitest.Require(t, string(rt))
+			p := enforcePolicy("busybox", bb,
+				api.Rule{Syscalls: busyboxCalls, Action: api.ActionAllow},
+				api.Rule{Syscalls: chmod, Action: api.ActionBlock})
+			rootfs := ocitest.BusyboxRootfs(t)
+			c := ocitest.Container{Runtime: bin, Rootfs: rootfs, Seccomp: profileFor(t, rt, p), Args: []string{"mkdir", "/tmp/refused"}}
+			if res := run(t, c); res.ExitCode == 0 || !strings.Contains(res.Stderr, "Operation not permitted") {
+				t.Fatalf("mkdir under the Block default: want EPERM, got %+v", res)
+			}
+
+			complain := p.DeepCopy()
+			complain.Spec.Seccomp.DefaultAction = api.ActionAudit
+			c.Seccomp = profileFor(t, rt, complain)
+			if !strings.Contains(string(c.Seccomp), `"defaultAction": "SCMP_ACT_LOG"`) {
+				t.Fatalf("complain profile without a log default:\n%s", c.Seccomp)
+			}
+			audit, err := auditlog.Listen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer audit.Close()
+			c.Args = []string{"mkdir", "/tmp/logged"}
+			if res := run(t, c); res.ExitCode != 0 {
+				t.Fatalf("mkdir in complain mode: want it to run, got %+v", res)
+			}
+			if _, err := os.Stat(filepath.Join(rootfs, "tmp", "logged")); err != nil {
+				t.Fatalf("mkdir in complain mode exited 0 but made nothing: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			rec, seen, err := audit.Wait(ctx, auditlog.SeccompLogged("mkdir", mkdirNrs...))
+			if err != nil {
+				t.Fatalf("no seccomp log record for mkdir (%v); records seen: %v", err, seen)
+			}
+			t.Logf("audit record: %s", rec.Text)
+			c.Args = []string{"chmod", "700", "/tmp/logged"}
+			if res := run(t, c); res.ExitCode == 0 || !strings.Contains(res.Stderr, "Operation not permitted") {
+				t.Errorf("chmod (an explicit Block rule) in complain mode: want EPERM, got %+v", res)
+			}
+		})
+	}
+}
+
+// TestComplainModeSystemd applies the compiled drop-in of an allow-list
+// that allows every x86-64 system call but mkdir and mkdirat to a service
+// on a real systemd (252, in a systemd-nspawn machine): with the default
+// Block the service's mkdir fails; in complain mode (defaultAction Audit,
+// SystemCallLog=~...) the same mkdir runs and the kernel's audit log gets
+// the seccomp record that systemd's SystemCallLog= filter makes for it.
+func TestComplainModeSystemd(t *testing.T) {
+	const unit = "kscmp-complain.service"
+	var all []string
+	for name := range api.ArchX86_64.Table().SyscallNames {
+		if name != "mkdir" && name != "mkdirat" {
+			all = append(all, name)
+		}
+	}
+	slices.Sort(all)
+	p := enforcePolicy("probe", bb, api.Rule{Syscalls: all, Action: api.ActionAllow})
+	p.Spec.Selector = api.Selector{SystemdUnits: []string{unit}} // a host policy
+	dropIn := func(def api.Action) []byte {
+		q := p.DeepCopy()
+		q.Spec.Seccomp.DefaultAction = def
+		rs, err := merge.Merge([]*api.KubeArmorSeccompPolicy{q}, merge.Target{Unit: unit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs.Systemd()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	results := t.TempDir()
+	m, err := nspawntest.Start(ctx, t, nspawntest.Options{
+		Binds: []nspawntest.Bind{{Host: results, Guest: "/results"}},
+		Units: map[string]string{unit: "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exec /bin/mkdir /results/made 2>/results/err'\n"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	confDir := filepath.Join(m.Root(), "etc/systemd/system", unit+".d")
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	startWith := func(conf []byte) error {
+		if err := os.WriteFile(filepath.Join(confDir, "50-kscmp-seccomp.conf"), conf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := m.Command(ctx, "systemctl", "daemon-reload").CombinedOutput(); err != nil {
+			t.Fatalf("daemon-reload: %v: %s", err, out)
+		}
+		out, err := m.Command(ctx, "systemctl", "start", unit).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	}
+
+	if err := startWith(dropIn(api.ActionBlock)); err == nil {
+		t.Fatalf("the service's mkdir ran under the Block drop-in:\n%s", dropIn(api.ActionBlock))
+	}
+	if _, err := os.Stat(filepath.Join(results, "made")); err == nil {
+		t.Fatal("the directory was made under the Block drop-in")
+	}
+	if msg, _ := os.ReadFile(filepath.Join(results, "err")); !strings.Contains(string(msg), "Operation not permitted") {
+		t.Fatalf("the service's mkdir under the Block drop-in: want EPERM, got %q", msg)
+	}
+
+	complain := dropIn(api.ActionAudit)
+	if !strings.Contains(string(complain), "\nSystemCallLog=~") || strings.Contains(string(complain), "\nSystemCallFilter=a") {
+		t.Fatalf("complain drop-in without SystemCallLog=~ or with an allow filter:\n%s", complain)
+	}
+	audit, err := auditlog.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer audit.Close()
+	if err := startWith(complain); err != nil {
+		t.Fatalf("the service failed in complain mode: %v\n%s", err, m.Log())
+	}
+	if _, err := os.Stat(filepath.Join(results, "made")); err != nil {
+		t.Fatalf("the service ran in complain mode but made nothing: %v", err)
+	}
+	nrs := []int{api.ArchX86_64.Table().SyscallNames["mkdir"], api.ArchX86_64.Table().SyscallNames["mkdirat"]}
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	rec, seen, err := audit.Wait(wctx, auditlog.SeccompLogged("mkdir", nrs...))
+	if err != nil {
+		t.Fatalf("no seccomp log record for the service's mkdir (%v); records seen: %v", err, seen)
+	}
+	t.Logf("audit record: %s", rec.Text)
 }

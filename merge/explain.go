@@ -13,10 +13,16 @@ import (
 // call's action came from.
 func (r *RuleSet) Explain(w io.Writer) error {
 	ew := &errWriter{w: w}
-	if r.AllowList() {
+	switch {
+	case r.Complain():
+		ew.printf("default action: %s (allow-list in complain mode: every system call not listed runs and is logged)\n", r.DefaultAction.SeccompAction())
+	case r.AllowList():
 		ew.printf("default action: %s (allow-list: every system call not listed fails with EPERM)\n", r.DefaultAction.SeccompAction())
-	} else {
+	default:
 		ew.printf("default action: %s (deny-list: every system call not listed runs)\n", r.DefaultAction.SeccompAction())
+	}
+	if len(r.DefaultSources) > 0 {
+		ew.printf("default from: %s\n", describeDefault(r))
 	}
 	arches := make([]string, len(r.Arches))
 	for i, a := range r.Arches {
@@ -63,6 +69,24 @@ func (r *RuleSet) Explain(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.Action, from)
 	}
 	return tw.Flush()
+}
+
+// describeDefault names the policies whose default won and those it
+// overrides, as the table does for each system call.
+func describeDefault(r *RuleSet) string {
+	var won, lost []string
+	for _, src := range r.DefaultSources {
+		if src.Action == r.DefaultAction {
+			won = append(won, describe(src))
+		} else {
+			lost = append(lost, describe(src)+" "+string(src.Action))
+		}
+	}
+	s := strings.Join(won, ", ")
+	if len(lost) > 0 {
+		s += "; overrides " + strings.Join(lost, ", ")
+	}
+	return s
 }
 
 func describe(s Source) string {

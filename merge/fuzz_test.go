@@ -12,7 +12,8 @@ import (
 
 // FuzzMerge checks the merger's invariants on random policy sets: the
 // profile is valid JSON that reads back; a system call that any applicable
-// policy blocks (or kills) is never allowed; the output does not depend on
+// policy blocks (or kills) is never allowed or only logged, explicitly or
+// by the default (deny wins, complain mode included); the output does not depend on
 // the order of the policies; Set.Merge and Merge agree.
 func FuzzMerge(f *testing.F) {
 	f.Add(uint64(1), uint64(2), uint8(10), uint8(20), uint8(0), "a0")
@@ -21,6 +22,11 @@ func FuzzMerge(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s1, s2 uint64, n, k, rt uint8, app string) {
 		r := rand.New(rand.NewPCG(s1, s2))
 		ps := randomPolicies(r, 1+int(n%60), 1+int(k%100))
+		for _, p := range ps {
+			if p.Spec.Seccomp.AllowsAny() && r.IntN(2) == 0 {
+				p.Spec.Seccomp.DefaultAction = api.ActionAudit // complain mode
+			}
+		}
 		tg := Target{Namespace: "ns", Labels: map[string]string{"app": app, "tier": "t0"}, Runtime: Runtimes[int(rt)%len(Runtimes)]}
 		rs, err := Merge(ps, tg)
 		if err != nil {
@@ -52,6 +58,24 @@ func FuzzMerge(f *testing.F) {
 					}
 				}
 			}
+		}
+		// Deny wins for the default too: a call no entry names gets the
+		// strongest of the selecting policies' defaults, so a call one of
+		// them refuses is never allowed or only logged.
+		strongest := api.ActionAllow
+		for _, p := range ps {
+			if d := p.Spec.Seccomp.EffectiveDefault(); Selects(p, tg) && d.Precedence() > strongest.Precedence() {
+				strongest = d
+			}
+		}
+		if rs.DefaultAction != strongest {
+			t.Fatalf("default %s, but the selecting policies' strongest default is %s", rs.DefaultAction, strongest)
+		}
+		if got := string(rs.OCI().DefaultAction); got != strongest.SeccompAction() {
+			t.Fatalf("OCI default %s, want %s", got, strongest.SeccompAction())
+		}
+		if strongest == api.ActionBlock && bytes.Contains(rs.Systemd(), []byte("SystemCallLog=~")) {
+			t.Fatal("the drop-in only logs what a selecting policy refuses")
 		}
 		if rs.AllowList() != slices.ContainsFunc(rs.Syscalls, func(s Syscall) bool {
 			return slices.ContainsFunc(s.Sources, func(src Source) bool { return src.Kind == SourcePolicy && src.Action == api.ActionAllow })

@@ -210,8 +210,11 @@ func (s *Set) Merge(t Target) (*RuleSet, error) {
 //
 //   - deny wins: when policies give one system call different actions, the
 //     strongest applies (Kill > Block > Audit > Allow);
-//   - the default action is Block (EPERM) when any applicable rule allows,
-//     else Allow; Block, Kill and Audit rules stay listed either way;
+//   - the default action is the strongest of the policies' defaults: an
+//     allow-list policy's spec.seccomp.defaultAction (Block unless Audit,
+//     complain mode), a deny-list's Allow; so Block (EPERM) when any
+//     applicable allow-list blocks, Audit when all of them only log, Allow
+//     when no rule allows; Block, Kill and Audit rules stay listed either way;
 //   - architectures are the union of the policies' arch lists, or the
 //     target family's when no policy gives one;
 //   - an allow-list gets the runtime's start-up set and KernelSyscalls,
@@ -341,11 +344,9 @@ func (m *merger) collect(sel []*api.KubeArmorSeccompPolicy) (arches [len(api.Arc
 				arches[i], anyArch = true, true
 			}
 		}
+		m.defaultOf(p)
 		for _, r := range p.Spec.Seccomp.AllRules() {
 			act := r.Action.Canonical()
-			if act == api.ActionAllow {
-				m.rs.DefaultAction = api.ActionBlock
-			}
 			src := Source{Kind: SourcePolicy, Name: p.Key(), Action: act}
 			for _, name := range r.Syscalls {
 				m.add(name, src)
@@ -353,6 +354,21 @@ func (m *merger) collect(sel []*api.KubeArmorSeccompPolicy) (arches [len(api.Arc
 		}
 	}
 	return arches, anyArch
+}
+
+// defaultOf takes the policy's default into the merged one: deny wins, so
+// the strongest stays (one policy that blocks what it does not allow is
+// never turned into logging by another's complain mode). An allow-list's
+// default is recorded as a source, so the result says who decided it.
+func (m *merger) defaultOf(p *api.KubeArmorSeccompPolicy) {
+	def := p.Spec.Seccomp.EffectiveDefault()
+	if def == api.ActionAllow {
+		return // a deny-list: the calls it does not name run
+	}
+	m.rs.DefaultSources = append(m.rs.DefaultSources, Source{Kind: SourcePolicy, Name: p.Key(), Action: def})
+	if def.Precedence() > m.rs.DefaultAction.Precedence() {
+		m.rs.DefaultAction = def
+	}
 }
 
 // architectures sets the ABIs the profile covers: the union of the
@@ -435,6 +451,7 @@ func (m *merger) order() *RuleSet {
 	rs.Syscalls = sorted
 	slices.Sort(rs.Policies)
 	slices.Sort(rs.Warnings)
+	slices.SortFunc(rs.DefaultSources, compareSource)
 	return rs
 }
 

@@ -14,7 +14,8 @@ import (
 // OCI returns the rule set as the seccomp profile that runc and crun read
 // (the runtime-spec LinuxSeccomp, which is also the Docker/containerd
 // profile format): one entry per action, names sorted, actions from the
-// weakest to the strongest.
+// weakest to the strongest. In complain mode the default is SCMP_ACT_LOG:
+// what the allow-list does not list runs, and the kernel logs it.
 func (r *RuleSet) OCI() *specs.LinuxSeccomp {
 	prof := &specs.LinuxSeccomp{DefaultAction: specs.LinuxSeccompAction(r.DefaultAction.SeccompAction())}
 	for _, a := range r.Arches {
@@ -58,8 +59,8 @@ func ParseOCI(data []byte, file string) (*RuleSet, error) {
 		return nil, fmt.Errorf("%s: not an OCI seccomp profile: %w", file, err)
 	}
 	def, ok := api.ActionFromSeccomp(string(prof.DefaultAction))
-	if !ok || (def != api.ActionAllow && def != api.ActionBlock) {
-		return nil, fmt.Errorf("%s: defaultAction: %q: want SCMP_ACT_ERRNO or SCMP_ACT_ALLOW", file, prof.DefaultAction)
+	if !ok || def == api.ActionKill {
+		return nil, fmt.Errorf("%s: defaultAction: %q: want SCMP_ACT_ERRNO, SCMP_ACT_LOG or SCMP_ACT_ALLOW", file, prof.DefaultAction)
 	}
 	rs := &RuleSet{DefaultAction: def}
 	for i, a := range prof.Architectures {

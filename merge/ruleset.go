@@ -42,9 +42,16 @@ type Syscall struct {
 
 // RuleSet is the merged result for one target.
 type RuleSet struct {
-	// DefaultAction is Block (an allow-list profile: anything not listed
-	// fails with EPERM) when any applicable rule allows, else Allow.
+	// DefaultAction is what the calls no entry names get: the strongest of
+	// the applicable policies' defaults (deny wins). An allow-list policy's
+	// default is its spec.seccomp.defaultAction, Block unless it says Audit
+	// (complain mode); a deny-list's is Allow. So one Block allow-list makes
+	// the profile refuse what is not listed; Audit allow-lists alone log it.
 	DefaultAction api.Action `json:"defaultAction"`
+	// DefaultSources are the allow-list policies' defaults (Kind policy,
+	// Action their default), sorted: those whose Action is DefaultAction
+	// decided it. Deny-list policies have none.
+	DefaultSources []Source `json:"defaultSources,omitempty"`
 	// Arches are the ABIs the profile covers, in canonical order.
 	Arches []api.Arch `json:"arches"`
 	// FamilyArches is true when no policy names an architecture, so Arches
@@ -61,8 +68,16 @@ type RuleSet struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// AllowList reports whether the rule set is an allow-list (default Block).
-func (r *RuleSet) AllowList() bool { return r.DefaultAction == api.ActionBlock }
+// AllowList reports whether the rule set is an allow-list: the calls it
+// does not list are refused (default Block) or, in complain mode, logged
+// (default Audit). Either way its Allow entries are the allow-list.
+func (r *RuleSet) AllowList() bool {
+	return r.DefaultAction == api.ActionBlock || r.DefaultAction == api.ActionAudit
+}
+
+// Complain reports whether the rule set is an allow-list in complain mode:
+// what it does not list runs and is logged (default Audit).
+func (r *RuleSet) Complain() bool { return r.DefaultAction == api.ActionAudit }
 
 // Lookup returns the entry of a system call, or nil.
 func (r *RuleSet) Lookup(name string) *Syscall {

@@ -78,7 +78,8 @@ func FuzzRecommend(f *testing.F) {
 		if err != nil {
 			return // refused at the door: nothing to recommend
 		}
-		res, err := Recommend([]report.Source{{Name: name, Report: rep}}, Options{Portable: portable})
+		complain := len(sel) > 0 && sel[0]&1 == 1 // --complain, from the input without a new argument
+		res, err := Recommend([]report.Source{{Name: name, Report: rep}}, Options{Portable: portable, Complain: complain})
 		if err != nil {
 			t.Fatalf("recommend: %v", err)
 		}
@@ -115,6 +116,9 @@ func FuzzRecommend(f *testing.F) {
 						t.Fatalf("%s allows %s, which no workload made and is no portable equivalent", file.Path, n)
 					}
 				}
+			}
+			if got := file.Policy.Spec.Seccomp.DefaultAction == api.ActionAudit; got != complain || file.Complain != complain {
+				t.Fatalf("%s: complain mode %v (file says %v), want %v", file.Path, got, file.Complain, complain)
 			}
 			if !strings.HasPrefix(file.Path, file.Policy.Namespace+"/") && !strings.HasPrefix(file.Path, "_host/") {
 				t.Fatalf("%s is not in the directory of namespace %s", file.Path, file.Policy.Namespace)

@@ -61,6 +61,12 @@ type Options struct {
 	// Prune makes a recommendation replace an existing policy's allowed
 	// calls with exactly what was observed.
 	Prune bool
+	// Complain writes new policies in complain mode (defaultAction: Audit):
+	// what they do not allow runs and is logged, to be switched to Block
+	// once the logs show nothing missing. A reviewed policy keeps its own
+	// default either way: a recommendation never loosens what a person
+	// approved.
+	Complain bool
 }
 
 // File is one recommended policy file.
@@ -81,6 +87,10 @@ type File struct {
 	// (no Prune). New says there was no existing policy.
 	Added, Removed, Kept []string
 	New                  bool
+	// Complain says the policy is in complain mode (defaultAction: Audit);
+	// NotSwitched that Options.Complain asked for it but the reviewed
+	// policy's default (Block) was kept.
+	Complain, NotSwitched bool
 }
 
 // Result is what Recommend produces.
@@ -418,6 +428,7 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 		return File{}, &skip{f.Workload, "no system calls observed"}
 	}
 	setRules(p, slices.Sorted(maps.Keys(allowed)), others)
+	f.complainMode(p, opts.Complain)
 	if errs := api.Validate(p); len(errs) > 0 {
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
@@ -434,6 +445,17 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 	}
 	f.Data = data
 	return f, nil
+}
+
+// complainMode sets a new policy's default to Audit when asked to, and
+// notes in f which mode the policy is in. A reviewed policy keeps the
+// default reconcile copied from it.
+func (f *File) complainMode(p *api.KubeArmorSeccompPolicy, complain bool) {
+	if f.New && complain {
+		p.Spec.Seccomp.DefaultAction = api.ActionAudit
+	}
+	f.Complain = p.Spec.Seccomp.DefaultAction.Canonical() == api.ActionAudit
+	f.NotSwitched = complain && !f.Complain
 }
 
 // reserve makes name a policy name that no other file of this run has in
@@ -557,6 +579,7 @@ func (f *File) reconcile(p, old *api.KubeArmorSeccompPolicy, allowed map[string]
 	}
 	slices.SortFunc(p.Spec.Seccomp.Arch, func(a, b api.Arch) int { return a.Index() - b.Index() })
 	p.Spec.Severity = old.Spec.Severity
+	p.Spec.Seccomp.DefaultAction = old.Spec.Seccomp.DefaultAction
 	return others
 }
 
@@ -624,6 +647,9 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 	}
 	if len(f.Kept) > 0 {
 		b.WriteString(escape.Comment("Kept from the reviewed policy, not observed this time: %s", f.Kept))
+	}
+	if f.Complain {
+		b.WriteString(escape.Comment("Complain mode (defaultAction: Audit): calls not allowed here run and are logged; remove defaultAction to enforce."))
 	}
 	rt := opts.Runtime
 	if rt == "" {

@@ -353,3 +353,52 @@ func TestWriteAndGit(t *testing.T) {
 		t.Error("an existing branch was reused")
 	}
 }
+
+// TestComplain checks --complain: a new policy gets defaultAction Audit,
+// its file and the summary say so (a header note and a line for the
+// policy); a reviewed policy keeps its default, Block or Audit, whatever
+// the flag says.
+func TestComplain(t *testing.T) {
+	src := []report.Source{reportOf("a",
+		pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read", "write"),
+		pod("ns", "q", "c", map[string]string{"app": "y"}, nil, "read"))}
+	res, err := Recommend(src, Options{Complain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range res.Files {
+		if !f.Complain || f.Policy.Spec.Seccomp.DefaultAction != api.ActionAudit || !bytes.Contains(f.Data, []byte("defaultAction: Audit")) ||
+			!bytes.Contains(f.Data, []byte("# Complain mode (defaultAction: Audit)")) {
+			t.Errorf("%s: new policy not in complain mode:\n%s", f.Path, f.Data)
+		}
+	}
+	s := string(res.Summary)
+	for _, want := range []string{"**Complain mode**: 2 of 2 policies (`ns/x.yaml`, `ns/y.yaml`) have defaultAction: Audit",
+		"- **Complain mode** (defaultAction: Audit): calls this policy does not allow run and are logged, not refused."} {
+		if !strings.Contains(s, want) {
+			t.Errorf("summary lacks %q:\n%s", want, s)
+		}
+	}
+
+	// Reviewed: x stays in complain mode without the flag; y, switched to
+	// Block by its reviewer, is not switched back by the flag.
+	x, y := fileAt(t, res, "ns/x.yaml").Policy, fileAt(t, res, "ns/y.yaml").Policy
+	y.Spec.Seccomp.DefaultAction = ""
+	existing := []api.Document{{Policy: x}, {Policy: y}}
+	for _, complain := range []bool{false, true} {
+		res, err := Recommend(src, Options{Existing: existing, Complain: complain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := fileAt(t, res, "ns/x.yaml"); !f.Complain || f.Policy.Spec.Seccomp.DefaultAction != api.ActionAudit {
+			t.Errorf("complain=%v: the reviewed complain policy lost its default: %q", complain, f.Policy.Spec.Seccomp.DefaultAction)
+		}
+		f := fileAt(t, res, "ns/y.yaml")
+		if f.Complain || f.Policy.Spec.Seccomp.DefaultAction != "" || f.NotSwitched != complain {
+			t.Errorf("complain=%v: the reviewed Block policy was switched: %q (not switched: %v)", complain, f.Policy.Spec.Seccomp.DefaultAction, f.NotSwitched)
+		}
+		if note := "Not switched to complain mode"; strings.Contains(string(res.Summary), note) != complain {
+			t.Errorf("complain=%v: summary and %q:\n%s", complain, note, res.Summary)
+		}
+	}
+}

@@ -80,6 +80,7 @@ func summary(res *Result, sources []report.Source, opts Options) []byte {
 	if rt != merge.RuntimeNone {
 		w("Merging adds the container runtime's start-up set (%s, %d calls) to container profiles; the counts below do not include it.\n\n", escape.Markdown(rt), len(rt.StartupSyscalls()))
 	}
+	complainNote(w, res.Files)
 	if len(res.Files) == 0 {
 		w("No policy recommended.\n")
 	} else {
@@ -132,6 +133,12 @@ func fileSummary(w func(string, ...any), f File) {
 		}
 	}
 	switch {
+	case f.Complain:
+		w("- **Complain mode** (defaultAction: Audit): calls this policy does not allow run and are logged, not refused.\n")
+	case f.NotSwitched:
+		w("- Not switched to complain mode: the reviewed policy refuses what it does not allow, and keeps doing so.\n")
+	}
+	switch {
 	case f.New:
 		w("- New policy.\n")
 	default:
@@ -157,6 +164,22 @@ func fileSummary(w func(string, ...any), f File) {
 	for _, r := range rs {
 		w("  - %s: %s.\n", escape.Code(r), escape.Markdown(risky[r]))
 	}
+}
+
+// complainNote says at the top of the summary which policies are in
+// complain mode and what that means, so no reviewer takes them for enforced.
+func complainNote(w func(string, ...any), files []File) {
+	var paths []escape.Code
+	for _, f := range files {
+		if f.Complain {
+			paths = append(paths, escape.Code(f.Path))
+		}
+	}
+	if len(paths) == 0 {
+		return
+	}
+	w("**Complain mode**: %d of %d policies (%s) have defaultAction: Audit: what they do not allow runs and is logged by the kernel's audit (type=1326 records), nothing is refused but their explicit Block/Kill rules. Remove defaultAction (Block) once the logs show no such calls.\n\n",
+		len(paths), len(files), paths)
 }
 
 func share(n int) int { return (n*100 + DockerDefaultCount/2) / DockerDefaultCount }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/internal/auditlog"
 	"github.com/kubearmor/kscmp/internal/testenv"
 	"github.com/kubearmor/kscmp/merge"
 )
@@ -64,5 +65,51 @@ func TestStarterSyscalls(t *testing.T) {
 		if native.Has(name) {
 			check(name, true)
 		}
+	}
+}
+
+// TestExecComplainExample runs the README's complain-mode example with the
+// built binary: merged from examples/complain.yaml, kscmp exec runs mkdir,
+// which the allow-list does not allow (complain mode: it runs, and the
+// kernel's audit log gets its seccomp record), and refuses chmod, which
+// the policy blocks.
+func TestExecComplainExample(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "root (to read the kernel's audit records)")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		testenv.Missing(t, "go")
+	}
+	bin := buildKscmp(t)
+	dir := t.TempDir()
+	code, prof, errs := runCLI(t, "merge", "-f", filepath.Join(examples, "complain.yaml"), "-n", "demo", "-l", "app=coreutils-complain", "--runtime", "none")
+	if code != exitOK || !strings.Contains(prof, `"defaultAction": "SCMP_ACT_LOG"`) {
+		t.Fatalf("merge: exit %d: %s\n%s", code, errs, prof)
+	}
+	profile := filepath.Join(dir, "complain.json")
+	os.WriteFile(profile, []byte(prof), 0o644)
+	audit, err := auditlog.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer audit.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	made := filepath.Join(dir, "logged")
+	if out, err := exec.CommandContext(ctx, bin, "exec", "--profile", profile, "--", "mkdir", made).CombinedOutput(); err != nil {
+		t.Fatalf("mkdir in complain mode: %v: %s", err, out)
+	}
+	if _, err := os.Stat(made); err != nil {
+		t.Fatalf("mkdir in complain mode made nothing: %v", err)
+	}
+	table := api.ArchX86_64.Table().SyscallNames
+	rec, seen, err := audit.Wait(ctx, auditlog.SeccompLogged("mkdir", table["mkdir"], table["mkdirat"]))
+	if err != nil {
+		t.Fatalf("no seccomp log record for mkdir (%v); records seen: %v", err, seen)
+	}
+	t.Logf("audit record: %s", rec.Text)
+	out, err := exec.CommandContext(ctx, bin, "exec", "--profile", profile, "--", "chmod", "700", made).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Operation not permitted") {
+		t.Fatalf("chmod (an explicit Block rule) in complain mode: want EPERM, got %v: %s", err, out)
 	}
 }

@@ -22,6 +22,7 @@ type recommendFlags struct {
 	outDir, existingDir string
 	summaryFile         string
 	prune, portable     bool
+	complain            bool
 	runtime, hostNS     string
 	gitRepo, branch     string
 }
@@ -46,6 +47,10 @@ the reviewed policy already there, so a new recording never silently narrows it;
 --prune makes it exactly what was observed. The summary (Markdown, for the pull
 request) says per workload how many calls it allows, their share of Docker's
 default profile, what was added or removed, and every risky call allowed.
+
+With --complain new policies are written in complain mode (defaultAction: Audit):
+what they do not allow runs and is logged instead of refused, for a safe first
+rollout; the summary says so. Reviewed policies keep their own default.
 
 With --git REPO --branch NAME the files go into that checkout (-o relative to
 it) on a new branch, committed with the summary as the message.`
@@ -72,6 +77,7 @@ func (fl *recommendFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&fl.existingDir, "existing", "", "reviewed policies to extend (default: the -o directory)")
 	f.BoolVar(&fl.prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
 	f.BoolVar(&fl.portable, "portable", true, "also allow the other architecture family's equivalents")
+	f.BoolVar(&fl.complain, "complain", false, "write new policies in complain mode (defaultAction: Audit): what they do not allow is logged, not refused")
 	f.StringVar(&fl.summaryFile, "summary", "", "write the Markdown review summary here (default: stdout)")
 	f.StringVar(&fl.runtime, "runtime", string(merge.RuntimeRunc), "container runtime named in comments and the summary (its start-up set is added by merge)")
 	f.StringVar(&fl.hostNS, "host-namespace", recommend.DefaultHostNamespace, "namespace of host policies (systemd services, plain containers)")
@@ -142,7 +148,7 @@ func (fl *recommendFlags) options(max int64) (recommend.Options, error) {
 		return recommend.Options{}, invalidErr(fmt.Errorf("existing policies: %w", err))
 	}
 	return recommend.Options{Portable: fl.portable, Runtime: rt, HostNamespace: fl.hostNS,
-		Existing: existing, Prune: fl.prune}, nil
+		Existing: existing, Prune: fl.prune, Complain: fl.complain}, nil
 }
 
 // write puts the files into -o, or commits them on a new branch of --git.

@@ -64,6 +64,26 @@ func TestRecommendCLI(t *testing.T) {
 	}
 }
 
+// TestRecommendComplain: --complain writes new policies in complain mode,
+// the summary says so, and the merged profile logs instead of refusing.
+func TestRecommendComplain(t *testing.T) {
+	dir := t.TempDir()
+	rep := filepath.Join(dir, "n1.json")
+	os.WriteFile(rep, []byte(sampleReport), 0o644)
+	out, summary := filepath.Join(dir, "policies"), filepath.Join(dir, "pr.md")
+	if code, _, errs := runCLI(t, "recommend", "--complain", "--from", rep, "-o", out, "--summary", summary); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	policy, _ := os.ReadFile(filepath.Join(out, "shop", "web.yaml"))
+	pr, _ := os.ReadFile(summary)
+	if !strings.Contains(string(policy), "defaultAction: Audit") || !strings.Contains(string(pr), "**Complain mode**: 1 of 1 policies") {
+		t.Fatalf("not in complain mode:\n%s\n%s", policy, pr)
+	}
+	if code, prof, errs := runCLI(t, "merge", "-f", out, "-n", "shop", "-l", "app=web"); code != 0 || !strings.Contains(prof, `"defaultAction": "SCMP_ACT_LOG"`) {
+		t.Fatalf("merge: %d %s\n%s", code, errs, prof)
+	}
+}
+
 // TestRecommendHostileReportName: a report whose file name hides a policy
 // (#12 item 1). Before the fix the name was copied into a comment, ended it,
 // and validate, merge and apply then saw a second policy shop/evil allowing
