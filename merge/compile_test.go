@@ -44,11 +44,12 @@ func TestOCIRoundTrip(t *testing.T) {
 
 func TestParseOCIRefuses(t *testing.T) {
 	cases := map[string]string{
-		`{"defaultAction":"SCMP_ACT_TRACE"}`:                                                                                                             `defaultAction: "SCMP_ACT_TRACE"`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_MIPS"]}`:                                                                          `architectures[0]: "SCMP_ARCH_MIPS": unknown architecture`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_TRAP"}]}`:                                                    `syscalls[0].action: "SCMP_ACT_TRAP": not supported`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["nosuch"],"action":"SCMP_ACT_ALLOW"}]}`:                                                 `syscalls[0].names[0]: "nosuch": unknown system call`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}]}`: `args: argument conditions are not supported`,
+		`{"defaultAction":"SCMP_ACT_TRACE"}`:                                                                                                               `defaultAction: "SCMP_ACT_TRACE"`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_MIPS"]}`:                                                                            `architectures[0]: "SCMP_ARCH_MIPS": unknown architecture`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_TRAP"}]}`:                                                      `syscalls[0].action: "SCMP_ACT_TRAP": not supported`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["nosuch"],"action":"SCMP_ACT_ALLOW"}]}`:                                                   `syscalls[0].names[0]: "nosuch": unknown system call`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_BITS"}]}]}`: `syscalls[0].args[0].op: "SCMP_CMP_BITS": unknown operator`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}]}`:   `syscalls[0].args[0].index: 6: want 0 to 5`,
 		`not json`: `not an OCI seccomp profile`,
 	}
 	for in, want := range cases {

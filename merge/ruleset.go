@@ -30,14 +30,24 @@ type Source struct {
 	Kind   SourceKind `json:"kind"`
 	Name   string     `json:"name"`
 	Action api.Action `json:"action"`
+	// Condition is the argument conditions under which the source names
+	// the call, for people ("arg0 & 0x10000000 == 0"); "" for any
+	// arguments.
+	Condition string `json:"condition,omitempty"`
 }
 
 // Syscall is one system call in a rule set: the action that won and every
 // source that named it, the overridden ones included.
 type Syscall struct {
-	Name    string     `json:"name"`
-	Action  api.Action `json:"action"`
-	Sources []Source   `json:"sources"`
+	Name string `json:"name"`
+	// Action is taken for arguments no Conditional entry matches; "" when
+	// only conditional rules name the call (the default action applies).
+	Action api.Action `json:"action"`
+	// Conditional are the actions under argument conditions that are
+	// stronger than Action, strongest first: the first that matches
+	// decides (see RuleSet.Decide).
+	Conditional []Conditional `json:"conditional,omitempty"`
+	Sources     []Source      `json:"sources"`
 }
 
 // RuleSet is the merged result for one target.
@@ -88,5 +98,6 @@ func (r *RuleSet) Names(a api.Action) []string {
 func (r *RuleSet) Empty() bool { return len(r.Policies) == 0 && len(r.Syscalls) == 0 }
 
 func compareSource(a, b Source) int {
-	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Action.Precedence(), b.Action.Precedence()))
+	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Action.Precedence(), b.Action.Precedence()),
+		cmp.Compare(a.Condition, b.Condition))
 }
