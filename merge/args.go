@@ -300,3 +300,35 @@ func bitsOf(m uint64) []uint64 {
 	}
 	return out
 }
+
+// ENOSYS is the errno of a call refused as if the kernel lacked it.
+const ENOSYS = 38
+
+// clone3ENOSYS refuses clone3 with ENOSYS when clone's arguments are
+// filtered: clone3 takes its flags in memory, which seccomp cannot read,
+// so allowing it would let a program create the namespaces clone may not
+// (Docker's default profile does the same). ENOSYS, not EPERM, makes the C
+// library fall back to clone (glibc's pthread_create does). A policy that
+// allows clone3 is overridden and warned about; one that kills it wins.
+func clone3ENOSYS(rs *RuleSet) {
+	clone := rs.Lookup("clone")
+	if clone == nil || len(clone.Conditional) == 0 {
+		return
+	}
+	src := Source{Kind: SourceArgs, Name: "clone", Action: api.ActionBlock}
+	e := rs.Lookup("clone3")
+	if e == nil {
+		rs.Syscalls = append(rs.Syscalls, Syscall{Name: "clone3"})
+		slices.SortFunc(rs.Syscalls, func(a, b Syscall) int { return strings.Compare(a.Name, b.Name) })
+		e = rs.Lookup("clone3")
+	}
+	if e.Action == api.ActionAllow || e.Action == api.ActionAudit {
+		rs.Warnings = append(rs.Warnings, fmt.Sprintf("clone3 is %s by policy, but clone's flags are filtered and clone3's cannot be: clone3 is refused with ENOSYS (the C library falls back to clone)", verb(e.Action)))
+		slices.Sort(rs.Warnings)
+	}
+	if e.Action != api.ActionKill {
+		e.Action, e.Errno, e.Conditional = api.ActionBlock, ENOSYS, nil
+	}
+	e.Sources = append(e.Sources, src)
+	slices.SortFunc(e.Sources, compareSource)
+}

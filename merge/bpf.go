@@ -37,7 +37,7 @@ func (r *RuleSet) Filter() (f seccomp.Filter, skipped []string, err error) {
 		if err != nil {
 			return f, nil, fmt.Errorf("in-process filter: %w", err)
 		}
-		if len(regs) != 1 || len(regs[0].terms) != 1 || len(regs[0].terms[0]) != 0 {
+		if s.Errno != 0 || len(regs) != 1 || len(regs[0].terms) != 1 || len(regs[0].terms[0]) != 0 {
 			continue // with conditions (Program), or nothing to list
 		}
 		if _, ok := native.SyscallNames[s.Name]; !ok {

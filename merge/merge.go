@@ -248,6 +248,7 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 	m.architectures(arches, anyArch, familyArches)
 	m.startupSets(runtime, kernel)
 	rs := m.order()
+	clone3ENOSYS(rs)
 	for i := range rs.Syscalls {
 		if _, err := rs.Syscalls[i].regions(rs.DefaultAction); err != nil {
 			return nil, err

@@ -32,6 +32,12 @@ func (r *RuleSet) OCI() (*specs.LinuxSeccomp, error) {
 			return nil, err
 		}
 		for _, reg := range regs {
+			if s.Errno != 0 {
+				errno := uint(s.Errno)
+				cond[reg.action] = append(cond[reg.action], specs.LinuxSyscall{
+					Names: []string{s.Name}, Action: specs.LinuxSeccompAction(reg.action.SeccompAction()), ErrnoRet: &errno})
+				continue
+			}
 			if len(reg.terms) == 1 && len(reg.terms[0]) == 0 {
 				plain[reg.action] = append(plain[reg.action], s.Name)
 				continue
@@ -122,8 +128,12 @@ func ParseOCI(data []byte, file string) (*RuleSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: syscalls[%d].%w", file, i, err)
 		}
+		errno := 0
 		if sc.ErrnoRet != nil && *sc.ErrnoRet != 1 {
-			return nil, fmt.Errorf("%s: syscalls[%d].errnoRet: %d: only EPERM (1) is supported", file, i, *sc.ErrnoRet)
+			if *sc.ErrnoRet != ENOSYS || act != api.ActionBlock || len(args) > 0 {
+				return nil, fmt.Errorf("%s: syscalls[%d].errnoRet: %d: only EPERM (1), or ENOSYS (38) for a call refused whatever its arguments, is supported", file, i, *sc.ErrnoRet)
+			}
+			errno = ENOSYS
 		}
 		for j, name := range sc.Names {
 			if !api.SyscallKnown(name, rs.Arches) {
@@ -148,11 +158,14 @@ func ParseOCI(data []byte, file string) (*RuleSet, error) {
 				if act.Precedence() > e.Action.Precedence() {
 					e.Action = act
 				}
+				if e.Action == api.ActionBlock && errno != 0 {
+					e.Errno = errno
+				}
 				e.Sources = append(e.Sources, src)
 				continue
 			}
 			index[name] = len(rs.Syscalls)
-			rs.Syscalls = append(rs.Syscalls, Syscall{Name: name, Action: act, Sources: []Source{src}})
+			rs.Syscalls = append(rs.Syscalls, Syscall{Name: name, Action: act, Errno: errno, Sources: []Source{src}})
 		}
 	}
 	slices.SortFunc(rs.Syscalls, func(a, b Syscall) int {

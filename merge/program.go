@@ -46,7 +46,7 @@ func (r *RuleSet) Program() (prog []bpf.Instruction, skipped []string, err error
 		if err != nil {
 			return nil, nil, fmt.Errorf("in-process filter: %w", err)
 		}
-		if len(regs) == 0 || (len(regs) == 1 && len(regs[0].terms) == 1 && len(regs[0].terms[0]) == 0) {
+		if len(regs) == 0 || (s.Errno == 0 && len(regs) == 1 && len(regs[0].terms) == 1 && len(regs[0].terms[0]) == 0) {
 			continue // no condition: the library's part
 		}
 		nr, ok := native.SyscallNames[s.Name]
@@ -55,6 +55,14 @@ func (r *RuleSet) Program() (prog []bpf.Instruction, skipped []string, err error
 			continue
 		}
 		var call []bpf.Instruction
+		if s.Errno != 0 {
+			regs = nil
+			def := def
+			if s.Action == api.ActionBlock {
+				def = uint32(seccomp.ActionErrno) | uint32(s.Errno)
+			}
+			call = append(call, bpf.RetConstant{Val: def})
+		}
 		for _, reg := range regs {
 			for _, t := range reg.terms {
 				call = append(call, termProgram(t, seccompRet(reg.action))...)

@@ -23,6 +23,9 @@ const (
 	SourceRuntime SourceKind = "runtime" // the container runtime's start-up set; Name is the runtime
 	SourceKernel  SourceKind = "kernel"  // calls the kernel makes on a process's behalf (KernelSyscalls)
 	SourceProfile SourceKind = "profile" // a compiled profile read back; Name is its file
+	// SourceArgs refuses a call whose arguments seccomp cannot read while
+	// another call's are filtered (clone3 beside clone); Name is that call.
+	SourceArgs SourceKind = "args"
 )
 
 // Source is one contribution to a system call's entry.
@@ -47,7 +50,10 @@ type Syscall struct {
 	// stronger than Action, strongest first: the first that matches
 	// decides (see RuleSet.Decide).
 	Conditional []Conditional `json:"conditional,omitempty"`
-	Sources     []Source      `json:"sources"`
+	// Errno, when not 0, is the error a Block returns instead of EPERM:
+	// ENOSYS for clone3 (see clone3ENOSYS).
+	Errno   int      `json:"errno,omitempty"`
+	Sources []Source `json:"sources"`
 }
 
 // RuleSet is the merged result for one target.
