@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"context"
 	"maps"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +46,18 @@ func TestExecArgConditions(t *testing.T) {
 		family("AF_INET"), family("AF_INET6"), family("AF_UNIX"))
 	if e := rs.Lookup("clone3"); e == nil || e.Errno != merge.ENOSYS {
 		t.Fatalf("clone3 is not refused with ENOSYS: %+v", e)
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		// The same rule set as a drop-in: systemd's directives, verified.
+		dropIn := mustMerge(t, api.Rule{Syscalls: []string{"read", "write", "exit_group"}, Action: api.ActionAllow},
+			api.Rule{Syscalls: []string{"clone", "unshare"}, Action: api.ActionAllow, Args: noNS},
+			family("AF_INET"), family("AF_INET6"), family("AF_UNIX")).Systemd()
+		if err := VerifySystemdDropIn(context.Background(), dropIn); err != nil {
+			t.Errorf("%v\n%s", err, dropIn)
+		}
+		if !strings.Contains(string(dropIn), "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\nRestrictNamespaces=cgroup ipc mnt pid uts\n") {
+			t.Errorf("drop-in without the directives:\n%s", dropIn)
+		}
 	}
 
 	for _, argv := range []string{"unshare -U true", "unshare -n true", "ip link"} {

@@ -123,3 +123,50 @@ func TestClone3RefusedWithENOSYS(t *testing.T) {
 		t.Errorf("profile → rule set → profile differs:\n%s\n%s", out, again)
 	}
 }
+
+// TestSystemdDirectives: conditions that mean what a systemd directive does
+// become it; others are warned about, in the drop-in and by the merge of a
+// unit.
+func TestSystemdDirectives(t *testing.T) {
+	noNS := cond(api.OpMaskedEqual, "0", "CLONE_NEWUSER|CLONE_NEWNET")
+	p := condPolicy(t, "a", api.Rule{Syscalls: []string{"read", "write"}, Action: api.ActionAllow},
+		api.Rule{Syscalls: []string{"clone", "unshare"}, Action: api.ActionAllow, Args: noNS},
+		api.Rule{Syscalls: []string{"socket"}, Action: api.ActionAllow, Args: cond(api.OpEqual, "AF_INET")},
+		api.Rule{Syscalls: []string{"socket"}, Action: api.ActionAllow, Args: cond(api.OpEqual, "AF_UNIX")},
+		api.Rule{Syscalls: []string{"personality"}, Action: api.ActionAllow, Args: cond(api.OpEqual, "PER_LINUX")},
+		api.Rule{Syscalls: []string{"personality"}, Action: api.ActionAllow, Args: cond(api.OpEqual, "PER_QUERY")},
+		api.Rule{Syscalls: []string{"ioctl"}, Action: api.ActionAllow, Args: cond(api.OpEqual, "1")})
+	unit := selPolicy("ns", "u", api.Selector{SystemdUnits: []string{"web.service"}}, nil, "Allow:read")
+	unit.Spec.Seccomp.Rules = p.Spec.Seccomp.Rules
+	rs, err := Merge([]*api.KubeArmorSeccompPolicy{unit}, Target{Unit: "web.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(rs.Systemd())
+	for _, want := range []string{
+		"# Warning: systemd cannot check the arguments of ioctl (Allow if arg0 == 0x1): the drop-in refuses it whatever its arguments.\n",
+		"SystemCallFilter=clone personality read restart_syscall rt_sigreturn socket unshare write\n",
+		"LockPersonality=yes\nRestrictAddressFamilies=AF_INET AF_UNIX\nRestrictNamespaces=cgroup ipc mnt pid uts\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("drop-in lacks %q:\n%s", want, got)
+		}
+	}
+	if len(rs.Warnings) != 1 || !strings.Contains(rs.Warnings[0], "arguments of ioctl") {
+		t.Errorf("merge warnings: %q", rs.Warnings)
+	}
+	// Conditions systemd cannot say exactly get no directive: socket by
+	// type, and a personality Docker's profile allows (PER_LINUX32).
+	q := condPolicy(t, "b", api.Rule{Syscalls: []string{"read"}, Action: api.ActionAllow},
+		api.Rule{Syscalls: []string{"socket"}, Action: api.ActionAllow, Args: []api.ArgCondition{{Index: 1, Operator: api.OpEqual, Value: "1"}}},
+		api.Rule{Syscalls: []string{"personality"}, Action: api.ActionAllow, Args: cond(api.OpLessEqual, "PER_LINUX32")})
+	rs, err = Merge([]*api.KubeArmorSeccompPolicy{q}, Target{Namespace: "ns", Labels: web, Runtime: RuntimeNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = string(rs.Systemd())
+	if strings.Contains(got, "RestrictAddressFamilies") || strings.Contains(got, "LockPersonality") ||
+		!strings.Contains(got, "arguments of socket") || !strings.Contains(got, "arguments of personality") {
+		t.Errorf("inexact conditions mapped:\n%s", got)
+	}
+}

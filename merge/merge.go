@@ -249,6 +249,11 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 	m.startupSets(runtime, kernel)
 	rs := m.order()
 	clone3ENOSYS(rs)
+	if t.Unit != "" {
+		// Compiled to a drop-in: say what systemd cannot enforce.
+		rs.Warnings = append(rs.Warnings, rs.systemdArgs().warnings...)
+		slices.Sort(rs.Warnings)
+	}
 	for i := range rs.Syscalls {
 		if _, err := rs.Syscalls[i].regions(rs.DefaultAction); err != nil {
 			return nil, err
