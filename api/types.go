@@ -137,7 +137,8 @@ type Rule struct {
 	// every condition (at most one per argument index). Other rules may
 	// name the same calls with other conditions and actions.
 	// +kubebuilder:validation:MaxItems=6
-	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, b.index == a.index))",message="one condition per argument index"
+	// +listType=map
+	// +listMapKey=index
 	// +optional
 	Args []ArgCondition `json:"args,omitempty"`
 }
