@@ -170,3 +170,25 @@ func TestSystemdDirectives(t *testing.T) {
 		t.Errorf("inexact conditions mapped:\n%s", got)
 	}
 }
+
+// TestExplainAndDenyFamilies: a hardening policy that refuses netlink
+// beside an unconditional allow of socket becomes a "~" family list, and
+// --explain shows each conditional action on a line of its own.
+func TestExplainAndDenyFamilies(t *testing.T) {
+	app := condPolicy(t, "app", api.Rule{Syscalls: []string{"read", "socket"}, Action: api.ActionAllow})
+	harden := condPolicy(t, "harden", api.Rule{Syscalls: []string{"socket"}, Action: api.ActionBlock, Args: cond(api.OpEqual, "AF_NETLINK")})
+	rs, err := Merge([]*api.KubeArmorSeccompPolicy{app, harden}, Target{Namespace: "ns", Labels: web, Runtime: RuntimeNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(rs.Systemd()); !strings.Contains(got, "\nRestrictAddressFamilies=~AF_NETLINK\n") {
+		t.Errorf("drop-in:\n%s", got)
+	}
+	var b strings.Builder
+	if err := rs.Explain(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\n  if arg0 == 0x10  Block   policy ns/harden\n") {
+		t.Errorf("explain:\n%s", b.String())
+	}
+}

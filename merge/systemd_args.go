@@ -165,9 +165,12 @@ func (r *RuleSet) namespaceSet(call string) (int, bool) {
 	return set, true
 }
 
-// familySet lists the address families socket may use and reports whether
-// the rule set decides by the family alone, for named families only (as
-// RestrictAddressFamilies= does), whatever the type and protocol.
+// familySet lists the address families for RestrictAddressFamilies=
+// and reports whether the rule set decides socket by the family alone,
+// whatever the type and protocol: an allow-list of named families when
+// every other family (unnamed ones and values past the last family
+// included) is refused, or a "~" deny-list of named families when every
+// other one runs.
 func (r *RuleSet) familySet() ([]string, bool) {
 	names := map[uint64]string{}
 	for name, v := range api.ArgSymbols {
@@ -175,33 +178,50 @@ func (r *RuleSet) familySet() ([]string, bool) {
 			names[v] = name
 		}
 	}
-	var out []string
+	var allowed, refused []uint64
 	for af := uint64(1); af < 64; af++ {
-		var allowed []bool
+		var runsFor []bool
 		for _, typ := range []uint64{1, 2, 3, 0x80801} { // STREAM, DGRAM, RAW, STREAM|NONBLOCK|CLOEXEC
 			for _, proto := range []uint64{0, 6, 17} {
-				allowed = append(allowed, runs(r.Decide("socket", [6]uint64{af, typ, proto})))
+				runsFor = append(runsFor, runs(r.Decide("socket", [6]uint64{af, typ, proto})))
 			}
 		}
-		if slices.Contains(allowed, !allowed[0]) {
+		if slices.Contains(runsFor, !runsFor[0]) {
 			return nil, false // depends on the type or protocol
 		}
-		if !allowed[0] {
-			continue
+		if runsFor[0] {
+			allowed = append(allowed, af)
+		} else {
+			refused = append(refused, af)
 		}
-		name, ok := names[af]
-		if !ok {
-			return nil, false // a family systemd cannot be told of
-		}
-		out = append(out, name)
 	}
+	var beyond []bool
 	for _, af := range []uint64{0x100, 0xffffffff, 1 << 32} {
-		if runs(r.Decide("socket", [6]uint64{af})) {
-			return nil, false
-		}
+		beyond = append(beyond, runs(r.Decide("socket", [6]uint64{af})))
 	}
-	slices.Sort(out)
-	return out, true
+	named := func(afs []uint64, prefix string) ([]string, bool) {
+		var out []string
+		for _, af := range afs {
+			name, ok := names[af]
+			if !ok {
+				return nil, false // a family systemd cannot be told of
+			}
+			out = append(out, prefix+name)
+		}
+		slices.Sort(out)
+		return out, true
+	}
+	switch {
+	case !slices.Contains(beyond, true):
+		return named(allowed, "")
+	case !slices.Contains(beyond, false):
+		out, ok := named(refused, "")
+		if ok && len(out) > 0 {
+			out[0] = "~" + out[0]
+		}
+		return out, ok && len(out) > 0
+	}
+	return nil, false
 }
 
 // personalityLocked reports whether personality runs exactly for a query
