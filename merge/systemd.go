@@ -56,8 +56,17 @@ func (r *RuleSet) Systemd() []byte {
 			fmt.Fprintf(&b, "# Warning: systemd always allows %s; the policies' rule for it cannot be enforced here.\n", n)
 		}
 	}
-	if e := r.Lookup("clone3"); r.AllowList() && e != nil && e.Errno == ENOSYS {
-		b.WriteString("# Note: clone3 is refused with EPERM here, not ENOSYS (an allow-list drop-in has one error number): a C library that does not fall back to clone on EPERM cannot make threads.\n")
+	if e := r.Lookup("clone3"); r.AllowList() && e != nil && e.Errno == ENOSYS && e.Action == api.ActionBlock {
+		// An allow-list takes one error number. With RestrictNamespaces=
+		// systemd refuses clone3 with ENOSYS itself (seen on systemd 252),
+		// so the filter lets it through to that; without, EPERM it is.
+		if slices.ContainsFunc(args.directives, func(d string) bool { return strings.HasPrefix(d, "RestrictNamespaces=") }) {
+			blocked = slices.DeleteFunc(blocked, func(n string) bool { return n == "clone3" })
+			allowed = append(allowed, "clone3")
+			slices.Sort(allowed)
+		} else {
+			b.WriteString("# Note: clone3 is refused with EPERM here, not ENOSYS (an allow-list drop-in has one error number): a C library that does not fall back to clone on EPERM cannot make threads.\n")
+		}
 	}
 	if r.AllowList() && len(killed) > 0 {
 		fmt.Fprintf(&b, "# Note: in an allow-list systemd returns EPERM for %s instead of killing.\n", strings.Join(killed, " "))
