@@ -21,6 +21,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: a, namespace: b}\nspec:\n  selector:\n    matchExpressions: [{key: app, operator: In, values: [a, b]}]\n  seccomp: {syscalls: [mkdir], action: Audit}\n"))
 	f.Add([]byte(wordpressFlat + "defaultAction: Audit\n"))
 	f.Add([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: a, namespace: b}\nspec:\n  selector: {systemdUnits: [x]}\n  seccomp: {rules: [{syscalls: [read], action: Allow}, {syscalls: [mkdir], action: Kill}], defaultAction: Audit}\n"))
+	f.Add([]byte(argsFlat))
+	f.Add([]byte("kind: KubeArmorSeccompPolicy\nname: a\nnamespace: b\napp: x\narch: [x86]\nrules:\n- {syscalls: [personality], action: Allow, args: [{index: 0, operator: LessEqual, value: \"0xffffffff\"}]}\n- {syscalls: [socket], action: Kill, args: [{index: 0, operator: NotEqual, value: AF_UNIX|AF_INET}, {index: 1, operator: MaskedEqual, mask: 18446744073709551615, value: 1}]}\n"))
 	f.Add([]byte("- not a mapping\n"))
 	f.Add([]byte("kind: [\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -436,6 +436,11 @@ func canonical(p *KubeArmorSeccompPolicy) {
 	if len(s.Seccomp.Rules) == 0 {
 		s.Seccomp.Rules = nil
 	}
+	for i := range s.Seccomp.Rules {
+		if len(s.Seccomp.Rules[i].Args) == 0 {
+			s.Seccomp.Rules[i].Args = nil
+		}
+	}
 	sel := &s.Selector
 	if len(sel.MatchLabels) == 0 {
 		sel.MatchLabels = nil

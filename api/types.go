@@ -171,6 +171,14 @@ type Rule struct {
 	Syscalls []string `json:"syscalls"`
 	// Action is taken when one of Syscalls is made.
 	Action Action `json:"action"`
+	// Args, when given, limit the rule to calls whose arguments satisfy
+	// every condition (at most one per argument index). Other rules may
+	// name the same calls with other conditions and actions.
+	// +kubebuilder:validation:MaxItems=6
+	// +listType=map
+	// +listMapKey=index
+	// +optional
+	Args []ArgCondition `json:"args,omitempty"`
 }
 
 // PolicyStatus is written by the kscmp agents.

@@ -197,6 +197,7 @@ func validateRules(sc *SeccompSpec) ErrorList {
 		if len(g.rule.Syscalls) == 0 {
 			add(g.field+".syscalls", "", "empty: a rule must name at least one system call")
 		}
+		validateArgs(g.field, g.rule.Args, sc.Arch, add)
 		for j, name := range g.rule.Syscalls {
 			f := fmt.Sprintf(g.nameFmt, j)
 			if !SyscallKnown(name, sc.Arch) {
@@ -206,6 +207,9 @@ func validateRules(sc *SeccompSpec) ErrorList {
 				}
 				add(f, name, "unknown system call on %s", where)
 				continue
+			}
+			if len(g.rule.Args) > 0 {
+				continue // a conditional rule may refine another action of the call
 			}
 			prev, dup := first[name]
 			if !dup {

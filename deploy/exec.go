@@ -1,13 +1,17 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"syscall"
+	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/kubearmor/kscmp/merge"
 )
@@ -30,7 +34,7 @@ func Exec(rs *merge.RuleSet, argv []string, env []string) error {
 	if err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
-	filter, _, err := rs.Filter()
+	prog, _, err := rs.Program()
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", argv[0], err)
 	}
@@ -41,10 +45,38 @@ func Exec(rs *merge.RuleSet, argv []string, env []string) error {
 	// the other threads too.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := seccomp.LoadFilter(filter); err != nil {
+	if err := loadProgram(prog); err != nil {
 		return fmt.Errorf("exec %s: load seccomp filter: %w", argv[0], err)
 	}
 	err = syscall.Exec(path, argv, env)
 	// Only reached when execve failed, perhaps refused by the filter itself.
 	return fmt.Errorf("exec %s (under the profile; execve must be allowed): %w", path, os.NewSyscallError("execve", err))
+}
+
+// loadProgram sets no_new_privs and installs the program as the calling
+// thread's seccomp filter, synchronised to every thread of the process
+// (TSYNC). kscmp assembles the program itself (merge.RuleSet.Program), so
+// it loads it itself too: go-seccomp-bpf loads only what it assembles.
+func loadProgram(prog []bpf.Instruction) error {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return fmt.Errorf("assemble: %w", err)
+	}
+	filter := make([]unix.SockFilter, len(raw))
+	for i, in := range raw {
+		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(filter)
+	switch {
+	case errno != 0:
+		return os.NewSyscallError("seccomp", errno)
+	case r != 0:
+		return errors.New("seccomp: thread " + fmt.Sprint(r) + " cannot take the filter (TSYNC)")
+	}
+	return nil
 }

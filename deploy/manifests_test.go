@@ -124,6 +124,10 @@ func TestManifestsApply(t *testing.T) {
 		"rule without name": `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{action: Allow}]}}`,
 		"default Kill":      `spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [read], action: Allow, defaultAction: Kill}}`,
 		"default no allow":  `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [mkdir], action: Block}], defaultAction: Audit}}`,
+		"arg index 6":       `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [clone], action: Allow, args: [{index: 6, operator: Equal, value: 0}]}]}}`,
+		"arg operator":      `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [clone], action: Allow, args: [{index: 0, operator: BitsSet, value: 0}]}]}}`,
+		"mask without op":   `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [clone], action: Allow, args: [{index: 0, operator: Equal, mask: 1, value: 0}]}]}}`,
+		"index twice":       `spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [clone], action: Allow, args: [{index: 0, operator: Equal, value: 0}, {index: 0, operator: Equal, value: 1}]}]}}`,
 	}
 	for name, spec := range bad {
 		err := create(spec)
@@ -137,6 +141,7 @@ func TestManifestsApply(t *testing.T) {
 		`spec: {severity: 3, selector: {matchLabels: {app: wordpress}}, seccomp: {arch: [x86_64, x86, x32], syscalls: [accept4, epoll_wait, pselect6, futex, madvise], action: Allow}}`,
 		`spec: {selector: {systemdUnits: [nginx.service]}, seccomp: {rules: [{syscalls: [read], action: Allow}, {syscalls: [mkdir], action: Deny}]}}`,
 		`spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [read], action: Allow}, {syscalls: [mkdir], action: Kill}], defaultAction: Audit}}`,
+		`spec: {selector: {matchLabels: {app: web}}, seccomp: {rules: [{syscalls: [clone], action: Allow, args: [{index: 0, operator: MaskedEqual, mask: CLONE_NEWUSER|CLONE_NEWNET, value: 0}]}, {syscalls: [socket], action: Allow, args: [{index: 0, operator: Equal, value: AF_INET}]}]}}`,
 	} {
 		if err := create(good); err != nil {
 			t.Errorf("valid policy refused: %v\n%s", err, good)

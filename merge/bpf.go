@@ -13,7 +13,9 @@ import (
 // Filter returns the rule set as an in-process seccomp filter for this
 // process's native ABI (elastic/go-seccomp-bpf). System calls the native ABI
 // does not have are left out and returned in skipped. Calls of other ABIs get
-// the default action: an allow-list refuses them.
+// the default action: an allow-list refuses them. Calls with argument
+// conditions are left out: Program compiles them (the library's own
+// conditions misbehave, see Program).
 func (r *RuleSet) Filter() (f seccomp.Filter, skipped []string, err error) {
 	native, err := arch.GetInfo(runtime.GOARCH)
 	if err != nil {
@@ -28,20 +30,34 @@ func (r *RuleSet) Filter() (f seccomp.Filter, skipped []string, err error) {
 	f.NoNewPrivs = true
 	f.Flag = seccomp.FilterFlagTSync
 	f.Policy.DefaultAction = actions[r.DefaultAction]
-	for _, act := range api.Actions {
-		if act == api.ActionAllow && !r.AllowList() {
+	groups := make(map[api.Action]*seccomp.SyscallGroup)
+	for i := range r.Syscalls {
+		s := &r.Syscalls[i]
+		regs, err := s.regions(r.DefaultAction)
+		if err != nil {
+			return f, nil, fmt.Errorf("in-process filter: %w", err)
+		}
+		if s.Errno != 0 || len(regs) != 1 || len(regs[0].terms) != 1 || len(regs[0].terms[0]) != 0 {
+			continue // with conditions (Program), or nothing to list
+		}
+		if _, ok := native.SyscallNames[s.Name]; !ok {
+			if len(regs) > 0 {
+				skipped = append(skipped, s.Name)
+			}
 			continue
 		}
-		var names []string
-		for _, n := range r.Names(act) {
-			if _, ok := native.SyscallNames[n]; ok {
-				names = append(names, n)
-			} else {
-				skipped = append(skipped, n)
+		for _, reg := range regs {
+			g := groups[reg.action]
+			if g == nil {
+				g = &seccomp.SyscallGroup{Action: actions[reg.action]}
+				groups[reg.action] = g
 			}
+			g.Names = append(g.Names, s.Name)
 		}
-		if len(names) > 0 {
-			f.Policy.Syscalls = append(f.Policy.Syscalls, seccomp.SyscallGroup{Names: names, Action: actions[act]})
+	}
+	for _, act := range api.Actions {
+		if g := groups[act]; g != nil {
+			f.Policy.Syscalls = append(f.Policy.Syscalls, *g)
 		}
 	}
 	if len(f.Policy.Syscalls) == 0 {

@@ -46,11 +46,12 @@ func TestOCIRoundTrip(t *testing.T) {
 
 func TestParseOCIRefuses(t *testing.T) {
 	cases := map[string]string{
-		`{"defaultAction":"SCMP_ACT_TRACE"}`:                                                                                                             `defaultAction: "SCMP_ACT_TRACE"`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_MIPS"]}`:                                                                          `architectures[0]: "SCMP_ARCH_MIPS": unknown architecture`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_TRAP"}]}`:                                                    `syscalls[0].action: "SCMP_ACT_TRAP": not supported`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["nosuch"],"action":"SCMP_ACT_ALLOW"}]}`:                                                 `syscalls[0].names[0]: "nosuch": unknown system call`,
-		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}]}`: `args: argument conditions are not supported`,
+		`{"defaultAction":"SCMP_ACT_TRACE"}`:                                                                                                               `defaultAction: "SCMP_ACT_TRACE"`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_MIPS"]}`:                                                                            `architectures[0]: "SCMP_ARCH_MIPS": unknown architecture`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_TRAP"}]}`:                                                      `syscalls[0].action: "SCMP_ACT_TRAP": not supported`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["nosuch"],"action":"SCMP_ACT_ALLOW"}]}`:                                                   `syscalls[0].names[0]: "nosuch": unknown system call`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_BITS"}]}]}`: `syscalls[0].args[0].op: "SCMP_CMP_BITS": unknown operator`,
+		`{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}]}`:   `syscalls[0].args[0].index: 6: want 0 to 5`,
 		`not json`: `not an OCI seccomp profile`,
 	}
 	for in, want := range cases {
@@ -199,10 +200,13 @@ func TestComplainMode(t *testing.T) {
 	if rs.DefaultAction != api.ActionAudit || !rs.Complain() || !rs.AllowList() {
 		t.Fatalf("Audit allow-list and a deny-list: default %s, want Audit", rs.DefaultAction)
 	}
-	if want := []Source{{SourcePolicy, "ns/audit", api.ActionAudit}}; !slices.Equal(rs.DefaultSources, want) {
+	if want := []Source{{Kind: SourcePolicy, Name: "ns/audit", Action: api.ActionAudit}}; !slices.Equal(rs.DefaultSources, want) {
 		t.Errorf("default sources %v, want %v", rs.DefaultSources, want)
 	}
-	oci := rs.OCI()
+	oci, err := rs.OCI()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if oci.DefaultAction != "SCMP_ACT_LOG" {
 		t.Errorf("OCI default %s, want SCMP_ACT_LOG", oci.DefaultAction)
 	}
@@ -251,7 +255,7 @@ SystemCallLog=~read write
 	if err := rs.Explain(&ex); err != nil || !strings.Contains(ex.String(), "default from: policy ns/block; overrides policy ns/audit Audit\n") {
 		t.Errorf("explain does not say which policy decided the default:\n%s", ex.String())
 	}
-	if oci := rs.OCI(); oci.DefaultAction != "SCMP_ACT_ERRNO" {
+	if oci, err := rs.OCI(); err != nil || oci.DefaultAction != "SCMP_ACT_ERRNO" {
 		t.Errorf("OCI default %s, want SCMP_ACT_ERRNO", oci.DefaultAction)
 	}
 }

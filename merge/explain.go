@@ -3,6 +3,7 @@ package merge
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -55,8 +56,16 @@ func (r *RuleSet) Explain(w io.Writer) error {
 	for _, s := range r.Syscalls {
 		var won, lost []string
 		for _, src := range s.Sources {
+			if src.Condition != "" && slices.ContainsFunc(s.Conditional, func(c Conditional) bool {
+				return c.Action == src.Action && describeArgs(c.Args) == src.Condition
+			}) {
+				continue // shown on its condition's line
+			}
 			desc := describe(src)
-			if src.Action == s.Action {
+			if src.Condition != "" {
+				desc += " if " + src.Condition
+			}
+			if src.Action == s.Action && src.Condition == "" {
 				won = append(won, desc)
 			} else {
 				lost = append(lost, desc+" "+string(src.Action))
@@ -66,7 +75,24 @@ func (r *RuleSet) Explain(w io.Writer) error {
 		if len(lost) > 0 {
 			from += "; overrides " + strings.Join(lost, ", ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.Action, from)
+		act := string(s.Action)
+		if act == "" {
+			act = "(default)"
+		}
+		if s.Errno == ENOSYS {
+			act += " (ENOSYS)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, act, strings.TrimPrefix(from, "; "))
+		// Conditional actions, strongest first: the first that matches decides.
+		for _, c := range s.Conditional {
+			var srcs []string
+			for _, src := range s.Sources {
+				if src.Action == c.Action && src.Condition == describeArgs(c.Args) {
+					srcs = append(srcs, describe(src))
+				}
+			}
+			fmt.Fprintf(tw, "  if %s\t%s\t%s\n", describeArgs(c.Args), c.Action, strings.Join(srcs, ", "))
+		}
 	}
 	return tw.Flush()
 }

@@ -250,7 +250,19 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 	arches, anyArch := m.collect(sel)
 	m.architectures(arches, anyArch, familyArches)
 	m.startupSets(runtime, kernel)
-	return m.order(), nil
+	rs := m.order()
+	clone3ENOSYS(rs)
+	if t.Unit != "" {
+		// Compiled to a drop-in: say what systemd cannot enforce.
+		rs.Warnings = append(rs.Warnings, rs.systemdArgs().warnings...)
+		slices.Sort(rs.Warnings)
+	}
+	for i := range rs.Syscalls {
+		if _, err := rs.Syscalls[i].regions(rs.DefaultAction); err != nil {
+			return nil, err
+		}
+	}
+	return rs, nil
 }
 
 // resolveTarget fills in the target's defaults (amd64, runc) and says which
@@ -332,6 +344,22 @@ func (m *merger) add(name string, src Source) {
 	m.contribs = append(m.contribs, contribution{i, src})
 }
 
+// addConditional records that src names the system call under the
+// argument conditions args. Deny wins per argument tuple: RuleSet.Decide
+// takes the strongest action of every rule that matches, which order
+// settles once every rule is in.
+func (m *merger) addConditional(name string, src Source, args []api.Resolved) {
+	i, ok := m.index[name]
+	if !ok {
+		i = int32(len(m.rs.Syscalls))
+		m.index[name] = i
+		m.rs.Syscalls = append(m.rs.Syscalls, Syscall{Name: name})
+	}
+	e := &m.rs.Syscalls[i]
+	e.Conditional = append(e.Conditional, Conditional{Action: src.Action, Args: args})
+	m.contribs = append(m.contribs, contribution{i, src})
+}
+
 // collect adds every rule of every selected policy and notes the
 // architectures they name. One allowing rule anywhere makes the result an
 // allow-list (default Block): a policy that allows something means
@@ -348,6 +376,17 @@ func (m *merger) collect(sel []*api.KubeArmorSeccompPolicy) (arches [len(api.Arc
 		for _, r := range p.Spec.Seccomp.AllRules() {
 			act := r.Action.Canonical()
 			src := Source{Kind: SourcePolicy, Name: p.Key(), Action: act}
+			if len(r.Args) > 0 {
+				args := make([]api.Resolved, len(r.Args))
+				for i, a := range r.Args {
+					args[i] = a.Resolve()
+				}
+				src.Condition = describeArgs(args)
+				for _, name := range r.Syscalls {
+					m.addConditional(name, src, args)
+				}
+				continue
+			}
 			for _, name := range r.Syscalls {
 				m.add(name, src)
 			}
@@ -446,7 +485,8 @@ func (m *merger) order() *RuleSet {
 	for k, i := range byName {
 		srcs := slab[start[i]:start[i+1]:start[i+1]]
 		slices.SortFunc(srcs, compareSource)
-		sorted[k] = Syscall{Name: rs.Syscalls[i].Name, Action: rs.Syscalls[i].Action, Sources: slices.Compact(srcs)}
+		sorted[k] = Syscall{Name: rs.Syscalls[i].Name, Action: rs.Syscalls[i].Action, Conditional: rs.Syscalls[i].Conditional, Sources: slices.Compact(srcs)}
+		settleConditional(&sorted[k])
 	}
 	rs.Syscalls = sorted
 	slices.Sort(rs.Policies)

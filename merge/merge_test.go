@@ -87,7 +87,7 @@ func TestDesignNoteExample(t *testing.T) {
 	rs, _ := Merge([]*api.KubeArmorSeccompPolicy{k1, k2}, target)
 	// Provenance: write is blocked by kscmp2 and allowed (overridden) by kscmp1.
 	w := rs.Lookup(s2)
-	want := []Source{{SourcePolicy, "demo/kscmp1", api.ActionAllow}, {SourcePolicy, "demo/kscmp2", api.ActionBlock}}
+	want := []Source{{Kind: SourcePolicy, Name: "demo/kscmp1", Action: api.ActionAllow}, {Kind: SourcePolicy, Name: "demo/kscmp2", Action: api.ActionBlock}}
 	if w == nil || !slices.Equal(w.Sources, want) {
 		t.Errorf("provenance of write = %+v, want %+v", w, want)
 	}
@@ -165,7 +165,7 @@ func TestPrecedenceAndDefaults(t *testing.T) {
 				}
 			}
 			// Explicit Block/Kill/Audit stay listed in the OCI profile.
-			prof := rs.OCI()
+			prof, _ := rs.OCI()
 			listed := map[string]string{}
 			for _, g := range prof.Syscalls {
 				for _, n := range g.Names {
@@ -272,7 +272,7 @@ func TestRuntimeStartupSet(t *testing.T) {
 		}
 		for _, n := range r.StartupSyscalls() {
 			e := rs.Lookup(n)
-			if e == nil || !slices.Contains(e.Sources, Source{SourceRuntime, string(r), api.ActionAllow}) {
+			if e == nil || !slices.Contains(e.Sources, Source{Kind: SourceRuntime, Name: string(r), Action: api.ActionAllow}) {
 				t.Errorf("%s: %s not added from the runtime: %+v", r, n, e)
 			}
 		}

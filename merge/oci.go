@@ -13,25 +13,66 @@ import (
 
 // OCI returns the rule set as the seccomp profile that runc and crun read
 // (the runtime-spec LinuxSeccomp, which is also the Docker/containerd
-// profile format): one entry per action, names sorted, actions from the
-// weakest to the strongest. In complain mode the default is SCMP_ACT_LOG:
-// what the allow-list does not list runs, and the kernel logs it.
-func (r *RuleSet) OCI() *specs.LinuxSeccomp {
+// profile format): per action, from the weakest to the strongest, one entry
+// of the calls it takes whatever their arguments (names sorted), then one
+// entry per call and disjoint argument region (see Syscall.regions): no
+// two entries ever match one call, so libseccomp's way of merging
+// overlapping rules never decides. In complain mode the default is
+// SCMP_ACT_LOG: what the allow-list does not list runs, and the kernel logs
+// it. The error is ErrTooComplex.
+func (r *RuleSet) OCI() (*specs.LinuxSeccomp, error) {
 	prof := &specs.LinuxSeccomp{DefaultAction: specs.LinuxSeccompAction(r.DefaultAction.SeccompAction())}
 	for _, a := range r.Arches {
 		prof.Architectures = append(prof.Architectures, specs.Arch(a.OCI()))
 	}
-	for _, act := range api.Actions {
-		names := r.Names(act)
-		if len(names) == 0 || (act == api.ActionAllow && !r.AllowList()) {
-			continue
+	plain := make(map[api.Action][]string)
+	cond := make(map[api.Action][]specs.LinuxSyscall)
+	for i := range r.Syscalls {
+		s := &r.Syscalls[i]
+		regs, err := s.regions(r.DefaultAction)
+		if err != nil {
+			return nil, err
 		}
-		prof.Syscalls = append(prof.Syscalls, specs.LinuxSyscall{
-			Names:  names,
-			Action: specs.LinuxSeccompAction(act.SeccompAction()),
-		})
+		for _, reg := range regs {
+			if s.Errno != 0 {
+				errno := uint(s.Errno)
+				cond[reg.action] = append(cond[reg.action], specs.LinuxSyscall{
+					Names: []string{s.Name}, Action: specs.LinuxSeccompAction(reg.action.SeccompAction()), ErrnoRet: &errno})
+				continue
+			}
+			if len(reg.terms) == 1 && len(reg.terms[0]) == 0 {
+				plain[reg.action] = append(plain[reg.action], s.Name)
+				continue
+			}
+			for _, t := range reg.terms {
+				cond[reg.action] = append(cond[reg.action], specs.LinuxSyscall{
+					Names: []string{s.Name}, Action: specs.LinuxSeccompAction(reg.action.SeccompAction()), Args: ociArgs(t)})
+			}
+		}
 	}
-	return prof
+	for _, act := range api.Actions {
+		if names := plain[act]; len(names) > 0 {
+			prof.Syscalls = append(prof.Syscalls, specs.LinuxSyscall{
+				Names:  names,
+				Action: specs.LinuxSeccompAction(act.SeccompAction()),
+			})
+		}
+		prof.Syscalls = append(prof.Syscalls, cond[act]...)
+	}
+	return prof, nil
+}
+
+// ociArgs writes a conjunction as runtime-spec argument comparisons;
+// SCMP_CMP_MASKED_EQ takes the mask in value and the value in valueTwo.
+func ociArgs(t []api.Resolved) []specs.LinuxSeccompArg {
+	out := make([]specs.LinuxSeccompArg, len(t))
+	for i, c := range t {
+		out[i] = specs.LinuxSeccompArg{Index: uint(c.Index), Value: c.Value, Op: specs.LinuxSeccompOperator(c.Operator.OCI())}
+		if c.Operator == api.OpMaskedEqual {
+			out[i].Value, out[i].ValueTwo = c.Mask, c.Value
+		}
+	}
+	return out
 }
 
 // MarshalOCI returns the OCI profile as indented JSON with a trailing newline:
@@ -41,7 +82,11 @@ func (r *RuleSet) MarshalOCI() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(r.OCI()); err != nil {
+	prof, err := r.OCI()
+	if err != nil {
+		return nil, err
+	}
+	if err := enc.Encode(prof); err != nil {
 		return nil, fmt.Errorf("encode OCI seccomp profile: %w", err)
 	}
 	return buf.Bytes(), nil
@@ -49,8 +94,10 @@ func (r *RuleSet) MarshalOCI() ([]byte, error) {
 
 // ParseOCI reads an OCI/Docker seccomp profile back into a rule set, so it
 // can be explained or compiled to another format. Every system call gets one
-// source of kind SourceProfile named file. Profiles with argument conditions,
-// or actions kscmp does not produce, are refused: kscmp cannot enforce them
+// source of kind SourceProfile named file. An entry with argument
+// conditions becomes a conditional action of its calls; where entries
+// overlap, the strongest action wins (kscmp's own profiles never overlap).
+// Actions kscmp does not produce are refused: kscmp cannot enforce them
 // faithfully.
 func ParseOCI(data []byte, file string) (*RuleSet, error) {
 	var prof specs.LinuxSeccomp
@@ -79,27 +126,48 @@ func ParseOCI(data []byte, file string) (*RuleSet, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: syscalls[%d].action: %q: not supported (want SCMP_ACT_ALLOW, _LOG, _ERRNO or _KILL_PROCESS)", file, i, sc.Action)
 		}
-		if len(sc.Args) > 0 {
-			return nil, fmt.Errorf("%s: syscalls[%d].args: argument conditions are not supported", file, i)
+		args, err := parseOCIArgs(sc.Args)
+		if err != nil {
+			return nil, fmt.Errorf("%s: syscalls[%d].%w", file, i, err)
 		}
+		errno := 0
 		if sc.ErrnoRet != nil && *sc.ErrnoRet != 1 {
-			return nil, fmt.Errorf("%s: syscalls[%d].errnoRet: %d: only EPERM (1) is supported", file, i, *sc.ErrnoRet)
+			if *sc.ErrnoRet != ENOSYS || act != api.ActionBlock || len(args) > 0 {
+				return nil, fmt.Errorf("%s: syscalls[%d].errnoRet: %d: only EPERM (1), or ENOSYS (38) for a call refused whatever its arguments, is supported", file, i, *sc.ErrnoRet)
+			}
+			errno = ENOSYS
 		}
 		for j, name := range sc.Names {
 			if !api.SyscallKnown(name, rs.Arches) {
 				return nil, fmt.Errorf("%s: syscalls[%d].names[%d]: %q: unknown system call", file, i, j, name)
 			}
 			src := Source{Kind: SourceProfile, Name: file, Action: act}
+			if len(args) > 0 {
+				src.Condition = describeArgs(args)
+				k, dup := index[name]
+				if !dup {
+					k = len(rs.Syscalls)
+					index[name] = k
+					rs.Syscalls = append(rs.Syscalls, Syscall{Name: name})
+				}
+				e := &rs.Syscalls[k]
+				e.Conditional = append(e.Conditional, Conditional{Action: act, Args: args})
+				e.Sources = append(e.Sources, src)
+				continue
+			}
 			if k, dup := index[name]; dup {
 				e := &rs.Syscalls[k]
 				if act.Precedence() > e.Action.Precedence() {
 					e.Action = act
 				}
+				if e.Action == api.ActionBlock && errno != 0 {
+					e.Errno = errno
+				}
 				e.Sources = append(e.Sources, src)
 				continue
 			}
 			index[name] = len(rs.Syscalls)
-			rs.Syscalls = append(rs.Syscalls, Syscall{Name: name, Action: act, Sources: []Source{src}})
+			rs.Syscalls = append(rs.Syscalls, Syscall{Name: name, Action: act, Errno: errno, Sources: []Source{src}})
 		}
 	}
 	slices.SortFunc(rs.Syscalls, func(a, b Syscall) int {
@@ -111,5 +179,32 @@ func ParseOCI(data []byte, file string) (*RuleSet, error) {
 		}
 		return 0
 	})
+	for i := range rs.Syscalls {
+		settleConditional(&rs.Syscalls[i])
+		if _, err := rs.Syscalls[i].regions(rs.DefaultAction); err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+	}
 	return rs, nil
+}
+
+// parseOCIArgs reads runtime-spec argument comparisons (SCMP_CMP_MASKED_EQ:
+// mask in value, value in valueTwo). The error names the field.
+func parseOCIArgs(in []specs.LinuxSeccompArg) ([]api.Resolved, error) {
+	var out []api.Resolved
+	for j, a := range in {
+		op, ok := api.ArgOperatorFromOCI(string(a.Op))
+		if !ok {
+			return nil, fmt.Errorf("args[%d].op: %q: unknown operator (want SCMP_CMP_EQ, _NE, _LT, _LE, _GT, _GE or _MASKED_EQ)", j, a.Op)
+		}
+		if a.Index > 5 {
+			return nil, fmt.Errorf("args[%d].index: %d: want 0 to 5", j, a.Index)
+		}
+		c := api.Resolved{Index: int(a.Index), Operator: op, Value: a.Value}
+		if op == api.OpMaskedEqual {
+			c.Mask, c.Value = a.Value, a.ValueTwo
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

@@ -23,6 +23,9 @@ const (
 	SourceRuntime SourceKind = "runtime" // the container runtime's start-up set; Name is the runtime
 	SourceKernel  SourceKind = "kernel"  // calls the kernel makes on a process's behalf (KernelSyscalls)
 	SourceProfile SourceKind = "profile" // a compiled profile read back; Name is its file
+	// SourceArgs refuses a call whose arguments seccomp cannot read while
+	// another call's are filtered (clone3 beside clone); Name is that call.
+	SourceArgs SourceKind = "args"
 )
 
 // Source is one contribution to a system call's entry.
@@ -30,14 +33,27 @@ type Source struct {
 	Kind   SourceKind `json:"kind"`
 	Name   string     `json:"name"`
 	Action api.Action `json:"action"`
+	// Condition is the argument conditions under which the source names
+	// the call, for people ("arg0 & 0x10000000 == 0"); "" for any
+	// arguments.
+	Condition string `json:"condition,omitempty"`
 }
 
 // Syscall is one system call in a rule set: the action that won and every
 // source that named it, the overridden ones included.
 type Syscall struct {
-	Name    string     `json:"name"`
-	Action  api.Action `json:"action"`
-	Sources []Source   `json:"sources"`
+	Name string `json:"name"`
+	// Action is taken for arguments no Conditional entry matches; "" when
+	// only conditional rules name the call (the default action applies).
+	Action api.Action `json:"action"`
+	// Conditional are the actions under argument conditions that are
+	// stronger than Action, strongest first: the first that matches
+	// decides (see RuleSet.Decide).
+	Conditional []Conditional `json:"conditional,omitempty"`
+	// Errno, when not 0, is the error a Block returns instead of EPERM:
+	// ENOSYS for clone3 (see clone3ENOSYS).
+	Errno   int      `json:"errno,omitempty"`
+	Sources []Source `json:"sources"`
 }
 
 // RuleSet is the merged result for one target.
@@ -103,5 +119,6 @@ func (r *RuleSet) Names(a api.Action) []string {
 func (r *RuleSet) Empty() bool { return len(r.Policies) == 0 && len(r.Syscalls) == 0 }
 
 func compareSource(a, b Source) int {
-	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Action.Precedence(), b.Action.Precedence()))
+	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Action.Precedence(), b.Action.Precedence()),
+		cmp.Compare(a.Condition, b.Condition))
 }

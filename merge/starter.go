@@ -90,7 +90,7 @@ func (r *RuleSet) startable(alt []string) bool {
 // own entry allows or audits it, or it has none and the default runs it.
 func (r *RuleSet) allows(name string) bool {
 	act := r.DefaultAction
-	if s := r.Lookup(name); s != nil {
+	if s := r.Lookup(name); s != nil && s.Action != "" {
 		act = s.Action
 	}
 	return act == api.ActionAllow || act == api.ActionAudit

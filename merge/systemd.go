@@ -27,7 +27,10 @@ var systemdImplicit = []string{"execve", "exit", "exit_group", "getrlimit", "rt_
 // default (EPERM) and killed calls with ":kill". In an allow-list systemd
 // cannot kill for a listed call: killed calls get EPERM there, and the
 // drop-in says so. When no policy names an architecture the drop-in allows
-// only the native one (SystemCallArchitectures=native).
+// only the native one (SystemCallArchitectures=native). Argument
+// conditions become RestrictNamespaces=, RestrictAddressFamilies= or
+// LockPersonality= where they mean what one of those does, and a warning
+// comment where none does (see systemdArgs).
 //
 // In complain mode (default Audit) nothing but the policies' Block and
 // Kill rules refuses: the unit's filter is reset as for an allow-list (so
@@ -40,14 +43,35 @@ func (r *RuleSet) Systemd() []byte {
 	if len(r.Policies) > 0 {
 		fmt.Fprintf(&b, "# Policies: %s\n", strings.Join(r.Policies, " "))
 	}
+	args := r.systemdArgs()
 	allowed := append(r.Names(api.ActionAllow), r.Names(api.ActionAudit)...)
+	for _, n := range args.allow {
+		if !slices.Contains(allowed, n) {
+			allowed = append(allowed, n)
+		}
+	}
 	slices.Sort(allowed)
+	for _, w := range args.warnings {
+		fmt.Fprintf(&b, "# Warning: %s.\n", w)
+	}
 	blocked := r.Names(api.ActionBlock)
 	killed := r.Names(api.ActionKill)
 	audited := r.Names(api.ActionAudit)
 	for _, n := range append(slices.Clone(blocked), killed...) {
 		if slices.Contains(systemdImplicit, n) {
 			fmt.Fprintf(&b, "# Warning: systemd always allows %s; the policies' rule for it cannot be enforced here.\n", n)
+		}
+	}
+	if e := r.Lookup("clone3"); r.AllowList() && !r.Complain() && e != nil && e.Errno == ENOSYS && e.Action == api.ActionBlock {
+		// An allow-list takes one error number. With RestrictNamespaces=
+		// systemd refuses clone3 with ENOSYS itself (seen on systemd 252),
+		// so the filter lets it through to that; without, EPERM it is.
+		if slices.ContainsFunc(args.directives, func(d string) bool { return strings.HasPrefix(d, "RestrictNamespaces=") }) {
+			blocked = slices.DeleteFunc(blocked, func(n string) bool { return n == "clone3" })
+			allowed = append(allowed, "clone3")
+			slices.Sort(allowed)
+		} else {
+			b.WriteString("# Note: clone3 is refused with EPERM here, not ENOSYS (an allow-list drop-in has one error number): a C library that does not fall back to clone on EPERM cannot make threads.\n")
 		}
 	}
 	if r.AllowList() && !r.Complain() && len(killed) > 0 {
@@ -76,6 +100,11 @@ func (r *RuleSet) Systemd() []byte {
 		}
 	} else if len(blocked)+len(killed) > 0 {
 		denied := slices.Clone(blocked)
+		for i, n := range denied {
+			if e := r.Lookup(n); e != nil && e.Errno == ENOSYS {
+				denied[i] = n + ":ENOSYS"
+			}
+		}
 		for _, n := range killed {
 			denied = append(denied, n+":kill")
 		}
@@ -83,6 +112,9 @@ func (r *RuleSet) Systemd() []byte {
 		fmt.Fprintf(&b, "SystemCallFilter=~%s\n", strings.Join(denied, " "))
 	}
 	b.WriteString("SystemCallErrorNumber=EPERM\n")
+	for _, d := range args.directives {
+		b.WriteString(d + "\n")
+	}
 	switch {
 	case r.Complain():
 		// Log everything but the allowed calls; the reset drops a log list

@@ -543,6 +543,19 @@ func (f *File) reconcile(p, old *api.KubeArmorSeccompPolicy, allowed map[string]
 	}
 	oldAllowed := map[string]bool{}
 	for _, r := range old.Spec.Seccomp.AllRules() {
+		if len(r.Args) > 0 {
+			// A reviewed argument condition stays as written. An allow
+			// under a condition restricts its calls: observing them does
+			// not allow them with any arguments. A refusal under one
+			// refines the calls' allow, which stays.
+			others = append(others, r)
+			if r.Action.Canonical() == api.ActionAllow {
+				for _, n := range r.Syscalls {
+					delete(allowed, n)
+				}
+			}
+			continue
+		}
 		if r.Action.Canonical() == api.ActionAllow {
 			for _, n := range r.Syscalls {
 				oldAllowed[n] = true
