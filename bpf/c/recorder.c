@@ -777,7 +777,9 @@ int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
 		if (known(c, key, abi, nr))
 			return 0;
 	}
-	return record_slow(helper_task, regs, c, key, slow_call(abi, nr));
+	/* regs read again from the context here, not kept from the entry: the
+	 * hot path then spills nothing for the slow path's sake. */
+	return record_slow(helper_task, (struct pt_regs *)RELOAD(ctx[0]), c, key, slow_call(abi, nr));
 }
 
 /* sys_enter_raw: the fallback for kernels without tp_btf; CO-RE probe reads. */
