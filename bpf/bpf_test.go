@@ -142,7 +142,7 @@ func TestLayout(t *testing.T) {
 	if err := spec.Types.TypeByName("syscall_set", &set); err != nil {
 		t.Fatal(err)
 	}
-	bits := set.Members[len(set.Members)-1]
+	bits := member(t, set, "bits")
 	outer, ok := bits.Type.(*btf.Array)
 	if !ok {
 		t.Fatalf("syscall_set.bits is %v", bits.Type)
@@ -165,6 +165,18 @@ func TestLayout(t *testing.T) {
 	}
 	if got := len(RecorderCpuCache{}.Memo); got != MemoWays {
 		t.Errorf("cpu_cache.memo has %d ways, Go says %d", got, MemoWays)
+	}
+	var args *btf.Struct
+	if err := spec.Types.TypeByName("arg_set", &args); err != nil {
+		t.Fatal(err)
+	}
+	if int(args.Size) != binary.Size(RecorderArgSet{}) {
+		t.Errorf("arg_set: %d bytes in C, %d in Go", args.Size, binary.Size(RecorderArgSet{}))
+	}
+	for name, want := range map[string]int{"personas": ArgValues, "prctl_large": ArgValues, "prctl_options": PrctlBits / 64} {
+		if a, ok := member(t, args, name).Type.(*btf.Array); !ok || int(a.Nelems) != want {
+			t.Errorf("arg_set.%s is %v, Go says %d elements", name, member(t, args, name).Type, want)
+		}
 	}
 	var ev *btf.Struct
 	if err := spec.Types.TypeByName("new_key_event", &ev); err != nil {
@@ -211,4 +223,16 @@ func TestVerifier(t *testing.T) {
 			coll.Close()
 		}
 	}
+}
+
+// member returns the member name of s, failing the test without it.
+func member(t *testing.T, s *btf.Struct, name string) btf.Member {
+	t.Helper()
+	for _, m := range s.Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	t.Fatalf("%s has no member %s", s.Name, name)
+	return btf.Member{}
 }

@@ -6,6 +6,6 @@ package bpf
 // sources.sha256 matches the sources and TestGeneratedReproducible rebuilds
 // the objects and compares them byte for byte.
 
-//go:generate go tool bpf2go -go-package bpf -tags linux -target amd64,arm64 -type new_key_event -type syscall_set Recorder c/recorder.c -- -O2 -mcpu=v3 -Wall -Werror -Ic
+//go:generate go tool bpf2go -go-package bpf -tags linux -target amd64,arm64 -type new_key_event -type syscall_set -type arg_set Recorder c/recorder.c -- -O2 -mcpu=v3 -Wall -Werror -Ic
 //go:generate go tool bpf2go -go-package bpf -tags linux -target amd64,arm64 Bench c/bench.c -- -O2 -mcpu=v3 -Wall -Werror -Ic
 //go:generate sh -c "sha256sum gen.go c/recorder.c c/recorder.h c/bench.c c/vmlinux.h > sources.sha256"

@@ -78,3 +78,26 @@ const (
 	// usable address of current_task, or not tp_btf on x86-64).
 	CurrentHelper = 1
 )
+
+// Argument recording (RecorderArgSet, the field Args of RecorderSyscallSet):
+// the native ABI's clone, unshare, setns, socket, socketpair, personality and
+// prctl fold their arguments that matter into it. Mirrors of c/recorder.h.
+const (
+	// ArgValues is the number of value slots of RecorderArgSet.Personas and
+	// PrctlLarge. A slot holds 1<<32 | value, 0 when empty.
+	ArgValues = 4
+	// ArgSlotUsed marks a used value slot.
+	ArgSlotUsed = 1 << 32
+	// ArgPersonaOverflow (in RecorderArgSet.Overflow): more distinct
+	// personas came than ArgValues.
+	ArgPersonaOverflow = 1 << 0
+	// ArgPrctlOverflow: more distinct prctl options >= PrctlBits came than
+	// ArgValues.
+	ArgPrctlOverflow = 1 << 1
+	// SetnsAny is the bit of RecorderArgSet.SetnsNs for setns(fd, 0).
+	SetnsAny = 1 << 0
+	// FamilyOther is the bit of a socket family mask for families >= 63.
+	FamilyOther = 63
+	// PrctlBits: prctl options below it are bits of PrctlOptions.
+	PrctlBits = 128
+)

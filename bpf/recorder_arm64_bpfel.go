@@ -13,6 +13,21 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type RecorderArgSet struct {
+	_                  structs.HostLayout
+	CloneNs            uint64
+	UnshareNs          uint64
+	SetnsNs            uint64
+	SocketFamilies     uint64
+	SocketpairFamilies uint64
+	SocketTypes        uint32
+	SocketpairTypes    uint32
+	PrctlOptions       [2]uint64
+	PrctlLarge         [4]uint64
+	Personas           [4]uint64
+	Overflow           uint64
+}
+
 type RecorderCpuCache struct {
 	_           structs.HostLayout
 	CurrentSlot uint64
@@ -54,6 +69,7 @@ type RecorderSyscallSet struct {
 	_     structs.HostLayout
 	Mntns uint32
 	Pad   uint32
+	Args  RecorderArgSet
 	Bits  [3][16]uint64
 }
 

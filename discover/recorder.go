@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/bpf"
 )
 
@@ -566,6 +567,9 @@ type SyscallSet struct {
 	Names []string
 	// Unknown are the Numbers the table has no name for, ascending.
 	Unknown []int
+	// Args are the recorded arguments of the calls that open doors, by
+	// call name (report.ArgCalls): native ABI only, nil for the others.
+	Args map[string]report.CallArgs
 }
 
 // KeySet is what one key recorded.
@@ -646,6 +650,9 @@ func keySetOf(key Key, val *bpf.RecorderSyscallSet) KeySet {
 			set.Unknown = append(set.Unknown, nr)
 		}
 		slices.Sort(set.Names)
+		if abi == bpf.ABINative {
+			set.Args = argsOf(&val.Args, set.Names)
+		}
 		ks.Sets = append(ks.Sets, set)
 	}
 	return ks

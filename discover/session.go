@@ -390,6 +390,12 @@ func workloadOf(st *keyState, ks KeySet) report.Workload {
 			abi = set.ABI.String()
 		}
 		w.Syscalls[abi] = append(w.Syscalls[abi], set.Names...)
+		if set.Args != nil {
+			if w.Args == nil {
+				w.Args = map[string]map[string]report.CallArgs{}
+			}
+			w.Args[abi] = set.Args
+		}
 		if len(set.Unknown) > 0 {
 			if w.Unknown == nil {
 				w.Unknown = map[string][]int{}

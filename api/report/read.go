@@ -62,7 +62,8 @@ func Read(rd io.Reader, name string) (*Report, error) {
 
 // Validate checks the report's version and kind, that every workload has a
 // known identity kind, that its ABI names are known (see ArchOf) and that
-// every system call name is in its ABI's table. It returns the first
+// every system call name is in its ABI's table, and that recorded arguments
+// (Workload.Args) are of calls made, with known names. It returns the first
 // problem, wrapping ErrInvalid.
 func (r *Report) Validate() error {
 	if r.APIVersion != APIVersion || r.Kind != Kind {
@@ -82,6 +83,9 @@ func (r *Report) Validate() error {
 					return invalid("workloads[%d].syscalls.%s[%d]: %q: not a system call of %s (a recorder writes only names of the ABI's own table, and numbers it has no name for under unknown)", i, abi, j, n, abi)
 				}
 			}
+		}
+		if err := validateArgs(i, w); err != nil {
+			return err
 		}
 	}
 	for i, n := range r.Nodes {

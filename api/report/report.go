@@ -99,6 +99,10 @@ type Workload struct {
 	Syscalls map[string][]string `json:"syscalls"`
 	// Unknown maps an ABI to call numbers its table has no name for.
 	Unknown map[string][]int `json:"unknown,omitempty"`
+	// Args maps an ABI to the recorded arguments of its calls that open
+	// doors (ArgCalls), by call name: see CallArgs. A recorder fills it for
+	// the kernel's native ABI only.
+	Args map[string]map[string]CallArgs `json:"args,omitempty"`
 	// FirstSeen is when its first call was recorded; LastSeen when its set
 	// last grew.
 	FirstSeen time.Time `json:"firstSeen"`
@@ -168,6 +172,7 @@ func (w *Workload) merge(o Workload) {
 	if w.Syscalls == nil {
 		w.Syscalls = map[string][]string{}
 	}
+	w.mergeArgs(o)
 	for abi, names := range o.Syscalls {
 		w.Syscalls[abi] = append(w.Syscalls[abi], names...)
 	}
@@ -205,6 +210,7 @@ func (w *Workload) normalize() {
 		slices.Sort(nrs)
 		w.Unknown[abi] = slices.Compact(nrs)
 	}
+	w.normalizeArgs()
 	slices.Sort(w.Nodes)
 	w.Nodes = slices.Compact(w.Nodes)
 	slices.Sort(w.Pods)

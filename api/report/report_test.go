@@ -61,6 +61,8 @@ func FuzzRead(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte(`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[]}`))
 	f.Add([]byte(`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[{"identity":{"kind":"process","exe":"/bin/sh"},"syscalls":{"x86_64":["read","read"]},"unknown":{"x86_64":[999]}}]}`))
+	f.Add([]byte(argsReport))
+	f.Add([]byte(`{"apiVersion":"kscmp/v1","kind":"ObservationReport","workloads":[{"identity":{"kind":"process"},"syscalls":{"x86_64":["setns","prctl"]},"args":{"x86_64":{"setns":{"anyNamespace":true},"prctl":{"options":["79","PR_SET_NAME"],"overflow":true}}}}]}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r, err := Read(bytes.NewReader(in), "fuzz.json")
 		if err != nil {

@@ -23,6 +23,13 @@
  * a new key inserts a zeroed set and sends one event to user space; nothing
  * else crosses to user space.
  *
+ * Argument recording (arg_set in recorder.h): for the few native calls
+ * whose arguments open doors (clone, unshare, setns: namespace flags;
+ * socket, socketpair: family and type; personality: persona; prctl:
+ * option), the cache never learns the call's bit (arg_call, checked only in
+ * record_slow), so each of them takes the slow path and folds its arguments
+ * into the key's set. Every other call's path is unchanged by construction.
+ *
  * Like every sys_enter hook, the recorder runs after seccomp: calls a filter
  * already denies are never seen. Record without a profile.
  */
@@ -52,6 +59,49 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* arm64: pstate bit of a task running AArch32 code, PSR_MODE32_BIT in
  * arch/arm64/include/uapi/asm/ptrace.h (not exercised here: x86-64 only). */
 #define ARM64_PSR_MODE32_BIT 0x10
+
+/* The calls whose arguments are recorded, native ABI, by number (part of
+ * the ABI: never reused); the x86_64 ones are exercised by
+ * discover's TestArgRecording, the aarch64 ones by no test here.
+ *   x86_64  arch/x86/entry/syscalls/syscall_64.tbl;
+ *   aarch64 include/uapi/asm-generic/unistd.h (scripts/syscall.tbl since
+ *           6.11). */
+#if defined(__TARGET_ARCH_x86)
+#define NR_SOCKET 41
+#define NR_SOCKETPAIR 53
+#define NR_CLONE 56
+#define NR_PERSONALITY 135
+#define NR_PRCTL 157
+#define NR_UNSHARE 272
+#define NR_SETNS 308
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_PERSONALITY 92
+#define NR_UNSHARE 97
+#define NR_PRCTL 167
+#define NR_SOCKET 198
+#define NR_SOCKETPAIR 199
+#define NR_CLONE 220
+#define NR_SETNS 268
+#endif
+
+/* Namespace flags, include/uapi/linux/sched.h. CLONE_NEWTIME (0x80) lies
+ * in clone's CSIGNAL byte (the exit signal), so it counts only for unshare
+ * and setns. */
+#define CLONE_NEWTIME 0x00000080
+#define CLONE_NEWNS 0x00020000
+#define CLONE_NEWCGROUP 0x02000000
+#define CLONE_NEWUTS 0x04000000
+#define CLONE_NEWIPC 0x08000000
+#define CLONE_NEWUSER 0x10000000
+#define CLONE_NEWPID 0x20000000
+#define CLONE_NEWNET 0x40000000
+#define CLONE_NS_FLAGS (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | \
+			CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+#define UNSHARE_NS_FLAGS (CLONE_NS_FLAGS | CLONE_NEWTIME)
+
+/* The socket type without SOCK_NONBLOCK and SOCK_CLOEXEC, SOCK_TYPE_MASK in
+ * include/linux/net.h. */
+#define SOCK_TYPE_MASK 0xf
 
 /* Set at load time by user space. */
 volatile const __u32 host_mntns = 0;  /* inode of the host mount namespace */
@@ -112,6 +162,37 @@ struct {
 struct user_pt_regs___arm64 {
 	__u64 pstate;
 } __attribute__((preserve_access_index));
+
+/* arm64's pt_regs for a syscall's arguments: orig_x0 keeps argument 0
+ * (x0 becomes the return value), regs[1] argument 1. */
+struct pt_regs___kscmp_arm64 {
+	__u64 regs[31];
+	__u64 orig_x0;
+} __attribute__((preserve_access_index));
+
+/* syscall_arg returns argument i (0 or 1) of the syscall being entered, as
+ * the native syscall ABI passes it (probe reads: regs is a BTF pointer under
+ * tp_btf, a number under raw_tp). x86-64: rdi, rsi (not rcx: the syscall
+ * instruction clobbers it; the kernel reads r10 for argument 3). */
+static __always_inline __u64 syscall_arg(struct pt_regs *regs, int i)
+{
+	__u64 v = 0;
+
+#if defined(__TARGET_ARCH_x86)
+	if (i == 0)
+		bpf_core_read(&v, sizeof(v), &regs->di);
+	else
+		bpf_core_read(&v, sizeof(v), &regs->si);
+#elif defined(__TARGET_ARCH_arm64)
+	struct pt_regs___kscmp_arm64 *r = (void *)regs;
+
+	if (i == 0)
+		bpf_core_read(&v, sizeof(v), &r->orig_x0);
+	else
+		bpf_core_read(&v, sizeof(v), &r->regs[1]);
+#endif
+	return v;
+}
 
 /* mnt_namespace before 6.18 kept its unique id in seq. */
 struct mnt_namespace___pre618 {
@@ -297,10 +378,102 @@ static __always_inline bool runtime_init(void)
 	return comm[0] == 'c' && comm[1] == 'r' && comm[2] == 'u' && comm[3] == 'n' && comm[4] == 0;
 }
 
-/* record_slow records a syscall the cache did not know, and teaches it.
- * task must be the current task, as the helper returns it. */
-static __noinline int record_slow(struct task_struct *task, struct cache_slot *c, __u64 key, __u32 abi, __u32 nr)
+/* arg_call reports whether the native call nr has its arguments recorded:
+ * the cache must then never learn its bit. */
+static __always_inline bool arg_call(__u32 abi, __u32 nr)
 {
+#if defined(NR_SOCKET)
+	return abi == KSCMP_ABI_NATIVE &&
+	       (nr == NR_SOCKET || nr == NR_SOCKETPAIR || nr == NR_CLONE || nr == NR_PERSONALITY ||
+		nr == NR_PRCTL || nr == NR_UNSHARE || nr == NR_SETNS);
+#else
+	return false;
+#endif
+}
+
+/* or64 and or32 add bits to a field of an arg_set; the atomic only when a
+ * bit is new, so a repeated call writes nothing. */
+static __always_inline void or64(__u64 *w, __u64 bits)
+{
+	if ((*w & bits) != bits)
+		__sync_fetch_and_or(w, bits);
+}
+
+static __always_inline void or32(__u32 *w, __u32 bits)
+{
+	if ((*w & bits) != bits)
+		__sync_fetch_and_or(w, bits);
+}
+
+/* add_value adds v to KSCMP_ARG_VALUES value slots, (1 << 32) | v each, 0
+ * empty: a compare-and-swap claims an empty slot, so two CPUs never write
+ * one slot; no free slot sets flag in *overflow. */
+static __always_inline void add_value(__u64 *slots, __u64 *overflow, __u64 flag, __u32 v)
+{
+	__u64 want = (1ULL << 32) | v, old;
+
+	for (int i = 0; i < KSCMP_ARG_VALUES; i++) {
+		old = slots[i];
+		if (old == 0)
+			old = __sync_val_compare_and_swap(&slots[i], 0, want);
+		if (old == 0 || old == want)
+			return;
+	}
+	or64(overflow, flag);
+}
+
+/* record_args folds the arguments of an arg_call into a. */
+static __noinline void record_args(struct arg_set *a, struct pt_regs *regs, __u32 nr)
+{
+#if defined(NR_SOCKET)
+	__u64 a0 = syscall_arg(regs, 0), a1;
+
+	switch (nr) {
+	case NR_CLONE:
+		or64(&a->clone_ns, a0 & CLONE_NS_FLAGS);
+		break;
+	case NR_UNSHARE:
+		or64(&a->unshare_ns, a0 & UNSHARE_NS_FLAGS);
+		break;
+	case NR_SETNS:
+		a1 = (__u32)syscall_arg(regs, 1);
+		or64(&a->setns_ns, a1 ? a1 & UNSHARE_NS_FLAGS : KSCMP_SETNS_ANY);
+		break;
+	case NR_SOCKET:
+	case NR_SOCKETPAIR:
+		a1 = syscall_arg(regs, 1);
+		a0 = (__u32)a0; /* int domain */
+		a0 = 1ULL << (a0 < KSCMP_FAMILY_OTHER ? a0 : KSCMP_FAMILY_OTHER);
+		a1 = 1U << (a1 & SOCK_TYPE_MASK);
+		if (nr == NR_SOCKET) {
+			or64(&a->socket_families, a0);
+			or32(&a->socket_types, a1);
+		} else {
+			or64(&a->socketpair_families, a0);
+			or32(&a->socketpair_types, a1);
+		}
+		break;
+	case NR_PERSONALITY:
+		add_value(a->personas, &a->overflow, KSCMP_ARG_PERSONA_OVERFLOW, a0);
+		break;
+	case NR_PRCTL:
+		a0 = (__u32)a0; /* int option */
+		if (a0 < KSCMP_PRCTL_BITS)
+			or64(&a->prctl_options[a0 / 64], 1ULL << (a0 & 63));
+		else
+			add_value(a->prctl_large, &a->overflow, KSCMP_ARG_PRCTL_OVERFLOW, a0);
+		break;
+	}
+#endif
+}
+
+/* record_slow records a syscall the cache did not know, and teaches it
+ * unless it is an arg_call, whose arguments it records instead. task must
+ * be the current task, as the helper returns it. */
+static __noinline int record_slow(struct task_struct *task, struct pt_regs *regs, struct cache_slot *c, __u64 key,
+				  __u32 call)
+{
+	__u32 abi = call >> 16, nr = call & 0xffff;
 	struct syscall_set *set;
 	__u64 *word, bit, gen;
 
@@ -318,6 +491,10 @@ static __noinline int record_slow(struct task_struct *task, struct cache_slot *c
 	word = &set->bits[abi][nr / 64];
 	if (!(*word & bit))
 		__sync_fetch_and_or(word, bit);
+	if (arg_call(abi, nr)) {
+		record_args(&set->args, regs, nr);
+		return 0;
+	}
 
 	gen = generation;
 	if (c->key != key || c->gen != gen) {
@@ -331,6 +508,14 @@ static __noinline int record_slow(struct task_struct *task, struct cache_slot *c
 	}
 	c->bits[abi][nr / 64] |= bit;
 	return 0;
+}
+
+/* slow_call packs a call's ABI and number into record_slow's fifth and
+ * last argument (a BPF function takes at most five). nr is below
+ * KSCMP_NR_BITS here (known counted larger ones). */
+static __always_inline __u32 slow_call(__u32 abi, __u64 nr)
+{
+	return abi << 16 | (__u32)nr;
 }
 
 /* cpu_cache returns this CPU's state. */
@@ -592,7 +777,9 @@ int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
 		if (known(c, key, abi, nr))
 			return 0;
 	}
-	return record_slow(helper_task, c, key, abi, nr);
+	/* regs read again from the context here, not kept from the entry: the
+	 * hot path then spills nothing for the slow path's sake. */
+	return record_slow(helper_task, (struct pt_regs *)RELOAD(ctx[0]), c, key, slow_call(abi, nr));
 }
 
 /* sys_enter_raw: the fallback for kernels without tp_btf; CO-RE probe reads. */
@@ -631,5 +818,5 @@ int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id)
 	c = cache_slot(cc, key);
 	if (known(c, key, abi, nr))
 		return 0;
-	return record_slow(task, c, key, abi, nr);
+	return record_slow(task, regs, c, key, slow_call(abi, nr));
 }

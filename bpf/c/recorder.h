@@ -51,9 +51,45 @@
 #define KSCMP_EV_EXE_TRUNCATED (1U << 0)
 #define KSCMP_EV_CGROUP_TRUNCATED (1U << 1)
 
+/* Distinct values an arg_set keeps of a call whose argument is a number,
+ * not a set of flags (personality, the large prctl options). */
+#define KSCMP_ARG_VALUES 4
+
+/* Flags of arg_set.overflow: more distinct values came than fit. */
+#define KSCMP_ARG_PERSONA_OVERFLOW (1ULL << 0) /* personality: more than KSCMP_ARG_VALUES */
+#define KSCMP_ARG_PRCTL_OVERFLOW (1ULL << 1)   /* prctl: more large options than KSCMP_ARG_VALUES */
+
+/* arg_set.setns_ns bit for setns(fd, 0) ("any type"); no CLONE_NEW* flag
+ * uses bit 0 (it is in CSIGNAL, the exit signal of clone). */
+#define KSCMP_SETNS_ANY (1ULL << 0)
+/* Bit of a socket family mask for families >= 63 (AF_MAX is 46 in 6.18). */
+#define KSCMP_FAMILY_OTHER 63
+/* Options of prctl below this are bits of arg_set.prctl_options; larger ones
+ * (PR_SET_PTRACER 0x59616d61, PR_SET_VMA 0x53564d41) go to prctl_large. */
+#define KSCMP_PRCTL_BITS 128
+
+/* arg_set holds the arguments that matter of the calls that open doors, for
+ * the native ABI only: every field only ever gains bits (atomic OR, or a
+ * compare-and-swap into an empty value slot), so concurrent CPUs never lose
+ * one. A value slot holds (1 << 32) | value, 0 when empty. */
+struct arg_set {
+	__u64 clone_ns;            /* clone: flags & CLONE_NEW* (not CLONE_NEWTIME: clone's exit signal) */
+	__u64 unshare_ns;          /* unshare: flags & CLONE_NEW* */
+	__u64 setns_ns;            /* setns: nstype & CLONE_NEW*, KSCMP_SETNS_ANY for 0 */
+	__u64 socket_families;     /* socket: 1 << domain */
+	__u64 socketpair_families; /* socketpair: 1 << domain */
+	__u32 socket_types;        /* socket: 1 << (type & SOCK_TYPE_MASK) */
+	__u32 socketpair_types;    /* socketpair: likewise */
+	__u64 prctl_options[KSCMP_PRCTL_BITS / 64]; /* prctl: 1 << option */
+	__u64 prctl_large[KSCMP_ARG_VALUES];        /* prctl: larger options, value slots */
+	__u64 personas[KSCMP_ARG_VALUES];           /* personality: value slots */
+	__u64 overflow;                             /* KSCMP_ARG_*_OVERFLOW */
+};
+
 struct syscall_set {
 	__u32 mntns; /* inode of the key's mount namespace, written once after insert */
 	__u32 pad;
+	struct arg_set args; /* native ABI: see arg_set */
 	__u64 bits[KSCMP_ABI_COUNT][KSCMP_NR_WORDS];
 };
 
