@@ -88,7 +88,7 @@ func (r *Report) Validate() error {
 			return invalid("violations[%d].syscall: %q: number %d of %s is %q", i, v.Syscall, v.Number, v.ABI, name)
 		}
 		if !slices.Contains(Actions[:], v.Action) {
-			return invalid("violations[%d].action: %q: want Audit, Block, Kill, Trap or Trace", i, v.Action)
+			return invalid("violations[%d].action: %q: want Audit, Block, Kill, Trap, Trace or Notify", i, v.Action)
 		}
 		if v.Count == 0 {
 			return invalid("violations[%d].count: 0: an entry counts at least one record", i)

@@ -36,10 +36,12 @@ const (
 	ActionKill  = "Kill"
 	ActionTrap  = "Trap"
 	ActionTrace = "Trace"
+	// ActionNotify is SECCOMP_RET_USER_NOTIF: a supervisor decides.
+	ActionNotify = "Notify"
 )
 
 // Actions lists the valid actions.
-var Actions = [...]string{ActionAudit, ActionBlock, ActionKill, ActionTrap, ActionTrace}
+var Actions = [...]string{ActionAudit, ActionBlock, ActionKill, ActionTrap, ActionTrace, ActionNotify}
 
 // Report is what `kscmp violations` writes.
 type Report struct {
@@ -88,10 +90,13 @@ type Violation struct {
 
 // Lost counts what a monitoring could not record.
 type Lost struct {
-	// Audit counts records the kernel dropped before the monitor read
-	// them: the socket's buffer overflowed (ENOBUFS), or the kernel's
-	// audit backlog did.
+	// Audit counts times the monitor's socket buffer overflowed (ENOBUFS):
+	// the kernel dropped at least one record each time.
 	Audit uint64 `json:"audit"`
+	// Kernel is how much the kernel's own audit "lost" counter grew while
+	// the monitor ran (its backlog or rate limit overflowed): records of
+	// every type, seccomp's among them.
+	Kernel uint64 `json:"kernel"`
 	// Overflow counts records not kept because the monitor already held
 	// as many distinct entries as it may (their count is not in any
 	// entry).
@@ -105,7 +110,7 @@ type Lost struct {
 }
 
 // Total sums the counters that mean a violation may be missing.
-func (l Lost) Total() uint64 { return l.Audit + l.Overflow + l.Unparsed }
+func (l Lost) Total() uint64 { return l.Audit + l.Kernel + l.Overflow + l.Unparsed }
 
 // New returns an empty report of this version and kind.
 func New() *Report {

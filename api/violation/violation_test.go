@@ -83,7 +83,7 @@ func TestReadRefusesWithSentinel(t *testing.T) {
 		head + `{"identity":{"kind":"vm"},"abi":"x86_64","action":"Block","count":1}]}`:                               `v.json: violations[0].identity.kind: "vm": want pod, container, systemd or process`,
 		head + `{"identity":{"kind":"pod"},"abi":"native","action":"Block","count":1}]}`:                              `v.json: violations[0].abi: "native": unknown ABI`,
 		head + `{"identity":{"kind":"pod"},"syscall":"mkdir","number":1,"abi":"x86_64","action":"Block","count":1}]}`: `v.json: violations[0].syscall: "mkdir": number 1 of x86_64 is "write"`,
-		head + `{"identity":{"kind":"pod"},"syscall":"write","number":1,"abi":"x86_64","action":"Allow","count":1}]}`: `v.json: violations[0].action: "Allow": want Audit, Block, Kill, Trap or Trace`,
+		head + `{"identity":{"kind":"pod"},"syscall":"write","number":1,"abi":"x86_64","action":"Allow","count":1}]}`: `v.json: violations[0].action: "Allow": want Audit, Block, Kill, Trap, Trace or Notify`,
 		head + `{"identity":{"kind":"pod"},"syscall":"write","number":1,"abi":"x86_64","action":"Block","count":0}]}`: `v.json: violations[0].count: 0: an entry counts at least one record`,
 		head + `{"identity":{"kind":"pod"},"number":-1,"abi":"x86_64","action":"Block","count":1}]}`:                  `v.json: violations[0].number: -1: negative`,
 	} {
