@@ -247,7 +247,11 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 	arches, anyArch := m.collect(sel)
 	m.architectures(arches, anyArch, familyArches)
 	m.startupSets(runtime, kernel)
-	return m.order(), nil
+	rs := m.order()
+	// Block refusals reach audit only with the filter's log flag, which
+	// only some runtimes take (see Runtime.TakesLogFlag).
+	rs.LogRefusals = runtime.TakesLogFlag() && rs.refuses()
+	return rs, nil
 }
 
 // resolveTarget fills in the target's defaults (amd64, runc) and says which
