@@ -77,8 +77,9 @@ type Violation struct {
 	ABI string `json:"abi"`
 	// Action is what seccomp did (see Actions).
 	Action string `json:"action"`
-	// Errno is the error a Block returned (1 for EPERM); 0 otherwise.
-	Errno int    `json:"errno,omitempty"`
+	// Count is how many records of it were read. (The kernel's record
+	// carries the action, not its data: a Block's errno is not known here;
+	// kscmp's profiles always return EPERM.)
 	Count uint64 `json:"count"`
 	// FirstSeen and LastSeen are the first and last record's times.
 	FirstSeen time.Time `json:"firstSeen"`
@@ -119,7 +120,7 @@ func New() *Report {
 
 // Key groups violations: equal keys are one entry.
 func (v *Violation) Key() string {
-	return strings.Join([]string{v.Identity.Key(), v.ABI, fmt.Sprintf("%08d", v.Number), v.Action, fmt.Sprint(v.Errno)}, "\x00")
+	return strings.Join([]string{v.Identity.Key(), v.ABI, fmt.Sprintf("%08d", v.Number), v.Action}, "\x00")
 }
 
 // Add merges v into the report: an entry with the same key gets the sum of

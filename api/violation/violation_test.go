@@ -16,9 +16,9 @@ func sample() *Report {
 	r := New()
 	r.Node, r.Kernel, r.Arch, r.Source, r.Start, r.End = "n", "6.18", "x86_64", "audit", t0, t0.Add(time.Minute)
 	pod := report.Identity{Kind: report.KindPod, Namespace: "shop", Pod: "web-1", Container: "nginx", Labels: map[string]string{"app": "web"}}
-	r.Add(Violation{Identity: pod, Syscall: "mkdir", Number: 83, ABI: "x86_64", Action: ActionBlock, Errno: 1, Count: 2, FirstSeen: t0, LastSeen: t0, Profile: "localhost/kscmp/shop-web.json"})
+	r.Add(Violation{Identity: pod, Syscall: "mkdir", Number: 83, ABI: "x86_64", Action: ActionBlock, Count: 2, FirstSeen: t0, LastSeen: t0, Profile: "localhost/kscmp/shop-web.json"})
 	r.Add(Violation{Identity: report.Identity{Kind: report.KindSystemd, Unit: "a.service"}, Syscall: "ptrace", Number: 101, ABI: "x86_64", Action: ActionKill, Count: 1, FirstSeen: t0, LastSeen: t0})
-	r.Add(Violation{Identity: pod, Syscall: "mkdir", Number: 83, ABI: "x86_64", Action: ActionBlock, Errno: 1, Count: 3, FirstSeen: t0.Add(-time.Second), LastSeen: t0.Add(time.Second)})
+	r.Add(Violation{Identity: pod, Syscall: "mkdir", Number: 83, ABI: "x86_64", Action: ActionBlock, Count: 3, FirstSeen: t0.Add(-time.Second), LastSeen: t0.Add(time.Second)})
 	r.Add(Violation{Identity: pod, Number: 4000, ABI: "x86_64", Action: ActionAudit, Count: 1, FirstSeen: t0, LastSeen: t0})
 	r.Lost = Lost{Audit: 1, Overflow: 2}
 	return r

@@ -1,6 +1,7 @@
 package violations
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +80,7 @@ type monitor struct {
 
 type entryKey struct {
 	id, abi, action string
-	nr, errno       int
+	nr              int
 }
 
 type cachedPID struct {
@@ -218,7 +219,7 @@ func (m *monitor) add(text string, now time.Time) {
 // addRecord counts a parsed record under its workload's entry, or as
 // overflow when the entries are at their bound. The caller holds mu.
 func (m *monitor) addRecord(rec Record, now time.Time) {
-	action, errno, ok := rec.Action()
+	action, ok := rec.Action()
 	if !ok {
 		return
 	}
@@ -226,7 +227,7 @@ func (m *monitor) addRecord(rec Record, now time.Time) {
 	if !c.keep {
 		return
 	}
-	k := entryKey{id: c.id.Key(), abi: rec.ABI, action: action, nr: rec.Number, errno: errno}
+	k := entryKey{id: c.id.Key(), abi: rec.ABI, action: action, nr: rec.Number}
 	if e := m.entries[k]; e != nil {
 		e.Count++
 		e.FirstSeen = minTime(e.FirstSeen, rec.Time)
@@ -239,7 +240,7 @@ func (m *monitor) addRecord(rec Record, now time.Time) {
 	}
 	a, _ := report.ArchOf(rec.ABI)
 	v := &violation.Violation{Identity: c.id, Syscall: a.Table().SyscallNumbers[rec.Number], Number: rec.Number,
-		ABI: rec.ABI, Action: action, Errno: errno, Count: 1, FirstSeen: rec.Time, LastSeen: rec.Time}
+		ABI: rec.ABI, Action: action, Count: 1, FirstSeen: rec.Time, LastSeen: rec.Time}
 	if m.opts.Profiles != nil {
 		v.Profile = m.opts.Profiles.Profile(c.id)
 	}
@@ -248,19 +249,34 @@ func (m *monitor) addRecord(rec Record, now time.Time) {
 
 // identity names the record's process, from the cache while it is fresh
 // and the executable matches, else from /proc (as discover names a new
-// workload); a process already gone is named by its executable and counted
-// as unattributed. The caller holds mu.
+// workload). The kernel's audit thread delivers records a moment after the
+// call, so a flooding process has often exited when its last records are
+// read: a pid gone from /proc keeps the identity it had (it cannot have
+// been reused while /proc has no such pid). A process gone before it was
+// ever named is named by its executable and counted as unattributed. The
+// caller holds mu.
 func (m *monitor) identity(rec Record, now time.Time) cachedPID {
-	if c, ok := m.pids[rec.PID]; ok && c.exe == rec.Exe && now.Sub(c.at) < pidCacheTTL {
-		return c
+	old, cached := m.pids[rec.PID]
+	if cached && old.exe == rec.Exe && now.Sub(old.at) < pidCacheTTL {
+		return old
 	}
 	dir := filepath.Join(m.opts.ProcRoot, strconv.Itoa(rec.PID))
 	var id report.Identity
 	cg, err := discover.ProcCgroup(dir)
-	if err != nil {
+	if err == nil && zombie(dir) {
+		// An exited process not yet reaped has left its cgroup: it reads
+		// as the root's, which names no workload.
+		err = errors.New("zombie")
+	}
+	switch {
+	case err != nil && cached && old.exe == rec.Exe:
+		old.at = now
+		m.pids[rec.PID] = old
+		return old
+	case err != nil:
 		m.lost.Unattributed++
 		id = report.Identity{Kind: report.KindProcess, Exe: rec.Exe}
-	} else {
+	default:
 		ns, _ := discover.MountNSOf(dir)
 		id = m.opts.Resolver.FromCgroup(cg, rec.Exe, ns != 0 && ns != m.hostNS)
 		if m.opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
@@ -276,6 +292,17 @@ func (m *monitor) identity(rec Record, now time.Time) cachedPID {
 	}
 	m.pids[rec.PID] = c
 	return c
+}
+
+// zombie reports whether the process of the /proc directory dir has
+// exited (state Z or X in its stat file).
+func zombie(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // report is the report of what was counted so far.

@@ -54,28 +54,28 @@ const (
 	retLog         = 0x7ffc0000
 	retAllow       = 0x7fff0000
 	retActionFull  = 0xffff0000
-	retData        = 0x0000ffff
 )
 
-// Action returns the violation action of the record's code and, for Block,
-// the errno it returned. ok is false for an action that is no violation
-// (allow) or that kscmp does not know.
-func (r Record) Action() (action string, errno int, ok bool) {
+// Action returns the violation action of the record's code. ok is false
+// for an action that is no violation (allow) or that kscmp does not know.
+// The kernel logs the action alone (code=0x50000 for any errno), so a
+// Block's errno is not known.
+func (r Record) Action() (action string, ok bool) {
 	switch r.Code & retActionFull {
 	case retKillProcess, retKillThread:
-		return violation.ActionKill, 0, true
+		return violation.ActionKill, true
 	case retTrap:
-		return violation.ActionTrap, 0, true
+		return violation.ActionTrap, true
 	case retErrno:
-		return violation.ActionBlock, int(r.Code & retData), true
+		return violation.ActionBlock, true
 	case retUserNotif:
-		return violation.ActionNotify, 0, true
+		return violation.ActionNotify, true
 	case retTrace:
-		return violation.ActionTrace, 0, true
+		return violation.ActionTrace, true
 	case retLog:
-		return violation.ActionAudit, 0, true
+		return violation.ActionAudit, true
 	}
-	return "", 0, false
+	return "", false
 }
 
 // x32Bit marks an x32 call's number on x86_64 (__X32_SYSCALL_BIT).
