@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/internal/testenv"
+)
+
+// TestViolationsFlags: bad flags exit 1 and name the flag, before anything
+// is watched.
+func TestViolationsFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"violations", "-d", "-1s"}, "--duration -1s: must not be negative"},
+		{[]string{"violations", "--follow", "-d", "5s"}, "--follow and --duration: give one"},
+		{[]string{"violations", "--max-entries", "0"}, "--max-entries 0: must be at least 1"},
+		{[]string{"violations", "-l", "=x", "-o", filepath.Join(dir, "v.json")}, "--selector: "},
+	} {
+		code, _, errs := runCLI(t, tc.args...)
+		if code != exitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d %q, want %d and %q", tc.args, code, errs, exitUsage, tc.want)
+		}
+	}
+}
+
+// TestViolationsReportsLoggedCall: a process under a profile that logs
+// mkdir, while kscmp violations watches, is in the written report.
+func TestViolationsReportsLoggedCall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "root (audit netlink)")
+	}
+	dir := t.TempDir()
+	prof := filepath.Join(dir, "p.json")
+	if err := os.WriteFile(prof, []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_LOG"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildKscmp(t)
+	out := filepath.Join(dir, "v.json")
+	done := make(chan int, 1)
+	go func() {
+		code, _, errs := runCLI(t, "violations", "-d", "3s", "-o", out)
+		if code != exitOK {
+			t.Errorf("exit %d: %s", code, errs)
+		}
+		done <- code
+	}()
+	time.Sleep(time.Second) // subscribed well before the call
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sh := exec.CommandContext(ctx, bin, "exec", "--profile", prof, "--", "/bin/sh", "-c", "mkdir "+filepath.Join(dir, "x"))
+	if b, err := sh.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	<-done
+	rep, err := violation.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range rep.Violations {
+		if strings.HasPrefix(v.Syscall, "mkdir") && v.Action == violation.ActionAudit {
+			return
+		}
+	}
+	t.Errorf("no mkdir Audit in %+v", rep.Violations)
+}
+
+// TestViolationsUnprivilegedExitsUnsupported: without CAP_AUDIT_READ the
+// named probe fails and the exit code is 4.
+func TestViolationsUnprivilegedExitsUnsupported(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "root (to run kscmp as nobody)")
+	}
+	dir, err := os.MkdirTemp("", "kscmp-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := errors.Join(os.Chmod(dir, 0o755), os.Chown(dir, 65534, 65534)); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(buildKscmp(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "kscmp")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "violations", "-d", "1s", "-o", filepath.Join(dir, "never.json"))
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUnsupported || !strings.Contains(string(out), "probe audit") {
+		t.Fatalf("violations as nobody: %v (want exit %d)\n%s", err, exitUnsupported, out)
+	}
+}
