@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/internal/escape"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/merge"
@@ -47,6 +50,11 @@ the reviewed policy already there, so a new recording never silently narrows it;
 request) says per workload how many calls it allows, their share of Docker's
 default profile, what was added or removed, and every risky call allowed.
 
+A violation report (kscmp violations -o) in --from widens the reviewed policies
+of its workloads by the calls enforcement refused or logged, each listed in the
+summary as "refused in production" (with the risky-call warnings); a workload
+without a reviewed policy gets none, and --prune is refused with it.
+
 With --git REPO --branch NAME the files go into that checkout (-o relative to
 it) on a new branch, committed with the summary as the message.`
 
@@ -67,7 +75,7 @@ func newRecommendCmd() *cobra.Command {
 }
 
 func (fl *recommendFlags) register(f *pflag.FlagSet) {
-	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable; the name of an existing file is never taken as a glob)")
+	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable; the name of an existing file is never taken as a glob); violation report files widen reviewed policies")
 	f.StringVarP(&fl.outDir, "output", "o", "", "directory to write the policies into")
 	f.StringVar(&fl.existingDir, "existing", "", "reviewed policies to extend (default: the -o directory)")
 	f.BoolVar(&fl.prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
@@ -86,9 +94,19 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	sources, err := report.ReadAllLimit(fl.from, maxInput(cmd))
+	obs, viols, err := splitFrom(fl.from, maxInput(cmd))
 	if err != nil {
 		return invalidErr(fmt.Errorf("--from: %w", err))
+	}
+	opts.Violations = viols
+	var sources []report.Source
+	if len(obs) > 0 || len(viols) == 0 {
+		if sources, err = report.ReadAllLimit(obs, maxInput(cmd)); err != nil {
+			return invalidErr(fmt.Errorf("--from: %w", err))
+		}
+	}
+	if len(viols) > 0 && fl.prune {
+		return usageErr("--prune: violation reports only widen reviewed policies")
 	}
 	res, err := recommend.Recommend(sources, opts)
 	if err != nil {
@@ -114,6 +132,42 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 	}
 	_, err = cmd.OutOrStdout().Write(res.Summary)
 	return err
+}
+
+// splitFrom reads the violation reports among the --from paths (files,
+// or the files a glob names, whose kind is ViolationReport) and returns
+// the other paths, for the observation report reader, and the violation
+// reports as sources for recommend.
+func splitFrom(paths []string, max int64) (obs []string, viols []report.Source, err error) {
+	for _, p := range paths {
+		matches := []string{p}
+		if _, err := os.Lstat(p); err != nil {
+			if m, _ := filepath.Glob(p); len(m) > 0 {
+				matches = m
+			}
+		}
+		for _, m := range matches {
+			st, err := os.Stat(m)
+			if err != nil || !st.Mode().IsRegular() {
+				obs = append(obs, m)
+				continue
+			}
+			data, err := fsutil.ReadRegular(m, max)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !violation.IsReport(data) {
+				obs = append(obs, m)
+				continue
+			}
+			vr, err := violation.Read(bytes.NewReader(data), m)
+			if err != nil {
+				return nil, nil, err
+			}
+			viols = append(viols, recommend.ViolationSource(m, vr))
+		}
+	}
+	return obs, viols, nil
 }
 
 // options turns the flags into recommend.Options, with the reviewed

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/internal/testenv"
 )
@@ -107,5 +108,39 @@ func TestViolationsUnprivilegedExitsUnsupported(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != exitUnsupported || !strings.Contains(string(out), "probe audit") {
 		t.Fatalf("violations as nobody: %v (want exit %d)\n%s", err, exitUnsupported, out)
+	}
+}
+
+// TestRecommendFromViolations: recommend --from a violation report widens
+// the reviewed policy in -o, and says so in the summary; --prune with it is
+// a usage error.
+func TestRecommendFromViolations(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policies", "shop", "web.yaml")
+	if err := os.MkdirAll(filepath.Dir(pol), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	reviewed := "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: web\n  seccomp:\n    arch: [x86_64]\n    syscalls: [read, write]\n    action: Allow\n"
+	if err := os.WriteFile(pol, []byte(reviewed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vr := violation.New()
+	vr.Add(violation.Violation{Identity: report.Identity{Kind: report.KindPod, Namespace: "shop", Pod: "web-1", Container: "c", Labels: map[string]string{"app": "web"}},
+		Syscall: "mkdir", Number: 83, ABI: "x86_64", Action: violation.ActionBlock, Count: 3})
+	vfile := filepath.Join(dir, "violations.json")
+	if _, err := vr.WriteFile(vfile); err != nil {
+		t.Fatal(err)
+	}
+	sum := filepath.Join(dir, "pr.md")
+	if code, _, errs := runCLI(t, "recommend", "--from", vfile, "-o", filepath.Join(dir, "policies"), "--summary", sum); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	data, _ := os.ReadFile(pol)
+	md, _ := os.ReadFile(sum)
+	if !strings.Contains(string(data), "- mkdir") || !strings.Contains(string(md), "`mkdir`: refused in production.") {
+		t.Errorf("policy:\n%s\nsummary:\n%s", data, md)
+	}
+	if code, _, errs := runCLI(t, "recommend", "--from", vfile, "-o", filepath.Join(dir, "policies"), "--prune"); code != exitUsage || !strings.Contains(errs, "--prune") {
+		t.Errorf("--prune with violations: exit %d: %s", code, errs)
 	}
 }
