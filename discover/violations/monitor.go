@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,15 +296,28 @@ func (m *monitor) identity(rec Record, now time.Time) cachedPID {
 }
 
 // zombie reports whether the process of the /proc directory dir has
-// exited (state Z or X in its stat file).
+// exited or is exiting: state Z or X, or PF_EXITING in its flags (a
+// killed process has left its cgroup before it is a zombie).
 func zombie(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, "stat"))
 	if err != nil {
 		return true
 	}
 	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+	if i < 0 {
+		return true
+	}
+	// After comm: state, ppid, pgrp, session, tty_nr, tpgid, flags.
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 7 || f[0] == "Z" || f[0] == "X" {
+		return true
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	return err != nil || flags&pfExiting != 0
 }
+
+// pfExiting is the kernel's PF_EXITING task flag.
+const pfExiting = 0x4
 
 // report is the report of what was counted so far.
 func (m *monitor) report() *violation.Report {
