@@ -144,3 +144,28 @@ func TestRecommendFromViolations(t *testing.T) {
 		t.Errorf("--prune with violations: exit %d: %s", code, errs)
 	}
 }
+
+// TestViolationTable: the table names the workload for people, and with
+// --follow shows an entry again only when its count grew.
+func TestViolationTable(t *testing.T) {
+	vr := violation.New()
+	vr.Add(violation.Violation{Identity: report.Identity{Kind: report.KindSystemd, Unit: "web.service"}, Syscall: "mkdir", Number: 83, ABI: "x86_64", Action: violation.ActionBlock, Count: 2})
+	var b strings.Builder
+	shown := map[string]uint64{}
+	if err := writeViolationTable(&b, vr, shown, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "WORKLOAD") || !strings.Contains(b.String(), "unit web.service  mkdir    x86_64  Block   2") {
+		t.Errorf("table:\n%s", b.String())
+	}
+	b.Reset()
+	_ = writeViolationTable(&b, vr, shown, false)
+	if b.Len() != 0 {
+		t.Errorf("unchanged entry shown again: %q", b.String())
+	}
+	vr.Violations[0].Count = 5
+	_ = writeViolationTable(&b, vr, shown, false)
+	if f := strings.Fields(b.String()); len(f) < 6 || f[4] != "Block" || f[5] != "5" {
+		t.Errorf("grown entry not shown: %q", b.String())
+	}
+}
