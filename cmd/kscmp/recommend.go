@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -134,8 +135,8 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 	return err
 }
 
-// splitFrom reads the violation reports among the --from paths (files,
-// or the files a glob names, whose kind is ViolationReport) and returns
+// splitFrom reads the violation reports among the --from paths (files, or
+// the files a glob or directory names, whose kind is ViolationReport) and returns
 // the other paths, for the observation report reader, and the violation
 // reports as sources for recommend.
 func splitFrom(paths []string, max int64) (obs []string, viols []report.Source, err error) {
@@ -146,6 +147,7 @@ func splitFrom(paths []string, max int64) (obs []string, viols []report.Source, 
 				matches = m
 			}
 		}
+		matches = dirFiles(matches)
 		for _, m := range matches {
 			st, err := os.Stat(m)
 			if err != nil || !st.Mode().IsRegular() {
@@ -168,6 +170,38 @@ func splitFrom(paths []string, max int64) (obs []string, viols []report.Source, 
 		}
 	}
 	return obs, viols, nil
+}
+
+// dirFiles replaces each directory among paths with its *.json files (as
+// the report reader takes a directory), so violation reports in it are
+// told apart too; a directory without any stays, for the reader to refuse.
+func dirFiles(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil || !st.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		files, _ := filepath.Glob(filepath.Join(globQuote(p), "*.json"))
+		if len(files) == 0 {
+			files = []string{p}
+		}
+		out = append(out, files...)
+	}
+	return out
+}
+
+// globQuote quotes the characters filepath.Glob treats specially.
+func globQuote(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // options turns the flags into recommend.Options, with the reviewed

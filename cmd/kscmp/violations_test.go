@@ -140,6 +140,29 @@ func TestRecommendFromViolations(t *testing.T) {
 	if !strings.Contains(string(data), "- mkdir") || !strings.Contains(string(md), "`mkdir`: refused in production.") {
 		t.Errorf("policy:\n%s\nsummary:\n%s", data, md)
 	}
+	// In a directory too, beside an observation report.
+	reports := filepath.Join(dir, "reports")
+	if err := os.Mkdir(reports, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vr.Violations[0].Syscall, vr.Violations[0].Number = "rmdir", 84
+	if _, err := vr.WriteFile(filepath.Join(reports, "v.json")); err != nil {
+		t.Fatal(err)
+	}
+	obs := report.New()
+	obs.Workloads = append(obs.Workloads, report.Workload{Identity: report.Identity{Kind: report.KindSystemd, Unit: "a.service"}, Syscalls: map[string][]string{"x86_64": {"read"}}})
+	if _, err := obs.WriteFile(filepath.Join(reports, "o.json")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCLI(t, "recommend", "--from", reports, "-o", filepath.Join(dir, "policies"), "--summary", sum); code != exitOK {
+		t.Fatalf("--from a directory: exit %d: %s", code, errs)
+	}
+	if data, _ = os.ReadFile(pol); !strings.Contains(string(data), "- rmdir") || !strings.Contains(string(data), "- mkdir") {
+		t.Errorf("policy after the directory:\n%s", data)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "policies", "_host", "a.yaml")); err != nil {
+		t.Errorf("the observation report in the directory was not read: %v", err)
+	}
 	if code, _, errs := runCLI(t, "recommend", "--from", vfile, "-o", filepath.Join(dir, "policies"), "--prune"); code != exitUsage || !strings.Contains(errs, "--prune") {
 		t.Errorf("--prune with violations: exit %d: %s", code, errs)
 	}
