@@ -166,6 +166,13 @@ func procIdentity(procRoot string, pid, tid int, start time.Duration) (exe, cgro
 // userHZ is the unit of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
 const userHZ = 100
 
+// ProcCgroup returns the cgroup v2 path of the process whose /proc
+// directory is procDir (the systemd hierarchy's on a v1-only system), as
+// discover reads it to name a workload.
+func ProcCgroup(procDir string) (string, error) {
+	return readCgroupFile(filepath.Join(procDir, "cgroup"))
+}
+
 // readCgroupFile returns the cgroup v2 path ("0::/path") of a /proc cgroup
 // file, or the systemd hierarchy's path on a v1-only system.
 func readCgroupFile(path string) (string, error) {

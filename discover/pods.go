@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,6 +133,39 @@ func (w *PodWatcher) Complete(id *report.Identity) PodMatch {
 		id.Container = pod.Spec.Containers[0].Name
 	}
 	return PodContainer
+}
+
+// Profile returns the seccomp profile the pod of id (as Complete filled it)
+// gives the container id.Container: "localhost/<file>" for a Localhost
+// profile (as the kubelet's annotation spells it), "runtime/default",
+// "unconfined", or "" when the pod or container is not known.
+func (w *PodWatcher) Profile(id report.Identity) string {
+	if id.PodUID == "" {
+		return ""
+	}
+	objs, _ := w.informer.GetIndexer().ByIndex(byPodUID, id.PodUID)
+	if len(objs) == 0 {
+		return ""
+	}
+	pod := objs[0].(*corev1.Pod)
+	var sp *corev1.SeccompProfile
+	if pod.Spec.SecurityContext != nil {
+		sp = pod.Spec.SecurityContext.SeccompProfile
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if c.Name == id.Container && c.SecurityContext != nil && c.SecurityContext.SeccompProfile != nil {
+			sp = c.SecurityContext.SeccompProfile
+		}
+	}
+	switch {
+	case sp == nil:
+		return ""
+	case sp.Type == corev1.SeccompProfileTypeLocalhost && sp.LocalhostProfile != nil:
+		return "localhost/" + *sp.LocalhostProfile
+	case sp.Type == corev1.SeccompProfileTypeRuntimeDefault:
+		return "runtime/default"
+	}
+	return strings.ToLower(string(sp.Type))
 }
 
 // statusID is the published container id of the pod's container name, or "".

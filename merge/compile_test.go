@@ -259,3 +259,36 @@ SystemCallLog=~read write
 		t.Errorf("OCI default %s, want SCMP_ACT_ERRNO", oci.DefaultAction)
 	}
 }
+
+// TestLogFlag: a profile for crun that can refuse a call carries
+// SECCOMP_FILTER_FLAG_LOG, so its Block refusals reach audit; one for runc
+// (which refuses the flag) or for any runtime does not, and neither does a
+// profile that refuses nothing.
+func TestLogFlag(t *testing.T) {
+	block := &api.KubeArmorSeccompPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "default"},
+		Spec: api.PolicySpec{Selector: api.Selector{MatchLabels: map[string]string{"app": "x"}},
+			Seccomp: api.SeccompSpec{Syscalls: []string{"mkdir"}, Action: api.ActionBlock}},
+	}
+	audit := block.DeepCopy()
+	audit.Spec.Seccomp.Action = api.ActionAudit
+	for _, tc := range []struct {
+		p    *api.KubeArmorSeccompPolicy
+		rt   Runtime
+		want bool
+	}{{block, RuntimeCrun, true}, {block, RuntimeRunc, false}, {block, RuntimeAny, false}, {block, RuntimeNone, false}, {audit, RuntimeCrun, false}} {
+		rs, err := Merge([]*api.KubeArmorSeccompPolicy{tc.p}, Target{Namespace: "default", Labels: map[string]string{"app": "x"}, Runtime: tc.rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := rs.MarshalOCI()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(data), `"flags": [
+    "SECCOMP_FILTER_FLAG_LOG"
+  ]`); got != tc.want {
+			t.Errorf("%s policy, runtime %q: flag %v, want %v:\n%s", tc.p.Spec.Seccomp.Action, tc.rt, got, tc.want, data)
+		}
+	}
+}

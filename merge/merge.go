@@ -262,6 +262,9 @@ func mergeSelected(sel []*api.KubeArmorSeccompPolicy, t Target) (*RuleSet, error
 			return nil, err
 		}
 	}
+	// Block refusals reach audit only with the filter's log flag, which
+	// only some runtimes take (see Runtime.TakesLogFlag).
+	rs.LogRefusals = runtime.TakesLogFlag() && rs.refuses()
 	return rs, nil
 }
 

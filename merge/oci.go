@@ -25,6 +25,9 @@ func (r *RuleSet) OCI() (*specs.LinuxSeccomp, error) {
 	for _, a := range r.Arches {
 		prof.Architectures = append(prof.Architectures, specs.Arch(a.OCI()))
 	}
+	if r.LogRefusals {
+		prof.Flags = []specs.LinuxSeccompFlag{FlagLog}
+	}
 	plain := make(map[api.Action][]string)
 	cond := make(map[api.Action][]specs.LinuxSyscall)
 	for i := range r.Syscalls {
@@ -73,6 +76,24 @@ func ociArgs(t []api.Resolved) []specs.LinuxSeccompArg {
 		}
 	}
 	return out
+}
+
+// FlagLog is the OCI seccomp flag for SECCOMP_FILTER_FLAG_LOG: the kernel
+// then logs every call the filter refuses with an error (SCMP_ACT_ERRNO,
+// Block) to the audit subsystem, as it always logs kills and SCMP_ACT_LOG,
+// so `kscmp violations` sees Block refusals too.
+const FlagLog specs.LinuxSeccompFlag = "SECCOMP_FILTER_FLAG_LOG"
+
+// TakesLogFlag reports whether the runtime accepts the OCI seccomp flags
+// field with FlagLog: crun does (1.8.1, the recorded version); runc 1.1.5
+// refuses to start a container whose profile carries it, and a profile for
+// any runtime must start under runc too.
+func (r Runtime) TakesLogFlag() bool { return r == RuntimeCrun }
+
+// refuses reports whether the rule set can refuse a call with an error:
+// its default or one of its rules is Block.
+func (r *RuleSet) refuses() bool {
+	return r.DefaultAction.Canonical() == api.ActionBlock || len(r.Names(api.ActionBlock)) > 0
 }
 
 // MarshalOCI returns the OCI profile as indented JSON with a trailing newline:

@@ -80,6 +80,10 @@ type RuleSet struct {
 	Policies []string `json:"policies"`
 	// Runtime is the container runtime whose start-up set was added.
 	Runtime Runtime `json:"runtime,omitempty"`
+	// LogRefusals is true when the profile asks the kernel to log the
+	// calls it refuses with an error (SECCOMP_FILTER_FLAG_LOG, see
+	// FlagLog): the runtime takes the flag and the profile can refuse.
+	LogRefusals bool `json:"logRefusals,omitempty"`
 	// Warnings say what may not work as the policies intend.
 	Warnings []string `json:"warnings,omitempty"`
 }

@@ -67,6 +67,12 @@ type Options struct {
 	// default either way: a recommendation never loosens what a person
 	// approved.
 	Complain bool
+
+	// Violations are violation reports (see ViolationSource): the calls
+	// enforcement refused or logged in production. They only widen a
+	// reviewed policy (Existing): a workload seen only here gets no policy
+	// of its own, and Recommend refuses Prune with them.
+	Violations []report.Source
 }
 
 // File is one recommended policy file.
@@ -91,6 +97,14 @@ type File struct {
 	// NotSwitched that Options.Complain asked for it but the reviewed
 	// policy's default (Block) was kept.
 	Complain, NotSwitched bool
+
+	// Refused are the added calls that enforcement refused or logged in
+	// production (Options.Violations); StillRefused those an explicit
+	// Block or Kill rule of the reviewed policy keeps refusing.
+	Refused, StillRefused []string
+	// OnlyViolations says the file widens a reviewed policy by violations
+	// alone, with no observation of the workload.
+	OnlyViolations bool
 }
 
 // Result is what Recommend produces.
@@ -111,6 +125,10 @@ type group struct {
 	byContainer     map[string]map[api.Arch]map[string]bool
 	nodes, reports  map[string]bool
 	start, end      time.Time
+	// refused are the calls of violation reports; observed says an
+	// observation report had the workload too.
+	refused  map[string]bool
+	observed bool
 }
 
 // Recommend groups the workloads of all reports into policies: pods by
@@ -122,9 +140,12 @@ func Recommend(sources []report.Source, opts Options) (*Result, error) {
 	if opts.HostNamespace == "" {
 		opts.HostNamespace = DefaultHostNamespace
 	}
+	if opts.Prune && len(opts.Violations) > 0 {
+		return nil, errors.New("recommend: violation reports only widen reviewed policies: they cannot be pruned to")
+	}
 	res := &Result{}
 	groups := map[string]*group{}
-	for _, src := range sources {
+	for i, src := range slices.Concat(sources, opts.Violations) {
 		for _, w := range src.Report.Workloads {
 			g, why := groupFor(groups, w.Identity, opts.HostNamespace)
 			if g == nil {
@@ -132,6 +153,15 @@ func Recommend(sources []report.Source, opts Options) (*Result, error) {
 				continue
 			}
 			g.add(src, w)
+			if i < len(sources) {
+				g.observed = true
+				continue
+			}
+			for _, names := range w.Syscalls {
+				for _, n := range names {
+					g.refused[n] = true
+				}
+			}
 		}
 	}
 	existing := map[string]*api.KubeArmorSeccompPolicy{}
@@ -196,6 +226,7 @@ func groupFor(groups map[string]*group, id report.Identity, hostNS string) (*gro
 	}
 	g.pods, g.nodes, g.reports = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	g.byContainer = map[string]map[api.Arch]map[string]bool{}
+	g.refused = map[string]bool{}
 	groups[key] = &g
 	return &g, ""
 }
@@ -279,7 +310,12 @@ func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPol
 	}
 	var parts []part
 	containers := slices.Sorted(maps.Keys(g.byContainer))
-	if len(containers) > 1 && !allEqual(g.byContainer, containers) {
+	if !g.observed {
+		names, containerOf, observed := g.violationParts(existing)
+		for _, n := range names {
+			parts = append(parts, part{n, containerOf[n], observed[n]})
+		}
+	} else if len(containers) > 1 && !allEqual(g.byContainer, containers) {
 		for _, c := range containers {
 			name := g.name + "-" + c
 			if c == "" {
@@ -423,7 +459,12 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 		arches = f.addPortable(allowed, arches)
 	}
 	p := g.policy(name, container, arches)
+	if !g.observed && existing[p.Key()] == nil {
+		return File{}, &skip{f.Workload, "refused in production, but there is no reviewed policy " + p.Key() + " to widen (give it with --existing); a violation report alone never makes a policy"}
+	}
+	f.OnlyViolations = !g.observed
 	others := f.reconcile(p, existing[p.Key()], allowed, opts.Prune)
+	f.noteRefused(g.refused, others)
 	if len(allowed) == 0 {
 		return File{}, &skip{f.Workload, "no system calls observed"}
 	}
@@ -658,7 +699,10 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 		}
 		b.WriteString(escape.Comment("Portable: added for the other architecture family: %s", adds))
 	}
-	if len(f.Kept) > 0 {
+	if len(f.Refused) > 0 {
+		b.WriteString(escape.Comment("Widened by calls refused in production: %s", f.Refused))
+	}
+	if len(f.Kept) > 0 && !f.OnlyViolations {
 		b.WriteString(escape.Comment("Kept from the reviewed policy, not observed this time: %s", f.Kept))
 	}
 	if f.Complain {

@@ -71,8 +71,12 @@ func summary(res *Result, sources []report.Source, opts Options) []byte {
 		from = append(from, string(escape.MD("%s (node %s, %s to %s)", escape.Code(s.Name), s.Report.Node,
 			s.Report.Start.UTC().Format(time.RFC3339), s.Report.End.UTC().Format(time.RFC3339))))
 	}
+	for _, s := range opts.Violations {
+		from = append(from, string(escape.MD("violations %s (node %s, %s to %s)", escape.Code(s.Name), s.Report.Node,
+			s.Report.Start.UTC().Format(time.RFC3339), s.Report.End.UTC().Format(time.RFC3339))))
+	}
 	slices.Sort(from)
-	w("From %d report(s): %s.\n\n", len(sources), escape.Markdown(strings.Join(from, ", ")))
+	w("From %d report(s): %s.\n\n", len(sources)+len(opts.Violations), escape.Markdown(strings.Join(from, ", ")))
 	rt := opts.Runtime
 	if rt == "" {
 		rt = merge.RuntimeRunc
@@ -90,7 +94,7 @@ func summary(res *Result, sources []report.Source, opts Options) []byte {
 			change := "new"
 			if !f.New {
 				change = fmt.Sprintf("+%d −%d", len(f.Added), len(f.Removed))
-				if len(f.Kept) > 0 {
+				if len(f.Kept) > 0 && !f.OnlyViolations {
 					change += fmt.Sprintf(", %d kept", len(f.Kept))
 				}
 			}
@@ -145,10 +149,20 @@ func fileSummary(w func(string, ...any), f File) {
 		if len(f.Added) > 0 {
 			w("- **Widened**: %d calls added to the reviewed policy: %s.\n", len(f.Added), codes(f.Added))
 		}
+		for _, n := range f.Refused {
+			if why, ok := risky[n]; ok {
+				w("  - %s: refused in production. Risky: %s.\n", escape.Code(n), escape.Markdown(why))
+				continue
+			}
+			w("  - %s: refused in production.\n", escape.Code(n))
+		}
+		if len(f.StillRefused) > 0 {
+			w("- Refused in production, and still refused by the reviewed policy's own Block or Kill rule (change that rule to allow them): %s.\n", codes(f.StillRefused))
+		}
 		if len(f.Removed) > 0 {
 			w("- **Narrowed** (--prune): %d calls removed: %s.\n", len(f.Removed), codes(f.Removed))
 		}
-		if len(f.Kept) > 0 {
+		if len(f.Kept) > 0 && !f.OnlyViolations {
 			w("- Not observed this time, kept from the reviewed policy (use --prune to drop): %s.\n", codes(f.Kept))
 		}
 		if len(f.Added)+len(f.Removed) == 0 {

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/internal/escape"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/merge"
@@ -52,6 +56,11 @@ With --complain new policies are written in complain mode (defaultAction: Audit)
 what they do not allow runs and is logged instead of refused, for a safe first
 rollout; the summary says so. Reviewed policies keep their own default.
 
+A violation report (kscmp violations -o) in --from widens the reviewed policies
+of its workloads by the calls enforcement refused or logged, each listed in the
+summary as "refused in production" (with the risky-call warnings); a workload
+without a reviewed policy gets none, and --prune is refused with it.
+
 With --git REPO --branch NAME the files go into that checkout (-o relative to
 it) on a new branch, committed with the summary as the message.`
 
@@ -72,7 +81,7 @@ func newRecommendCmd() *cobra.Command {
 }
 
 func (fl *recommendFlags) register(f *pflag.FlagSet) {
-	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable; the name of an existing file is never taken as a glob)")
+	f.StringSliceVar(&fl.from, "from", nil, "observation reports: files, globs or directories of *.json (repeatable; the name of an existing file is never taken as a glob); violation report files widen reviewed policies")
 	f.StringVarP(&fl.outDir, "output", "o", "", "directory to write the policies into")
 	f.StringVar(&fl.existingDir, "existing", "", "reviewed policies to extend (default: the -o directory)")
 	f.BoolVar(&fl.prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
@@ -92,9 +101,19 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	sources, err := report.ReadAllLimit(fl.from, maxInput(cmd))
+	obs, viols, err := splitFrom(fl.from, maxInput(cmd))
 	if err != nil {
 		return invalidErr(fmt.Errorf("--from: %w", err))
+	}
+	opts.Violations = viols
+	var sources []report.Source
+	if len(obs) > 0 || len(viols) == 0 {
+		if sources, err = report.ReadAllLimit(obs, maxInput(cmd)); err != nil {
+			return invalidErr(fmt.Errorf("--from: %w", err))
+		}
+	}
+	if len(viols) > 0 && fl.prune {
+		return usageErr("--prune: violation reports only widen reviewed policies")
 	}
 	res, err := recommend.Recommend(sources, opts)
 	if err != nil {
@@ -120,6 +139,75 @@ func (fl *recommendFlags) run(cmd *cobra.Command) error {
 	}
 	_, err = cmd.OutOrStdout().Write(res.Summary)
 	return err
+}
+
+// splitFrom reads the violation reports among the --from paths (files, or
+// the files a glob or directory names, whose kind is ViolationReport) and returns
+// the other paths, for the observation report reader, and the violation
+// reports as sources for recommend.
+func splitFrom(paths []string, max int64) (obs []string, viols []report.Source, err error) {
+	for _, p := range paths {
+		matches := []string{p}
+		if _, err := os.Lstat(p); err != nil {
+			if m, _ := filepath.Glob(p); len(m) > 0 {
+				matches = m
+			}
+		}
+		matches = dirFiles(matches)
+		for _, m := range matches {
+			st, err := os.Stat(m)
+			if err != nil || !st.Mode().IsRegular() {
+				obs = append(obs, m)
+				continue
+			}
+			data, err := fsutil.ReadRegular(m, max)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !violation.IsReport(data) {
+				obs = append(obs, m)
+				continue
+			}
+			vr, err := violation.Read(bytes.NewReader(data), m)
+			if err != nil {
+				return nil, nil, err
+			}
+			viols = append(viols, recommend.ViolationSource(m, vr))
+		}
+	}
+	return obs, viols, nil
+}
+
+// dirFiles replaces each directory among paths with its *.json files (as
+// the report reader takes a directory), so violation reports in it are
+// told apart too; a directory without any stays, for the reader to refuse.
+func dirFiles(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil || !st.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		files, _ := filepath.Glob(filepath.Join(globQuote(p), "*.json"))
+		if len(files) == 0 {
+			files = []string{p}
+		}
+		out = append(out, files...)
+	}
+	return out
+}
+
+// globQuote quotes the characters filepath.Glob treats specially.
+func globQuote(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // options turns the flags into recommend.Options, with the reviewed

@@ -150,7 +150,7 @@ func newRootCmd(s streams) *cobra.Command {
 	root.PersistentFlags().StringVar(&configFile, "config", "", "config file (YAML); default $KSCMP_CONFIG, ~/.config/kscmp/config.yaml, /etc/kscmp/config.yaml")
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug messages to stderr")
 	addMaxInput(root)
-	root.AddCommand(newDiscoverCmd(), newRecommendCmd(), newApplyCmd(), newRemoveCmd(), newAgentCmd(), newWebhookCmd(), newValidateCmd(), newMergeCmd(), newExecCmd(), newVersionCmd())
+	root.AddCommand(newDiscoverCmd(), newViolationsCmd(), newRecommendCmd(), newApplyCmd(), newRemoveCmd(), newAgentCmd(), newWebhookCmd(), newValidateCmd(), newMergeCmd(), newExecCmd(), newVersionCmd())
 	failuresAreIO(root)
 	return root
 }

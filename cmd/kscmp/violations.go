@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/discover/violations"
+	"github.com/kubearmor/kscmp/internal/escape"
+	"github.com/kubearmor/kscmp/internal/fsutil"
+)
+
+// violationsFlags are the flags of kscmp violations.
+type violationsFlags struct {
+	duration            time.Duration
+	follow, durationSet bool
+	namespace, selector string
+	container, unit     string
+	cgroup              string
+	maxEntries          int
+	kubeconfig, node    string
+	output              string
+}
+
+const violationsLong = `Violations reports what seccomp enforcement refused (Block, Kill) or logged
+(Audit) on this node or host: per workload (named like discover names them:
+pod, container, systemd unit, process), system call, ABI and action, with a
+count, first and last seen, and the profile that decided it when known.
+
+It reads the kernel's seccomp audit records (type 1326) from the audit netlink
+multicast group, beside auditd if one runs, without its rate limit; it loads
+nothing into the kernel and adds nothing to any system call. The kernel logs
+Kill and Audit (SCMP_ACT_LOG) always, and Block (SCMP_ACT_ERRNO) only when the
+profile carries SECCOMP_FILTER_FLAG_LOG: kscmp merge --runtime crun writes it;
+runc 1.1.5 refuses it, so Block refusals under runc are not seen.
+
+JSON (kind ViolationReport) to -o FILE or a pipe, a table on a terminal.
+--follow rewrites -o every second (a table: prints new entries) until Ctrl-C.
+Any non-zero lost counter means the report may be incomplete.
+
+Needs root (CAP_AUDIT_READ, CAP_AUDIT_CONTROL): exit code 4 when audit netlink
+is not available.`
+
+func newViolationsCmd() *cobra.Command {
+	var fl violationsFlags
+	cmd := &cobra.Command{
+		Use:   "violations [--duration D | --follow] [-o FILE]",
+		Short: "Report the system calls seccomp profiles refused or logged (audit), per workload",
+		Long:  violationsLong,
+		Example: `  kscmp violations --duration 10m -o violations.json
+  kscmp violations --follow --namespace shop --selector app=web
+  kscmp recommend --from violations.json --existing policies/ -o policies/`,
+		Args: argsUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error { return fl.run(cmd) },
+	}
+	fl.register(cmd.Flags())
+	return cmd
+}
+
+func (fl *violationsFlags) register(f *pflag.FlagSet) {
+	f.DurationVarP(&fl.duration, "duration", "d", time.Minute, "how long to watch; 0 watches until Ctrl-C")
+	f.BoolVarP(&fl.follow, "follow", "f", false, "watch until Ctrl-C, showing entries as they come (rewrites -o every second)")
+	f.StringVarP(&fl.namespace, "namespace", "n", "", "only pods in this Kubernetes namespace")
+	f.StringVarP(&fl.selector, "selector", "l", "", "only pods with these labels, k=v[,k=v]")
+	f.StringVarP(&fl.container, "container", "c", "", "only this container (name in a pod, or container id prefix)")
+	f.StringVar(&fl.unit, "systemd-unit", "", "only this systemd unit")
+	f.StringVar(&fl.cgroup, "cgroup", "", "only workloads in this cgroup v2 path or below it")
+	f.IntVar(&fl.maxEntries, "max-entries", violations.DefaultMaxEntries, "distinct (workload, call, action) entries kept; more are counted as lost")
+	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
+	f.StringVar(&fl.node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
+	f.StringVarP(&fl.output, "output", "o", "-", "report file (JSON), - for stdout (a table on a terminal)")
+}
+
+// run watches with the options the flags give and writes the report.
+func (fl *violationsFlags) run(cmd *cobra.Command) error {
+	fl.durationSet = cmd.Flags().Changed("duration")
+	opts, err := fl.options()
+	if err != nil {
+		return err
+	}
+	toFile := fl.output != "-" && fl.output != ""
+	if toFile {
+		if err := fsutil.CheckWritable(fl.output); err != nil {
+			return fmt.Errorf("-o: %w", err)
+		}
+	}
+	if opts.Pods, err = podLookup(cmd.Context(), fl.kubeconfig, fl.node); err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	table := !toFile && isTerminal(out)
+	if fl.follow {
+		opts.Update = fl.follower(out, toFile, table)
+	}
+	rep, err := violations.Monitor(cmd.Context(), opts)
+	if errors.Is(err, violations.ErrUnsupported) {
+		return &exitError{exitUnsupported, fmt.Errorf("%w (violations needs root: CAP_AUDIT_READ and CAP_AUDIT_CONTROL, and a kernel with audit)", err)}
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case toFile:
+		if _, err := rep.WriteFile(fl.output); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "kscmp: %d violations in %s (lost: %d)\n", len(rep.Violations), fl.output, rep.Lost.Total())
+		return nil
+	case table && fl.follow:
+		return writeViolationTable(out, rep, nil, false)
+	case table:
+		return writeViolationTable(out, rep, nil, true)
+	}
+	data, err := rep.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(data)
+	return err
+}
+
+// options turns the flags into violations.Options; a problem names its
+// flag.
+func (fl *violationsFlags) options() (violations.Options, error) {
+	if fl.duration < 0 {
+		return violations.Options{}, usageErr("--duration %v: must not be negative (0 watches until Ctrl-C)", fl.duration)
+	}
+	if fl.follow && fl.durationSet {
+		return violations.Options{}, usageErr("--follow and --duration: give one (--follow watches until Ctrl-C)")
+	}
+	sel, err := api.ParseLabels(fl.selector)
+	if err != nil {
+		return violations.Options{}, usageErr("--selector: %w", err)
+	}
+	if fl.maxEntries < 1 {
+		return violations.Options{}, usageErr("--max-entries %d: must be at least 1", fl.maxEntries)
+	}
+	opts := violations.Options{Duration: fl.duration, MaxEntries: fl.maxEntries,
+		Filter: discover.Filter{Namespace: fl.namespace, Selector: sel, Container: fl.container, Unit: fl.unit, Cgroup: fl.cgroup}}
+	if fl.follow {
+		opts.Duration = 0
+	}
+	return opts, nil
+}
+
+// follower returns the Update of --follow: the file rewritten (atomic,
+// skipped when unchanged), or on a terminal the entries not shown yet.
+func (fl *violationsFlags) follower(out io.Writer, toFile, table bool) func(*violation.Report) {
+	shown := map[string]uint64{}
+	return func(r *violation.Report) {
+		switch {
+		case toFile:
+			_, _ = r.WriteFile(fl.output)
+		case table:
+			_ = writeViolationTable(out, r, shown, len(shown) == 0)
+		}
+	}
+}
+
+// writeViolationTable writes the entries as a table for people; with
+// shown, only the entries new or grown since, and it records them.
+func writeViolationTable(w io.Writer, r *violation.Report, shown map[string]uint64, header bool) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if header {
+		fmt.Fprintln(tw, "WORKLOAD\tSYSCALL\tABI\tACTION\tCOUNT\tLAST SEEN\tPROFILE")
+	}
+	for _, v := range r.Violations {
+		k := v.Key()
+		if shown != nil {
+			if shown[k] == v.Count {
+				continue
+			}
+			shown[k] = v.Count
+		}
+		name := v.Syscall
+		if name == "" {
+			name = fmt.Sprintf("#%d", v.Number)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", escape.Line(v.Identity.String()), name, v.ABI, v.Action,
+			v.Count, v.LastSeen.Local().Format(time.TimeOnly), escape.Line(orDash(v.Profile)))
+	}
+	if shown == nil && r.Lost.Total()+r.Lost.Unattributed > 0 {
+		fmt.Fprintf(tw, "lost: audit %d, kernel %d, overflow %d, unparsed %d; unattributed %d\n",
+			r.Lost.Audit, r.Lost.Kernel, r.Lost.Overflow, r.Lost.Unparsed, r.Lost.Unattributed)
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "-"
+	}
+	return s
+}

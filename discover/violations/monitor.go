@@ -1,0 +1,355 @@
+package violations
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kubearmor/kscmp/api/report"
+	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/discover"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxEntries = 4096
+	DefaultRcvBuf     = 8 << 20
+	// pidCacheSize bounds the identity cache; it is emptied when full.
+	pidCacheSize = 4096
+	// pidCacheTTL is how long a pid's identity is trusted without
+	// reading /proc again: a pid reused within it by the same executable
+	// would be misnamed, a flood costs one /proc read per TTL.
+	pidCacheTTL = time.Second
+)
+
+// ProfileLookup names the profile that decided a workload's calls
+// (discover.PodWatcher implements it for pods).
+type ProfileLookup interface {
+	Profile(id report.Identity) string
+}
+
+// Options configures Monitor.
+type Options struct {
+	// Duration bounds the monitoring; 0 runs until ctx is done.
+	Duration time.Duration
+	// Filter selects the workloads to report (its Keys are not used).
+	Filter discover.Filter
+	// Resolver names workloads; the zero value if nil.
+	Resolver *discover.IdentityResolver
+	// Pods completes identities of containers in pods.
+	Pods discover.PodLookup
+	// Profiles names the profile of a workload; when nil and Pods is a
+	// ProfileLookup, Pods.
+	Profiles ProfileLookup
+	// MaxEntries bounds the distinct entries kept (DefaultMaxEntries if 0).
+	MaxEntries int
+	// RcvBuf is the socket's receive buffer in bytes (DefaultRcvBuf if 0).
+	RcvBuf int
+	// ProcRoot is where /proc is (tests); "/proc" if "".
+	ProcRoot string
+	// Interval and Update: when Update is set it gets the report so far
+	// every Interval (1s if 0), for --follow.
+	Interval time.Duration
+	Update   func(*violation.Report)
+	// Ready, when set, is called once the socket is subscribed: records
+	// from then on are seen.
+	Ready  func()
+	Logger *slog.Logger
+}
+
+// monitor is one monitoring: the entries, the identity cache and the
+// counters, guarded by mu (the reader adds, Update and the end read).
+type monitor struct {
+	opts    Options
+	hostNS  uint32
+	start   time.Time
+	mu      sync.Mutex
+	entries map[entryKey]*violation.Violation
+	pids    map[int]cachedPID
+	lost    violation.Lost
+}
+
+type entryKey struct {
+	id, abi, action string
+	nr              int
+}
+
+type cachedPID struct {
+	id   report.Identity
+	exe  string
+	at   time.Time
+	keep bool // passes the filter
+}
+
+// Monitor reads seccomp audit records until the duration passes or ctx is
+// done, and returns what the filtered workloads had refused or logged. A
+// system that cannot deliver the records is an error wrapping
+// ErrUnsupported.
+func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
+	opts = opts.withDefaults()
+	st0, err := readAuditStatus()
+	if err != nil {
+		return nil, fmt.Errorf("%w: probe audit status (AUDIT_GET, needs CAP_AUDIT_CONTROL): %w", ErrUnsupported, err)
+	}
+	sock, err := openAudit(opts.RcvBuf)
+	if err != nil {
+		return nil, err
+	}
+	defer sock.Close()
+	m := &monitor{opts: opts, start: time.Now(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
+	m.hostNS, _ = discover.MountNSOf(filepath.Join(opts.ProcRoot, "self"))
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+	readCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.readLoop(readCtx, sock) }()
+	err = m.wait(ctx, done)
+	stop()
+	if rerr := <-done; err == nil && rerr != nil && !errors.Is(rerr, context.Canceled) {
+		err = rerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("violations: %w", err)
+	}
+	if st1, err := readAuditStatus(); err == nil && st1.Lost >= st0.Lost {
+		m.mu.Lock()
+		m.lost.Kernel = uint64(st1.Lost - st0.Lost)
+		m.mu.Unlock()
+	}
+	return m.report(), nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Resolver == nil {
+		o.Resolver = &discover.IdentityResolver{}
+	}
+	if o.Profiles == nil {
+		o.Profiles, _ = o.Pods.(ProfileLookup)
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultMaxEntries
+	}
+	if o.RcvBuf <= 0 {
+		o.RcvBuf = DefaultRcvBuf
+	}
+	if o.ProcRoot == "" {
+		o.ProcRoot = "/proc"
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// wait runs until the duration passes, ctx ends or the reader fails,
+// handing the report so far to Update at every interval.
+func (m *monitor) wait(ctx context.Context, done <-chan error) error {
+	var deadline <-chan time.Time
+	if m.opts.Duration > 0 {
+		t := time.NewTimer(m.opts.Duration)
+		defer t.Stop()
+		deadline = t.C
+	}
+	tick := time.NewTicker(m.opts.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-deadline:
+			return nil
+		case err := <-done:
+			return fmt.Errorf("audit reader stopped: %w", err)
+		case <-tick.C:
+			if m.opts.Update != nil {
+				m.opts.Update(m.report())
+			}
+		}
+	}
+}
+
+// readLoop reads the socket until ctx ends; an overflow is counted, not
+// fatal: the records after it still count.
+func (m *monitor) readLoop(ctx context.Context, sock *auditSocket) error {
+	for ctx.Err() == nil {
+		err := sock.read(func(typ uint16, payload []byte) {
+			if typ == AuditSeccomp {
+				m.add(string(payload), time.Now())
+			}
+		})
+		if errors.Is(err, errOverflow) {
+			m.mu.Lock()
+			m.lost.Audit++
+			m.mu.Unlock()
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// add counts one record's text.
+func (m *monitor) add(text string, now time.Time) {
+	rec, err := ParseRecord(text)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.lost.Unparsed++
+		m.opts.Logger.Debug("violations: record not read", "err", err)
+		return
+	}
+	m.addRecord(rec, now)
+}
+
+// addRecord counts a parsed record under its workload's entry, or as
+// overflow when the entries are at their bound. The caller holds mu.
+func (m *monitor) addRecord(rec Record, now time.Time) {
+	action, ok := rec.Action()
+	if !ok {
+		return
+	}
+	c := m.identity(rec, now)
+	if !c.keep {
+		return
+	}
+	k := entryKey{id: c.id.Key(), abi: rec.ABI, action: action, nr: rec.Number}
+	if e := m.entries[k]; e != nil {
+		e.Count++
+		e.FirstSeen = minTime(e.FirstSeen, rec.Time)
+		e.LastSeen = maxTime(e.LastSeen, rec.Time)
+		return
+	}
+	if len(m.entries) >= m.opts.MaxEntries {
+		m.lost.Overflow++
+		return
+	}
+	a, _ := report.ArchOf(rec.ABI)
+	v := &violation.Violation{Identity: c.id, Syscall: a.Table().SyscallNumbers[rec.Number], Number: rec.Number,
+		ABI: rec.ABI, Action: action, Count: 1, FirstSeen: rec.Time, LastSeen: rec.Time}
+	if m.opts.Profiles != nil {
+		v.Profile = m.opts.Profiles.Profile(c.id)
+	}
+	m.entries[k] = v
+}
+
+// identity names the record's process, from the cache while it is fresh
+// and the executable matches, else from /proc (as discover names a new
+// workload). The kernel's audit thread delivers records a moment after the
+// call, so a flooding process has often exited when its last records are
+// read: a pid gone from /proc keeps the identity it had (it cannot have
+// been reused while /proc has no such pid). A process gone before it was
+// ever named is named by its executable and counted as unattributed. The
+// caller holds mu.
+func (m *monitor) identity(rec Record, now time.Time) cachedPID {
+	old, cached := m.pids[rec.PID]
+	if cached && old.exe == rec.Exe && now.Sub(old.at) < pidCacheTTL {
+		return old
+	}
+	dir := filepath.Join(m.opts.ProcRoot, strconv.Itoa(rec.PID))
+	var id report.Identity
+	cg, err := discover.ProcCgroup(dir)
+	if err == nil && zombie(dir) {
+		// An exited process not yet reaped has left its cgroup: it reads
+		// as the root's, which names no workload.
+		err = errors.New("zombie")
+	}
+	switch {
+	case err != nil && cached && old.exe == rec.Exe:
+		old.at = now
+		m.pids[rec.PID] = old
+		return old
+	case err != nil:
+		m.lost.Unattributed++
+		id = report.Identity{Kind: report.KindProcess, Exe: rec.Exe}
+	default:
+		ns, _ := discover.MountNSOf(dir)
+		id = m.opts.Resolver.FromCgroup(cg, rec.Exe, ns != 0 && ns != m.hostNS)
+		if m.opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
+			m.opts.Pods.Complete(&id)
+		}
+	}
+	if id.Kind == report.KindContainer || id.Kind == report.KindPod || id.Kind == report.KindSystemd {
+		id.Exe = "" // a workload runs many executables; one entry each call
+	}
+	c := cachedPID{id: id, exe: rec.Exe, at: now, keep: m.opts.Filter.Match(0, id)}
+	if len(m.pids) >= pidCacheSize {
+		clear(m.pids)
+	}
+	m.pids[rec.PID] = c
+	return c
+}
+
+// zombie reports whether the process of the /proc directory dir has
+// exited or is exiting: state Z or X, or PF_EXITING in its flags (a
+// killed process has left its cgroup before it is a zombie).
+func zombie(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return true
+	}
+	// After comm: state, ppid, pgrp, session, tty_nr, tpgid, flags.
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 7 || f[0] == "Z" || f[0] == "X" {
+		return true
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	return err != nil || flags&pfExiting != 0
+}
+
+// pfExiting is the kernel's PF_EXITING task flag.
+const pfExiting = 0x4
+
+// report is the report of what was counted so far.
+func (m *monitor) report() *violation.Report {
+	r := violation.New()
+	r.Source = "audit"
+	r.Node, _ = os.Hostname()
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		r.Kernel = unix.ByteSliceToString(u.Release[:])
+		r.Arch = unix.ByteSliceToString(u.Machine[:])
+	}
+	r.Start, r.End = m.start.UTC(), time.Now().UTC()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.entries {
+		r.Violations = append(r.Violations, *e) // distinct keys: no merge
+	}
+	r.Lost = m.lost
+	r.Sort()
+	return r
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
