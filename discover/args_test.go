@@ -23,7 +23,7 @@ func TestArgsOf(t *testing.T) {
 		SocketTypes:    1<<1 | 1<<3,
 		PrctlOptions:   [2]uint64{1 << 15, 1 << (79 - 64)},
 		PrctlLarge:     [4]uint64{bpf.ArgSlotUsed | 0x59616d61},
-		Personas:       [4]uint64{bpf.ArgSlotUsed | 0xffffffff, bpf.ArgSlotUsed | 0},
+		Personas:       [4]uint64{bpf.ArgSlotUsed | 0xffffffff, bpf.ArgSlotUsed /* persona 0 */},
 		Overflow:       bpf.ArgPersonaOverflow,
 	}
 	got := argsOf(&a, []string{"clone", "personality", "prctl", "read", "setns", "socket", "unshare"})

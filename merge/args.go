@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"slices"
 	"strings"
 
@@ -290,15 +289,6 @@ func simplify(t []api.Resolved) ([]api.Resolved, bool) {
 		out = append(out, append(all, others...)...)
 	}
 	return out, true
-}
-
-// bitsOf lists the single bits of m, lowest first.
-func bitsOf(m uint64) []uint64 {
-	var out []uint64
-	for ; m != 0; m &= m - 1 {
-		out = append(out, uint64(1)<<bits.TrailingZeros64(m))
-	}
-	return out
 }
 
 // ENOSYS is the errno of a call refused as if the kernel lacked it.

@@ -38,7 +38,8 @@ func randomConditional(r *rand.Rand, n int) []*api.KubeArmorSeccompPolicy {
 				op := api.ArgOperators[r.IntN(len(api.ArgOperators))]
 				c := api.ArgCondition{Index: idx, Operator: op, Value: api.ArgValue(fmt.Sprint(argPool[r.IntN(len(argPool))]))}
 				if op == api.OpMaskedEqual {
-					m := argPool[r.IntN(len(argPool))] | argPool[r.IntN(len(argPool))]
+					a, b := argPool[r.IntN(len(argPool))], argPool[r.IntN(len(argPool))]
+					m := a | b
 					c.Mask = api.ArgValue(fmt.Sprint(m))
 					c.Value = api.ArgValue(fmt.Sprint(argPool[r.IntN(len(argPool))] & m))
 				}

@@ -87,7 +87,7 @@ type clone3Program struct {
 // has no C library).
 func buildClone3Programs(t *testing.T) []clone3Program {
 	dir := t.TempDir()
-	goTool := filepath.Join(goruntime.GOROOT(), "bin", "go")
+	goTool := goBinary(t)
 	progs := []struct {
 		clone3Program
 		cmd []string
@@ -115,3 +115,21 @@ func buildClone3Programs(t *testing.T) []clone3Program {
 	}
 	return out
 }
+
+// goBinary is the go command that runs this test (go test puts its own
+// GOROOT's bin first in PATH), else the one on PATH.
+func goBinary(t *testing.T) string {
+	t.Helper()
+	if root := os.Getenv("GOROOT"); root != "" {
+		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+			return p
+		}
+	}
+	p, err := exec.LookPath("go")
+	if err != nil {
+		testenv.Missing(t, "the go command (to build the clone3 probes)")
+	}
+	return p
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
