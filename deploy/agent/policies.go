@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -27,8 +28,10 @@ type PolicyCache struct {
 	parsed  map[string]parsed // policy key → its last conversion
 }
 
-// parsed is one policy converted and validated at one resourceVersion:
-// conversion and validation run once per change, not once per reconcile.
+// parsed is one policy converted and validated at one generation (the
+// resourceVersion when the server sets no generation): conversion and
+// validation run once per change of the spec, not once per reconcile, nor
+// again when only the status changed.
 type parsed struct {
 	version string
 	policy  *api.KubeArmorSeccompPolicy // nil when refused
@@ -40,7 +43,10 @@ func NewPolicyCache(dyn dynamic.Interface, log *slog.Logger) *PolicyCache {
 		log = slog.Default()
 	}
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	return &PolicyCache{factory: f, informer: f.ForResource(PolicyResource).Informer(), log: log,
+	inf := f.ForResource(PolicyResource).Informer()
+	// Set before the informer starts, which is the only time it can be.
+	_ = inf.SetTransform(TrimObject)
+	return &PolicyCache{factory: f, informer: inf, log: log,
 		invalid: map[string]string{}, parsed: map[string]parsed{}}
 }
 
@@ -64,13 +70,17 @@ func (c *PolicyCache) Policies(namespace string) []*api.KubeArmorSeccompPolicy {
 	return out
 }
 
-// parse converts and validates a policy, once per resourceVersion.
+// parse converts and validates a policy, once per generation.
 func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompPolicy {
 	key := u.GetNamespace() + "/" + u.GetName()
+	version := "rv:" + u.GetResourceVersion()
+	if g := u.GetGeneration(); g != 0 {
+		version = fmt.Sprintf("gen:%d:%s", g, u.GetUID())
+	}
 	c.mu.Lock()
 	prev, ok := c.parsed[key]
 	c.mu.Unlock()
-	if ok && prev.version == u.GetResourceVersion() {
+	if ok && prev.version == version {
 		return prev.policy
 	}
 	p := &api.KubeArmorSeccompPolicy{}
@@ -87,7 +97,7 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 		p = nil
 	}
 	c.mu.Lock()
-	c.parsed[key] = parsed{version: u.GetResourceVersion(), policy: p}
+	c.parsed[key] = parsed{version: version, policy: p}
 	if p != nil {
 		delete(c.invalid, key)
 	}
