@@ -37,7 +37,7 @@ const LeaseName = "kscmp-aggregator"
 // AggregatorOptions configures an Aggregator.
 type AggregatorOptions struct {
 	Namespace string        // of the Lease; "default" if empty
-	Identity  string        // this candidate's name; the host name if empty (a random suffix is added)
+	Identity  string        // this candidate's name, stable across restarts (a restarted leader takes its Lease back at once); the host name and a random suffix if empty
 	Interval  time.Duration // a policy's status is written at most once per Interval; 1 s if 0
 	Logger    *slog.Logger
 }
@@ -68,9 +68,9 @@ func NewAggregator(kube kubernetes.Interface, dyn dynamic.Interface, policies *P
 		opts.Namespace = "default"
 	}
 	if opts.Identity == "" {
-		opts.Identity, _ = os.Hostname()
+		h, _ := os.Hostname()
+		opts.Identity = h + "-" + rand.String(5)
 	}
-	opts.Identity += "-" + rand.String(5)
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
 	}
@@ -190,6 +190,9 @@ func (g *Aggregator) nodeChanged(obj any, deleted bool) {
 		}
 		g.byPolicy[e.Policy][node] = e
 		g.dirty[e.Policy] = true
+		// Remembered here, not at the next status write: a policy deleted
+		// within one Interval of its install still gets its Deleted Event.
+		g.had[e.Policy] = max(g.had[e.Policy], len(g.byPolicy[e.Policy]))
 	}
 	if len(ns.Policies) == 0 {
 		delete(g.byNode, node)

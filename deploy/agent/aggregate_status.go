@@ -102,11 +102,6 @@ func (g *Aggregator) write(ctx context.Context, key string) error {
 			c.LastTransitionTime = old.LastTransitionTime
 		}
 	}
-	g.mu.Lock()
-	if want.SelectedNodes > 0 {
-		g.had[key] = int(want.SelectedNodes)
-	}
-	g.mu.Unlock()
 	if equality.Semantic.DeepEqual(want, cur) {
 		return nil
 	}
