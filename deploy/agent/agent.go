@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -66,8 +67,16 @@ type Agent struct {
 	// Status goes through its own queue, so that API round trips for the
 	// node's status never delay a profile on disk.
 	statusQ workqueue.TypedRateLimitingInterface[string]
-	smu     sync.Mutex                // guards pending
-	pending map[string]statusSnapshot // namespace ("" = all) → latest state to report
+
+	// Opted-in namespaces (EnforceLabel=true), for pods that run without
+	// their profile.
+	nsFactory        informers.SharedInformerFactory
+	optedIn          cache.SharedIndexInformer
+	umu              sync.Mutex                // guards the two maps below
+	unprotectedSeen  map[types.UID]bool        // pods already reported
+	unprotectedCount map[string]int            // namespace → pods without their profile
+	smu              sync.Mutex                // guards pending
+	pending          map[string]statusSnapshot // namespace ("" = all) → latest state to report
 }
 
 type statusSnapshot struct {
@@ -105,6 +114,19 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
 	}))
 	a.pods = a.factory.Core().V1().Pods().Informer()
+	a.unprotectedSeen, a.unprotectedCount = map[types.UID]bool{}, map[string]int{}
+	a.nsFactory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = EnforceLabel + "=true"
+	}))
+	a.optedIn = a.nsFactory.Core().V1().Namespaces().Informer()
+	if err := a.optedIn.SetTransform(func(obj any) (any, error) {
+		if ns, ok := obj.(*corev1.Namespace); ok {
+			ns.ManagedFields, ns.Annotations = nil, nil
+		}
+		return obj, nil
+	}); err != nil {
+		return nil, err
+	}
 	if err := a.pods.SetTransform(TrimPod); err != nil {
 		return nil, err
 	}
@@ -120,6 +142,14 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	}
 	handler := cache.ResourceEventHandlerFuncs{AddFunc: enqueue, DeleteFunc: enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) }}
+	// A namespace that opts in is checked for pods without their profile.
+	if _, err := a.optedIn.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+		if ns, ok := obj.(*corev1.Namespace); ok {
+			a.queue.Add(ns.Name)
+		}
+	}}); err != nil {
+		return nil, err
+	}
 	if _, err := a.pods.AddEventHandler(handler); err != nil {
 		return nil, err
 	}
@@ -165,6 +195,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.factory.Start(ctx.Done())
 	a.policies.factory.Start(ctx.Done())
+	// Not waited for: without the permission to list namespaces the agent
+	// still installs profiles, it only cannot tell opted-in namespaces.
+	a.nsFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.policies.informer.HasSynced) {
 		return fmt.Errorf("agent: caches not synced: %w", context.Cause(ctx))
 	}
@@ -250,8 +283,12 @@ func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 	if err != nil {
 		return err
 	}
+	optedIn := a.isOptedIn(namespace)
+	if optedIn {
+		a.reportUnprotected(namespace, pods, assigned)
+	}
 	if a.opts.RestartWorkloads {
-		for target, digest := range restartTargets(pods, assigned, files, res.Changed) {
+		for target, digest := range restartTargets(pods, assigned, files, res.Changed, optedIn) {
 			rolled, err := restart(ctx, a.kube, target, digest)
 			if err != nil {
 				return fmt.Errorf("restart %s: %w", target, err)
@@ -265,6 +302,14 @@ func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 		a.opts.Logger.Info("agent: reconciled", "namespace", namespace, "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	}
 	return nil
+}
+
+// isOptedIn: the namespace carries EnforceLabel=true (as far as the
+// namespace informer knows).
+func (a *Agent) isOptedIn(namespace string) bool {
+	obj, ok, err := a.optedIn.GetStore().GetByKey(namespace)
+	ns, _ := obj.(*corev1.Namespace)
+	return err == nil && ok && ns != nil && ns.Labels[EnforceLabel] == "true"
 }
 
 // queueStatus hands a namespace's state to the status worker. Only the

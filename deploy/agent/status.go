@@ -11,10 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
@@ -55,7 +55,7 @@ type reporter struct {
 func newReporter(kube kubernetes.Interface, dyn dynamic.Interface, node string) (*reporter, func()) {
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	rec := b.NewRecorder(runtime.NewScheme(), corev1.EventSource{Component: "kscmp-agent", Host: node})
+	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kscmp-agent", Host: node}) // pods: typed; node statuses: unstructured
 	return &reporter{dyn: dyn, node: node, recorder: rec, state: map[string]api.NodePolicy{}, failed: map[string]string{}}, b.Shutdown
 }
 
