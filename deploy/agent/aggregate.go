@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -58,6 +59,7 @@ type Aggregator struct {
 	byPolicy map[string]map[string]api.NodePolicy // policy key → node → entry
 	dirty    map[string]bool                      // policy keys whose status may be stale
 	had      map[string]int                       // policy key → nodes it was on, for the Deleted Event
+	written  map[string]time.Time                 // policy key → its last status write
 	recorder record.EventRecorder
 }
 
@@ -110,6 +112,7 @@ func (g *Aggregator) Run(ctx context.Context) {
 func (g *Aggregator) lead(ctx context.Context) error {
 	g.mu.Lock()
 	g.byNode, g.byPolicy, g.dirty, g.had = map[string][]api.NodePolicy{}, map[string]map[string]api.NodePolicy{}, map[string]bool{}, map[string]int{}
+	g.written = map[string]time.Time{}
 	g.mu.Unlock()
 	b := record.NewBroadcaster()
 	defer b.Shutdown()
@@ -211,7 +214,9 @@ func (g *Aggregator) flush(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			g.opts.Logger.Error("aggregator: policy status", "policy", k, "error", err)
+			if !errors.Is(err, errDeferred) {
+				g.opts.Logger.Error("aggregator: policy status", "policy", k, "error", err)
+			}
 			g.mu.Lock()
 			g.dirty[k] = true
 			g.mu.Unlock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -76,6 +77,7 @@ func (g *Aggregator) write(ctx context.Context, key string) error {
 	if err != nil || !exists || u == nil {
 		g.mu.Lock()
 		defer g.mu.Unlock()
+		delete(g.written, key)
 		if n := g.had[key]; n > 0 && len(entries) == 0 {
 			delete(g.had, key)
 			ns, name, _ := strings.Cut(key, "/")
@@ -105,9 +107,20 @@ func (g *Aggregator) write(ctx context.Context, key string) error {
 	if equality.Semantic.DeepEqual(want, cur) {
 		return nil
 	}
+	if pendingAgain(cur, want) {
+		g.mu.Lock()
+		last := g.written[key]
+		g.mu.Unlock()
+		if time.Since(last) < progressInterval {
+			return errDeferred
+		}
+	}
 	if err := g.apply(ctx, u, want); err != nil {
 		return err
 	}
+	g.mu.Lock()
+	g.written[key] = time.Now()
+	g.mu.Unlock()
 	g.events(u, cur, want)
 	return nil
 }
@@ -168,6 +181,24 @@ func (g *Aggregator) events(u *unstructured.Unstructured, cur, want api.PolicySt
 	case inst.Reason == "NotSelected" && cur.SelectedNodes > 0:
 		g.recorder.Event(u, corev1.EventTypeNormal, ReasonUninstalled, "no profile on any node uses it any more")
 	}
+}
+
+// progressInterval is how often a rollout in progress (Installed=False,
+// Pending, of one generation) updates its counts: a policy change is then
+// two or three status versions (pending, done) whatever the time the nodes
+// take, and every agent's watch receives each version.
+const progressInterval = 10 * time.Second
+
+// errDeferred: the status write waits for progressInterval.
+var errDeferred = errors.New("deferred")
+
+// pendingAgain: both statuses are a rollout in progress of the same
+// generation, differing only in how far it got.
+func pendingAgain(cur, want api.PolicyStatus) bool {
+	c, w := findCondition(cur.Conditions, "Installed"), findCondition(want.Conditions, "Installed")
+	return c != nil && w != nil && c.Reason == "Pending" && w.Reason == "Pending" &&
+		cur.ObservedGeneration == want.ObservedGeneration && cur.FailedNodes == want.FailedNodes &&
+		cur.SelectedNodes == want.SelectedNodes
 }
 
 func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
