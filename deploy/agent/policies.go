@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,6 +23,8 @@ type PolicyCache struct {
 	factory  dynamicinformer.DynamicSharedInformerFactory
 	informer cache.SharedIndexInformer
 	log      *slog.Logger
+
+	changes atomic.Uint64 // informer events so far: a version of the whole cache
 
 	mu      sync.Mutex        // guards invalid and parsed
 	invalid map[string]string // policy key → why it is refused
@@ -46,9 +49,19 @@ func NewPolicyCache(dyn dynamic.Interface, log *slog.Logger) *PolicyCache {
 	inf := f.ForResource(PolicyResource).Informer()
 	// Set before the informer starts, which is the only time it can be.
 	_ = inf.SetTransform(TrimObject)
-	return &PolicyCache{factory: f, informer: inf, log: log,
+	c := &PolicyCache{factory: f, informer: inf, log: log,
 		invalid: map[string]string{}, parsed: map[string]parsed{}}
+	bump := func(any) { c.changes.Add(1) }
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: bump, DeleteFunc: bump,
+		UpdateFunc: func(_, obj any) { bump(obj) }})
+	return c
 }
+
+// Changes counts the policy events the cache has seen: when it is the same
+// as before, so are the policies, and whatever was computed from them
+// (the webhook's merge.Set per namespace) is still good. The count is
+// raised after the store changed.
+func (c *PolicyCache) Changes() uint64 { return c.changes.Load() }
 
 // Start runs the informer until ctx is done and waits for its first list.
 func (c *PolicyCache) Start(ctx context.Context) bool {
