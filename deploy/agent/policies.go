@@ -47,14 +47,59 @@ func NewPolicyCache(dyn dynamic.Interface, log *slog.Logger) *PolicyCache {
 	}
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	inf := f.ForResource(PolicyResource).Informer()
-	// Set before the informer starts, which is the only time it can be.
-	_ = inf.SetTransform(TrimObject)
 	c := &PolicyCache{factory: f, informer: inf, log: log,
 		invalid: map[string]string{}, parsed: map[string]parsed{}}
+	// Set before the informer starts, which is the only time it can be.
+	_ = inf.SetTransform(c.transform)
 	bump := func(any) { c.changes.Add(1) }
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: bump, DeleteFunc: bump,
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: bump,
+		DeleteFunc: func(obj any) { c.forget(obj); bump(obj) },
 		UpdateFunc: func(_, obj any) { bump(obj) }})
 	return c
+}
+
+// transform trims a policy, parses it, and keeps only the parsed spec: the
+// informer's copy loses its spec (every syscall name as an interface value
+// in a map), which with 10,000 policies is most of the agent's memory.
+// Only objects with a generation are stripped: their parse is found again
+// by generation whatever else changes (status, labels).
+func (c *PolicyCache) transform(obj any) (any, error) {
+	obj, _ = TrimObject(obj)
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || u.GetGeneration() == 0 {
+		return obj, nil
+	}
+	c.parse(u)
+	delete(u.Object, "spec")
+	return u, nil
+}
+
+// forget drops a deleted policy's parse, unless one made again under its
+// name (another UID) replaced it already.
+func (c *PolicyCache) forget(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	key := u.GetNamespace() + "/" + u.GetName()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.parsed[key]; ok && p.version == parseVersion(u) {
+		delete(c.parsed, key)
+		delete(c.invalid, key)
+	}
+}
+
+// parseVersion is what a parse is valid for: the generation of this UID,
+// else the resourceVersion.
+func parseVersion(u *unstructured.Unstructured) string {
+	if g := u.GetGeneration(); g != 0 {
+		return fmt.Sprintf("gen:%d:%s", g, u.GetUID())
+	}
+	return "rv:" + u.GetResourceVersion()
 }
 
 // Changes counts the policy events the cache has seen: when it is the same
@@ -86,10 +131,7 @@ func (c *PolicyCache) Policies(namespace string) []*api.KubeArmorSeccompPolicy {
 // parse converts and validates a policy, once per generation.
 func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompPolicy {
 	key := u.GetNamespace() + "/" + u.GetName()
-	version := "rv:" + u.GetResourceVersion()
-	if g := u.GetGeneration(); g != 0 {
-		version = fmt.Sprintf("gen:%d:%s", g, u.GetUID())
-	}
+	version := parseVersion(u)
 	c.mu.Lock()
 	prev, ok := c.parsed[key]
 	c.mu.Unlock()
@@ -119,7 +161,8 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 }
 
 // Objects returns the namespace's policy objects as the API server has them
-// (all namespaces for "").
+// (all namespaces for ""), without their spec (transform): metadata and
+// status. Policies gives the parsed specs.
 func (c *PolicyCache) Objects(namespace string) []*unstructured.Unstructured {
 	var objs []any
 	if namespace == "" {
