@@ -20,9 +20,7 @@ func TrimPod(obj any) (any, error) {
 		return obj, nil
 	}
 	p.ManagedFields = nil
-	if _, ok := p.Annotations[lastApplied]; ok {
-		delete(p.Annotations, lastApplied)
-	}
+	delete(p.Annotations, lastApplied)
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
 		for i := range cs {
 			c := &cs[i]
