@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -75,5 +77,22 @@ func TestManifestsStatusRBAC(t *testing.T) {
 	}
 	if _, err := dyn.Resource(agent.NodeStatusResource).Get(ctx, "node-a", metav1.GetOptions{}); err != nil {
 		t.Errorf("node-a's status object: %v", err)
+	}
+	// kubectl get kscmp: installed on 1 of 1 nodes, none failed.
+	raw, err := srv.Client.CoreV1().RESTClient().Get().AbsPath("/apis/security.kubearmor.com/v1/namespaces/shop/kubearmorseccomppolicies").
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table metav1.Table
+	if err := json.Unmarshal(raw, &table); err != nil || len(table.Rows) != 1 {
+		t.Fatalf("table: %v, %d rows", err, len(table.Rows))
+	}
+	got := map[string]any{}
+	for i, col := range table.ColumnDefinitions {
+		got[col.Name] = table.Rows[0].Cells[i]
+	}
+	if fmt.Sprint(got["Installed"], "/", got["Of"], "/", got["Failed"]) != "1/1/0" {
+		t.Errorf("kubectl get kscmp columns: %v, want Installed 1, Of 1, Failed 0", got)
 	}
 }
