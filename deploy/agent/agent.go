@@ -286,6 +286,10 @@ func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 	optedIn := a.isOptedIn(namespace)
 	if optedIn {
 		a.reportUnprotected(namespace, pods, assigned)
+	} else {
+		a.umu.Lock()
+		delete(a.unprotectedCount, namespace) // opted out: not the webhook's to bind
+		a.umu.Unlock()
 	}
 	if a.opts.RestartWorkloads {
 		for target, digest := range restartTargets(pods, assigned, files, res.Changed, optedIn) {
