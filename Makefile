@@ -19,7 +19,7 @@ IMAGE_FLAGS = -version $(VERSION) -revision "$(REVISION)" -created $(SOURCE_DATE
 # per target on this VM. Longer runs: make fuzz FUZZTIME=2000000x (or 10m).
 FUZZTIME ?= 40000x
 
-.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
+.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-scale bench-admission lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
 
 # A static binary (no cgo), as the image holds it. With cgo, the Go runtime
 # starts threads through glibc's pthread_create, which calls rseq and
@@ -118,6 +118,26 @@ bench-overhead:
 # The agent with 1,000 policies and 500 pods on a real API server (make testbin).
 bench-agent:
 	$(GO) test -count=1 -run='^$$' -bench=Agent -benchtime=3x ./cmd/kscmp/
+
+# Status, watch traffic and convergence as the cluster grows (issue #17):
+# AGENTS simulated nodes (agents with real informers and clients, one
+# process) and POLICIES policies against a real kube-apiserver + etcd; one
+# policy change measured. Without AGENTS: 10, 50 and 200 agents in turn.
+# Prints the requests by verb and resource, and one line per run:
+# agents=M policies=P writes_per_node_per_change=W events_per_agent_per_change=E converge_ms=C
+AGENTS ?=
+POLICIES ?= 100
+bench-scale:
+	hack/testbin.sh >/dev/null
+	@set -o pipefail; for m in $(or $(AGENTS),10 50 200); do \
+		KSCMP_BENCH_AGENTS=$$m KSCMP_BENCH_POLICIES=$(POLICIES) $(GO) test -count=1 -timeout 30m -v -run '^TestScaleBench$$' ./deploy/agent/ | grep -v '^=== RUN\|^--- PASS\|^PASS\|^ok' || exit 1; \
+	done
+
+# The webhook's answer time at 50 pod creations a second with 1,000 policies
+# (POLICIES to change it) from a real API server: p50, p99, max.
+bench-admission:
+	hack/testbin.sh >/dev/null
+	@set -o pipefail; KSCMP_BENCH_ADMISSION=1 KSCMP_BENCH_POLICIES=$(or $(filter-out 100,$(POLICIES)),1000) $(GO) test -count=1 -timeout 15m -v -run '^TestAdmissionLatency$$' ./deploy/webhook/ | grep '^admission\|FAIL'
 
 # Pinned linters, built from the Go module proxy on first use (then cached):
 # staticcheck (bugs, dead code, simplifications) and goimports (import

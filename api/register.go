@@ -11,7 +11,8 @@ var SchemeGroupVersion = schema.GroupVersion{Group: Group, Version: Version}
 
 // AddToScheme registers the policy types with a scheme, for client-go.
 func AddToScheme(s *runtime.Scheme) error {
-	s.AddKnownTypes(SchemeGroupVersion, &KubeArmorSeccompPolicy{}, &KubeArmorSeccompPolicyList{})
+	s.AddKnownTypes(SchemeGroupVersion, &KubeArmorSeccompPolicy{}, &KubeArmorSeccompPolicyList{},
+		&KubeArmorSeccompNodeStatus{}, &KubeArmorSeccompNodeStatusList{})
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
 }

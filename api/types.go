@@ -26,7 +26,9 @@ const APIVersion = Group + "/" + Version
 // +kubebuilder:resource:shortName=kscmp,scope=Namespaced,categories=kubearmor
 // +kubebuilder:printcolumn:name="Severity",type=integer,JSONPath=`.spec.severity`
 // +kubebuilder:printcolumn:name="Action",type=string,JSONPath=`.spec.seccomp.action`
-// +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodes`
+// +kubebuilder:printcolumn:name="Installed",type=integer,JSONPath=`.status.nodes`,description="nodes whose profiles use the current generation"
+// +kubebuilder:printcolumn:name="Of",type=integer,JSONPath=`.status.selectedNodes`,description="nodes on which it selects a container"
+// +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.failedNodes`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type KubeArmorSeccompPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -181,16 +183,36 @@ type Rule struct {
 	Args []ArgCondition `json:"args,omitempty"`
 }
 
-// PolicyStatus is written by the kscmp agents.
+// PolicyStatus is written by one aggregator (leader-elected) from the
+// agents' per-node objects (KubeArmorSeccompNodeStatus). Its size does not
+// depend on the number of nodes: counts, and at most MaxFailures failing
+// nodes. See docs/architecture.md, "Status at scale".
 type PolicyStatus struct {
-	// Nodes is the number of nodes on which the policy is installed: the
-	// length of InstalledNodes.
+	// Nodes is the number of nodes whose profiles are made with the
+	// policy's current generation (installed).
 	// +optional
 	Nodes int32 `json:"nodes,omitempty"`
-	// InstalledNodes are the nodes whose kubelet directory holds a profile
-	// made with the policy (it selects a container there).
+	// SelectedNodes is the number of nodes on which the policy selects a
+	// container: installed (Nodes), still on an older generation, or
+	// failed. "Installed on Nodes of SelectedNodes."
+	// +optional
+	SelectedNodes int32 `json:"selectedNodes,omitempty"`
+	// FailedNodes is the number of nodes whose agent failed to install the
+	// policy's profiles.
+	// +optional
+	FailedNodes int32 `json:"failedNodes,omitempty"`
+	// Failures are up to MaxFailures failing nodes, by node name, with why.
+	// +optional
+	// +listType=map
+	// +listMapKey=node
+	// +kubebuilder:validation:MaxItems=10
+	Failures []NodeFailure `json:"failures,omitempty"`
+	// InstalledNodes is deprecated (removed in the next release): the
+	// installed nodes' names while there are at most MaxFailures of them,
+	// else empty. Read Nodes.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=10
 	InstalledNodes []string `json:"installedNodes,omitempty"`
 	// ObservedGeneration is the generation the status describes.
 	// +optional
@@ -200,6 +222,73 @@ type PolicyStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// MaxFailures bounds the lists of node names in a policy's status.
+const MaxFailures = 10
+
+// NodeFailure is one node on which a policy's profiles could not be
+// installed.
+type NodeFailure struct {
+	// Node is the node's name.
+	Node string `json:"node"`
+	// Message says why, as the node's agent reported it.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// Names of the per-node status resource.
+const (
+	NodeStatusKind     = "KubeArmorSeccompNodeStatus"
+	NodeStatusListKind = "KubeArmorSeccompNodeStatusList"
+	NodeStatusPlural   = "kubearmorseccompnodestatuses"
+)
+
+// KubeArmorSeccompNodeStatus is what one node's agent installed: one object
+// per node, named after it, written only by that node's agent (server-side
+// apply, once per reconcile that changed something). The aggregator
+// summarises all of them into the policies' status; agents never watch
+// them.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=kscmpnode,scope=Cluster,categories=kubearmor
+// +kubebuilder:printcolumn:name="Policies",type=integer,JSONPath=`.installed`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type KubeArmorSeccompNodeStatus struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Installed is the number of entries in Policies without an error.
+	// +optional
+	Installed int32 `json:"installed,omitempty"`
+	// Policies are the policies some profile on the node is made of.
+	// +optional
+	// +listType=map
+	// +listMapKey=policy
+	Policies []NodePolicy `json:"policies,omitempty"`
+}
+
+// NodePolicy is one policy on one node.
+type NodePolicy struct {
+	// Policy is "namespace/name".
+	Policy string `json:"policy"`
+	// Generation is the policy's generation the node's profiles are made
+	// with.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// Error is why the node's profiles could not be written, if they
+	// could not.
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// KubeArmorSeccompNodeStatusList is a list of node statuses.
+//
+// +kubebuilder:object:root=true
+type KubeArmorSeccompNodeStatusList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KubeArmorSeccompNodeStatus `json:"items"`
 }
 
 // Action is what happens when a selected workload makes a system call.

@@ -158,6 +158,7 @@ var securityFields = map[string][][]string{
 	"DaemonSet":                      podFields,
 	"Deployment":                     podFields,
 	"ValidatingWebhookConfiguration": {{"webhooks"}},
+	"PodDisruptionBudget":            {{"spec"}},
 }
 
 // podFields are a workload's pod-level security fields.

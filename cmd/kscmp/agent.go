@@ -18,7 +18,8 @@ func newAgentCmd() *cobra.Command {
 	var (
 		mode, node, kubeletRoot, kubecfg, rt, family string
 		workers                                      int
-		restartWorkloads                             bool
+		restartWorkloads, aggregate                  bool
+		leaseNamespace                               string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --mode enforce",
@@ -64,7 +65,8 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 			n := nodeName(node)
 			slog.Info("agent starting", "node", n, "kubelet_root", root, "found_by", src, "runtime", r)
 			a, err := agent.New(kube, dyn, agent.Options{Node: n, SeccompDir: filepath.Join(root, "seccomp"),
-				Family: api.Family(family), Runtime: r, Workers: workers, RestartWorkloads: restartWorkloads})
+				Family: api.Family(family), Runtime: r, Workers: workers, RestartWorkloads: restartWorkloads,
+				Aggregate: aggregate, LeaseNamespace: envDefault(leaseNamespace, "POD_NAMESPACE", "default")})
 			if err != nil {
 				return err
 			}
@@ -80,6 +82,8 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family: amd64 or arm64")
 	f.IntVar(&workers, "workers", 2, "namespaces reconciled at once")
 	f.BoolVar(&restartWorkloads, "restart-workloads", false, "roll the Deployment, StatefulSet or DaemonSet of a pod here that runs with a profile the policies no longer give (a running container keeps the filter it started with)")
+	f.BoolVar(&aggregate, "aggregate", true, "also summarise every node's status into the policies' status (leader-elected; the DaemonSet sets false: the webhook Deployment does it)")
+	f.StringVar(&leaseNamespace, "lease-namespace", "", "with --aggregate: the namespace of the leader-election Lease; default $POD_NAMESPACE, else default")
 	cmd.AddCommand(newAgentInstallProfileCmd())
 	return cmd
 }

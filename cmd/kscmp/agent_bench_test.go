@@ -31,7 +31,9 @@ import (
 // policies (~50 syscalls each) and 500 pods on its node, 4 policies selecting
 // each pod. Per op: a cold start until every profile is on disk, then one
 // policy change until its file changes. Reported: converge-ms, change-ms,
-// rss-MiB (the agent's peak resident memory).
+// rss-MiB (the agent's peak resident memory). KSCMP_BENCH_POLICIES=10000
+// adds policies that select no pod (the informer and parse cost of many
+// policies); the agent runs as in the DaemonSet (--aggregate=false).
 func BenchmarkAgent(b *testing.B) {
 	srv := apitest.Start(b)
 	srv.InstallPolicyCRD(b)
@@ -40,7 +42,11 @@ func BenchmarkAgent(b *testing.B) {
 	defer cancel()
 	dyn := dynamic.NewForConfigOrDie(srv.Config)
 	policies := dyn.Resource(agent.PolicyResource).Namespace("bench")
-	const nPolicies, nPods, nApps = 1000, 500, 250
+	const nPods, nApps = 500, 250
+	nPolicies := 1000
+	if n, _ := strconv.Atoi(os.Getenv("KSCMP_BENCH_POLICIES")); n > nPolicies {
+		nPolicies = n
+	}
 
 	var names []string
 	for n := range api.ArchX86_64.Table().SyscallNames {
@@ -48,6 +54,12 @@ func BenchmarkAgent(b *testing.B) {
 	}
 	slices.Sort(names)
 	r := rand.New(rand.NewPCG(1, 1))
+	app := func(i int) string {
+		if i >= 1000 {
+			return fmt.Sprintf("idle%d", i)
+		}
+		return fmt.Sprintf("a%d", i%nApps)
+	}
 	mkPolicy := func(i int, extra string) *unstructured.Unstructured {
 		calls := []any{}
 		for _, j := range r.Perm(len(names))[:50] {
@@ -59,7 +71,7 @@ func BenchmarkAgent(b *testing.B) {
 		return &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": api.APIVersion, "kind": api.Kind,
 			"metadata": map[string]any{"name": fmt.Sprintf("p%d", i), "namespace": "bench"},
-			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": fmt.Sprintf("a%d", i%nApps)}},
+			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": app(i)}},
 				"seccomp": map[string]any{"syscalls": calls, "action": "Allow"}},
 		}}
 	}
@@ -108,7 +120,7 @@ func BenchmarkAgent(b *testing.B) {
 	for b.Loop() {
 		dir := b.TempDir()
 		start := time.Now()
-		cmd := exec.CommandContext(ctx, bin, "agent", "--kubeconfig", kubeconfig, "--node", "node-a", "--kubelet-root", dir)
+		cmd := exec.CommandContext(ctx, bin, "agent", "--kubeconfig", kubeconfig, "--node", "node-a", "--kubelet-root", dir, "--aggregate=false")
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}

@@ -65,3 +65,14 @@ func nodeName(flag string) string {
 	h, _ := os.Hostname()
 	return h
 }
+
+// envDefault is flag, else $env, else def.
+func envDefault(flag, env, def string) string {
+	if flag != "" {
+		return flag
+	}
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return def
+}

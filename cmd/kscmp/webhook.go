@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -20,8 +21,8 @@ import (
 
 // webhookFlags are the flags of kscmp webhook.
 type webhookFlags struct {
-	listen, certFile, keyFile, kubeconfig, configName, service, secret string
-	selfSigned                                                         bool
+	listen, certFile, keyFile, kubeconfig, configName, service, secret, leaseNamespace string
+	selfSigned, aggregate                                                              bool
 }
 
 const webhookLong = `Webhook sets securityContext.seccompProfile {type: Localhost, localhostProfile:
@@ -52,6 +53,8 @@ func newWebhookCmd() *cobra.Command {
 	f.StringVar(&fl.secret, "tls-secret", "kscmp-system/kscmp-webhook-tls", "with --self-signed: the Secret (NAMESPACE/NAME) that holds the CA and serving certificate every replica shares")
 	f.StringVar(&fl.configName, "webhook-config", "kscmp", "MutatingWebhookConfiguration to patch the CA bundle into (with --self-signed)")
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config")
+	f.BoolVar(&fl.aggregate, "aggregate", true, "summarise the agents' per-node status objects into the policies' status (one replica at a time, elected through a Lease)")
+	f.StringVar(&fl.leaseNamespace, "lease-namespace", "", "the namespace of the aggregator's Lease; default $POD_NAMESPACE, else kscmp-system")
 	return cmd
 }
 
@@ -80,6 +83,11 @@ func (fl *webhookFlags) run(ctx context.Context) error {
 	policies := agent.NewPolicyCache(dyn, slog.Default())
 	if !policies.Start(ctx) {
 		return errors.New("webhook: policies not listed")
+	}
+	if fl.aggregate {
+		agg := agent.NewAggregator(kube, dyn, policies, agent.AggregatorOptions{
+			Namespace: envDefault(fl.leaseNamespace, "POD_NAMESPACE", "kscmp-system"), Identity: os.Getenv("POD_NAME")})
+		go agg.Run(ctx)
 	}
 	if caBundle != nil && fl.configName != "" {
 		changed, err := webhook.PublishCABundle(ctx, kube, fl.configName, caBundle)

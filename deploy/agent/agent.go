@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -37,7 +38,13 @@ type Options struct {
 	// RestartWorkloads rolls the Deployment, StatefulSet or DaemonSet of a
 	// pod on this node that runs with a profile the policies no longer give.
 	RestartWorkloads bool
-	Logger           *slog.Logger
+	// Aggregate runs the aggregator (Aggregator) in this process too,
+	// leader-elected through a Lease in LeaseNamespace ("default" if
+	// empty): for a lone agent without the webhook Deployment, which
+	// otherwise runs it.
+	Aggregate      bool
+	LeaseNamespace string
+	Logger         *slog.Logger
 }
 
 // Agent keeps the node's profiles equal to the merge of the current
@@ -55,20 +62,31 @@ type Agent struct {
 	memo     Memo
 	rep      *reporter // used by the status worker alone
 	stopRep  func()
+	dyn      dynamic.Interface
 
 	// Status goes through its own queue, so that API round trips for the
-	// policies' status never delay a profile on disk.
-	statusQ workqueue.TypedInterface[string]
-	smu     sync.Mutex                // guards pending
-	pending map[string]statusSnapshot // namespace ("" = all) → latest state to report
+	// node's status never delay a profile on disk.
+	statusQ workqueue.TypedRateLimitingInterface[string]
+
+	// Opted-in namespaces (EnforceLabel=true), for pods that run without
+	// their profile.
+	nsFactory        informers.SharedInformerFactory
+	optedIn          cache.SharedIndexInformer
+	umu              sync.Mutex                // guards the two maps below
+	unprotectedSeen  map[types.UID]bool        // pods already reported
+	unprotectedCount map[string]int            // namespace → pods without their profile
+	smu              sync.Mutex                // guards pending
+	pending          map[string]statusSnapshot // namespace ("" = all) → latest state to report
 }
 
 type statusSnapshot struct {
 	objs      []*unstructured.Unstructured
 	installed map[string]bool
-	refused   map[string]string
 	err       error
 }
+
+// flushKey is the status queue's item that retries a failed status write.
+const flushKey = "\x00flush"
 
 // New makes an agent; Run starts it.
 func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent, error) {
@@ -87,14 +105,31 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Agent{kube: kube, opts: opts, policies: NewPolicyCache(dyn, opts.Logger)}
+	a := &Agent{kube: kube, dyn: dyn, opts: opts, policies: NewPolicyCache(dyn, opts.Logger)}
 	a.rep, a.stopRep = newReporter(kube, dyn, opts.Node)
-	a.statusQ = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "kscmp-agent-status"})
+	a.statusQ = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kscmp-agent-status"})
 	a.pending = map[string]statusSnapshot{}
 	a.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
 	}))
 	a.pods = a.factory.Core().V1().Pods().Informer()
+	a.unprotectedSeen, a.unprotectedCount = map[types.UID]bool{}, map[string]int{}
+	a.nsFactory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = EnforceLabel + "=true"
+	}))
+	a.optedIn = a.nsFactory.Core().V1().Namespaces().Informer()
+	if err := a.optedIn.SetTransform(func(obj any) (any, error) {
+		if ns, ok := obj.(*corev1.Namespace); ok {
+			ns.ManagedFields, ns.Annotations = nil, nil
+		}
+		return obj, nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := a.pods.SetTransform(TrimPod); err != nil {
+		return nil, err
+	}
 	a.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kscmp-agent"})
 	enqueue := func(obj any) {
@@ -107,10 +142,30 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	}
 	handler := cache.ResourceEventHandlerFuncs{AddFunc: enqueue, DeleteFunc: enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) }}
+	// A namespace that opts in is checked for pods without their profile.
+	if _, err := a.optedIn.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+		if ns, ok := obj.(*corev1.Namespace); ok {
+			a.queue.Add(ns.Name)
+		}
+	}}); err != nil {
+		return nil, err
+	}
 	if _, err := a.pods.AddEventHandler(handler); err != nil {
 		return nil, err
 	}
-	if _, err := a.policies.informer.AddEventHandler(handler); err != nil {
+	// A policy whose generation did not change (its status, labels) needs
+	// no reconcile: the aggregator's status writes reach every agent's
+	// watch and must cost nothing there.
+	policyHandler := handler
+	policyHandler.UpdateFunc = func(old, obj any) {
+		if o, ok := old.(*unstructured.Unstructured); ok {
+			if n, ok := obj.(*unstructured.Unstructured); ok && o.GetGeneration() == n.GetGeneration() && n.GetGeneration() != 0 {
+				return
+			}
+		}
+		enqueue(obj)
+	}
+	if _, err := a.policies.informer.AddEventHandler(policyHandler); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -140,6 +195,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.factory.Start(ctx.Done())
 	a.policies.factory.Start(ctx.Done())
+	// Not waited for: without the permission to list namespaces the agent
+	// still installs profiles, it only cannot tell opted-in namespaces.
+	a.nsFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.policies.informer.HasSynced) {
 		return fmt.Errorf("agent: caches not synced: %w", context.Cause(ctx))
 	}
@@ -153,6 +211,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	// One status worker: the reporter's memory of what it wrote is not
 	// shared, and status writes are ordered per node.
 	wg.Go(func() { a.runStatusWorker(ctx) })
+	if a.opts.Aggregate {
+		agg := NewAggregator(a.kube, a.dyn, a.policies, AggregatorOptions{Namespace: a.opts.LeaseNamespace,
+			Identity: a.opts.Node, Logger: a.opts.Logger})
+		wg.Go(func() { agg.Run(ctx) })
+	}
 	<-ctx.Done()
 	a.queue.ShutDown()
 	a.statusQ.ShutDown()
@@ -197,7 +260,7 @@ func (a *Agent) reconcileAll() error {
 	}
 	a.memo.forget(ProfileDir+"/", files)
 	res, err := Sync(a.opts.SeccompDir, files, InUse(pods))
-	a.queueStatus("", statusSnapshot{a.policies.Objects(""), installedPolicies(assigned), a.policies.Refused(), err})
+	a.queueStatus("", statusSnapshot{a.policies.Objects(""), installedPolicies(assigned), err})
 	a.opts.Logger.Info("agent: reconciled all", "profiles", len(files), "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	return err
 }
@@ -216,12 +279,20 @@ func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 	}
 	a.memo.forget(ProfileDir+"/"+namespace+"/", files)
 	res, err := SyncNamespace(a.opts.SeccompDir, namespace, files, InUse(pods))
-	a.queueStatus(namespace, statusSnapshot{a.policies.Objects(namespace), installedPolicies(assigned), a.policies.Refused(), err})
+	a.queueStatus(namespace, statusSnapshot{a.policies.Objects(namespace), installedPolicies(assigned), err})
 	if err != nil {
 		return err
 	}
+	optedIn := a.isOptedIn(namespace)
+	if optedIn {
+		a.reportUnprotected(namespace, pods, assigned)
+	} else {
+		a.umu.Lock()
+		delete(a.unprotectedCount, namespace) // opted out: not the webhook's to bind
+		a.umu.Unlock()
+	}
 	if a.opts.RestartWorkloads {
-		for target, digest := range restartTargets(pods, assigned, files, res.Changed) {
+		for target, digest := range restartTargets(pods, assigned, files, res.Changed, optedIn) {
 			rolled, err := restart(ctx, a.kube, target, digest)
 			if err != nil {
 				return fmt.Errorf("restart %s: %w", target, err)
@@ -235,6 +306,14 @@ func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 		a.opts.Logger.Info("agent: reconciled", "namespace", namespace, "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	}
 	return nil
+}
+
+// isOptedIn: the namespace carries EnforceLabel=true (as far as the
+// namespace informer knows).
+func (a *Agent) isOptedIn(namespace string) bool {
+	obj, ok, err := a.optedIn.GetStore().GetByKey(namespace)
+	ns, _ := obj.(*corev1.Namespace)
+	return err == nil && ok && ns != nil && ns.Labels[EnforceLabel] == "true"
 }
 
 // queueStatus hands a namespace's state to the status worker. Only the
@@ -254,8 +333,11 @@ func (a *Agent) runStatusWorker(ctx context.Context) {
 	}
 }
 
-// processNextStatus writes the latest state queued for one namespace. It
-// returns false when the queue is shut down.
+// processNextStatus folds the latest state queued for one namespace into
+// the node's status, and writes it once the queue is empty: a burst of
+// reconciles (a start, a policy selecting many namespaces) is one write.
+// A failed write is retried with a growing delay. It returns false when
+// the queue is shut down.
 func (a *Agent) processNextStatus(ctx context.Context) bool {
 	ns, quit := a.statusQ.Get()
 	if quit {
@@ -267,8 +349,19 @@ func (a *Agent) processNextStatus(ctx context.Context) bool {
 	delete(a.pending, ns)
 	a.smu.Unlock()
 	if ok {
-		a.rep.report(ctx, ns, s.objs, s.installed, s.refused, s.err)
+		a.rep.update(ns, s.objs, s.installed, s.err)
 	}
+	if a.statusQ.Len() > 0 {
+		return true
+	}
+	if err := a.rep.flush(ctx); err != nil {
+		if ctx.Err() == nil {
+			a.opts.Logger.Error("agent: node status", "error", err)
+			a.statusQ.AddRateLimited(flushKey)
+		}
+		return true
+	}
+	a.statusQ.Forget(flushKey)
 	return true
 }
 

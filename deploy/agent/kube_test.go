@@ -35,8 +35,10 @@ func exists(dir, rel string) bool {
 
 // TestAgentsConverge runs two agents for two simulated nodes against a real
 // API server: policies created, then one deleted, reach both nodes' kubelet
-// directories for the pods each node runs; a restarted agent reloads and
-// removes what is stale.
+// directories for the pods each node runs; each node's status object
+// holds what it installed, and the aggregator (both agents run one, one
+// leads) summarises them into the policies' status with one Event per
+// policy; a restarted agent reloads and removes what is stale.
 func TestAgentsConverge(t *testing.T) {
 	srv := apitest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -57,7 +59,7 @@ func TestAgentsConverge(t *testing.T) {
 	mkPod("db-a", "node-a", map[string]string{"app": "db"})
 
 	start := func(node, dir string) context.CancelFunc {
-		a, err := New(srv.Client, dyn, Options{Node: node, SeccompDir: dir})
+		a, err := New(srv.Client, dyn, Options{Node: node, SeccompDir: dir, Aggregate: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,17 +97,34 @@ func TestAgentsConverge(t *testing.T) {
 	})
 	t.Logf("policies → files on two nodes: %s", took)
 
-	// Status: both nodes installed kscmp1, and said so with an Event.
-	waitFor(ctx, t, "status names both nodes", func() bool {
+	// Each node's own status object names the policies it installed.
+	waitFor(ctx, t, "node status objects", func() bool {
+		for _, node := range []string{"node-a", "node-b"} {
+			u, err := dyn.Resource(NodeStatusResource).Get(ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			ps, _, _ := unstructured.NestedSlice(u.Object, "policies")
+			if len(ps) != 2 || ps[0].(map[string]any)["policy"] != "shop/kscmp1" || ps[1].(map[string]any)["policy"] != "shop/kscmp2" {
+				return false
+			}
+		}
+		return true
+	})
+	// Status: installed on 2 of 2 nodes (the deprecated list still names
+	// them in a cluster this small), one Event for the policy.
+	waitFor(ctx, t, "status: installed on 2 of 2 nodes", func() bool {
 		u, err := dyn.Resource(PolicyResource).Namespace("shop").Get(ctx, "kscmp1", metav1.GetOptions{})
 		if err != nil {
 			return false
 		}
 		nodes, _, _ := unstructured.NestedStringSlice(u.Object, "status", "installedNodes")
 		n, _, _ := unstructured.NestedInt64(u.Object, "status", "nodes")
-		return n == 2 && len(nodes) == 2 && nodes[0] == "node-a" && nodes[1] == "node-b"
+		sel, _, _ := unstructured.NestedInt64(u.Object, "status", "selectedNodes")
+		return n == 2 && sel == 2 && len(nodes) == 2 && nodes[0] == "node-a" && nodes[1] == "node-b" &&
+			condition(u, "Installed") == "True"
 	})
-	waitFor(ctx, t, "Installed events", func() bool { return countEvents(ctx, srv, "kscmp1", "Installed") >= 2 })
+	waitFor(ctx, t, "Installed event", func() bool { return countEvents(ctx, srv, "kscmp1", "Installed") >= 1 })
 	// A policy the schema lets through but kscmp refuses (an unknown
 	// syscall name): not used, an Event and Accepted=False say why.
 	policy("typo", "spec: {selector: {matchLabels: {app: web}}, seccomp: {syscalls: [red], action: Allow}}")
@@ -136,7 +155,7 @@ func TestAgentsConverge(t *testing.T) {
 		return exists(dirA, only1) && exists(dirB, only1) && !exists(dirA, both) && !exists(dirB, both)
 	})
 	t.Logf("policy deletion → files on two nodes: %s", took)
-	waitFor(ctx, t, "Deleted events from both nodes", func() bool { return countEvents(ctx, srv, "kscmp2", "Deleted") >= 2 })
+	waitFor(ctx, t, "Deleted event", func() bool { return countEvents(ctx, srv, "kscmp2", "Deleted") >= 1 })
 
 	// Restart: the agent reloads everything and removes what is stale.
 	stopA()
@@ -163,4 +182,16 @@ func countEvents(ctx context.Context, srv *apitest.Server, object, reason string
 		}
 	}
 	return n
+}
+
+// condition is the status of the object's condition of type t, "" when it
+// has none.
+func condition(u *unstructured.Unstructured, t string) string {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, _ := c.(map[string]any); m["type"] == t {
+			return fmt.Sprint(m["status"])
+		}
+	}
+	return ""
 }

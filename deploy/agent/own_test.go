@@ -141,10 +141,10 @@ func TestOwnProfileKept(t *testing.T) {
 
 	// --restart-workloads: no policy gives the agent's container a profile,
 	// which must not read as "runs with a stale profile".
-	if got := restartTargets([]*corev1.Pod{own}, nil, nil, nil); len(got) != 0 {
+	if got := restartTargets([]*corev1.Pod{own}, nil, nil, nil, false); len(got) != 0 {
 		t.Errorf("the agent would roll its own DaemonSet: %v", got)
 	}
-	if got := restartTargets([]*corev1.Pod{own}, nil, nil, []string{OwnProfile}); len(got) != 0 {
+	if got := restartTargets([]*corev1.Pod{own}, nil, nil, []string{OwnProfile}, false); len(got) != 0 {
 		t.Errorf("the agent would roll its own DaemonSet: %v", got)
 	}
 

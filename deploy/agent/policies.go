@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,13 +24,17 @@ type PolicyCache struct {
 	informer cache.SharedIndexInformer
 	log      *slog.Logger
 
+	changes atomic.Uint64 // informer events so far: a version of the whole cache
+
 	mu      sync.Mutex        // guards invalid and parsed
 	invalid map[string]string // policy key → why it is refused
 	parsed  map[string]parsed // policy key → its last conversion
 }
 
-// parsed is one policy converted and validated at one resourceVersion:
-// conversion and validation run once per change, not once per reconcile.
+// parsed is one policy converted and validated at one generation (the
+// resourceVersion when the server sets no generation): conversion and
+// validation run once per change of the spec, not once per reconcile, nor
+// again when only the status changed.
 type parsed struct {
 	version string
 	policy  *api.KubeArmorSeccompPolicy // nil when refused
@@ -40,9 +46,67 @@ func NewPolicyCache(dyn dynamic.Interface, log *slog.Logger) *PolicyCache {
 		log = slog.Default()
 	}
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	return &PolicyCache{factory: f, informer: f.ForResource(PolicyResource).Informer(), log: log,
+	inf := f.ForResource(PolicyResource).Informer()
+	c := &PolicyCache{factory: f, informer: inf, log: log,
 		invalid: map[string]string{}, parsed: map[string]parsed{}}
+	// Set before the informer starts, which is the only time it can be.
+	_ = inf.SetTransform(c.transform)
+	bump := func(any) { c.changes.Add(1) }
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: bump,
+		DeleteFunc: func(obj any) { c.forget(obj); bump(obj) },
+		UpdateFunc: func(_, obj any) { bump(obj) }})
+	return c
 }
+
+// transform trims a policy, parses it, and keeps only the parsed spec: the
+// informer's copy loses its spec (every syscall name as an interface value
+// in a map), which with 10,000 policies is most of the agent's memory.
+// Only objects with a generation are stripped: their parse is found again
+// by generation whatever else changes (status, labels).
+func (c *PolicyCache) transform(obj any) (any, error) {
+	obj, _ = TrimObject(obj)
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || u.GetGeneration() == 0 {
+		return obj, nil
+	}
+	c.parse(u)
+	delete(u.Object, "spec")
+	return u, nil
+}
+
+// forget drops a deleted policy's parse, unless one made again under its
+// name (another UID) replaced it already.
+func (c *PolicyCache) forget(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	key := u.GetNamespace() + "/" + u.GetName()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.parsed[key]; ok && p.version == parseVersion(u) {
+		delete(c.parsed, key)
+		delete(c.invalid, key)
+	}
+}
+
+// parseVersion is what a parse is valid for: the generation of this UID,
+// else the resourceVersion.
+func parseVersion(u *unstructured.Unstructured) string {
+	if g := u.GetGeneration(); g != 0 {
+		return fmt.Sprintf("gen:%d:%s", g, u.GetUID())
+	}
+	return "rv:" + u.GetResourceVersion()
+}
+
+// Changes counts the policy events the cache has seen: when it is the same
+// as before, so are the policies, and whatever was computed from them
+// (the webhook's merge.Set per namespace) is still good. The count is
+// raised after the store changed.
+func (c *PolicyCache) Changes() uint64 { return c.changes.Load() }
 
 // Start runs the informer until ctx is done and waits for its first list.
 func (c *PolicyCache) Start(ctx context.Context) bool {
@@ -64,13 +128,14 @@ func (c *PolicyCache) Policies(namespace string) []*api.KubeArmorSeccompPolicy {
 	return out
 }
 
-// parse converts and validates a policy, once per resourceVersion.
+// parse converts and validates a policy, once per generation.
 func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompPolicy {
 	key := u.GetNamespace() + "/" + u.GetName()
+	version := parseVersion(u)
 	c.mu.Lock()
 	prev, ok := c.parsed[key]
 	c.mu.Unlock()
-	if ok && prev.version == u.GetResourceVersion() {
+	if ok && prev.version == version {
 		return prev.policy
 	}
 	p := &api.KubeArmorSeccompPolicy{}
@@ -87,7 +152,7 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 		p = nil
 	}
 	c.mu.Lock()
-	c.parsed[key] = parsed{version: u.GetResourceVersion(), policy: p}
+	c.parsed[key] = parsed{version: version, policy: p}
 	if p != nil {
 		delete(c.invalid, key)
 	}
@@ -96,7 +161,8 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 }
 
 // Objects returns the namespace's policy objects as the API server has them
-// (all namespaces for "").
+// (all namespaces for ""), without their spec (transform): metadata and
+// status. Policies gives the parsed specs.
 func (c *PolicyCache) Objects(namespace string) []*unstructured.Unstructured {
 	var objs []any
 	if namespace == "" {

@@ -21,10 +21,12 @@ const RestartAnnotation = "kscmp.kubearmor.com/profiles"
 
 // restartTargets finds the pods that run with a profile that is not what
 // the policies give now: a container bound to a kubearmor/ profile whose
-// path is no longer its assignment, or whose file was just rewritten. It
+// path is no longer its assignment, or whose file was just rewritten, or,
+// in an opted-in namespace (optedIn), a container with a profile assigned
+// that runs with no seccomp profile at all. It
 // returns, per owning workload (kind/namespace/name), a digest of the
 // desired profiles of its pod template's containers.
-func restartTargets(pods []*corev1.Pod, assigned []Assignment, files map[string][]byte, changed []string) map[string]string {
+func restartTargets(pods []*corev1.Pod, assigned []Assignment, files map[string][]byte, changed []string, optedIn bool) map[string]string {
 	want := map[string]string{} // pod/container → desired path
 	for _, a := range assigned {
 		want[a.Pod+"/"+a.Container] = a.Path
@@ -42,6 +44,14 @@ func restartTargets(pods []*corev1.Pod, assigned []Assignment, files map[string]
 			sum := sha256.Sum256(files[path])
 			parts = append(parts, c.Name+"="+path+"@"+hex.EncodeToString(sum[:6]))
 			running := boundProfile(p, c)
+			if optedIn && path != "" && !hasSeccomp(p, c) {
+				// Running without its profile: the webhook missed it. The
+				// mark changes the digest, so a workload rolled before for
+				// these profiles is rolled again, once.
+				stale = true
+				parts = append(parts, c.Name+":unbound")
+				continue
+			}
 			if running == "" || !strings.HasPrefix(running, ProfileDir+"/") || running == OwnProfile {
 				continue // not bound by kscmp (or set by the user, or the agent's own): not ours to roll
 			}
@@ -55,6 +65,13 @@ func restartTargets(pods []*corev1.Pod, assigned []Assignment, files map[string]
 		}
 	}
 	return out
+}
+
+// hasSeccomp: the container runs with some seccomp profile set, its own or
+// the pod's.
+func hasSeccomp(p *corev1.Pod, c corev1.Container) bool {
+	return (c.SecurityContext != nil && c.SecurityContext.SeccompProfile != nil) ||
+		(p.Spec.SecurityContext != nil && p.Spec.SecurityContext.SeccompProfile != nil)
 }
 
 // boundProfile is the Localhost profile a container runs with, or "".

@@ -2,173 +2,133 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/retry"
+
+	"github.com/kubearmor/kscmp/api"
 )
 
-// Reasons of the agent's Events on policies.
+// Reasons of the Events on policies (raised by the aggregator) and on node
+// statuses (raised by a node's agent).
 const (
-	ReasonInstalled     = "Installed"     // a profile made with the policy is on the node
-	ReasonUninstalled   = "Uninstalled"   // no profile on the node is made with it any more
+	ReasonInstalled     = "Installed"     // the policy's current generation is installed on every node it selects a container on
+	ReasonUninstalled   = "Uninstalled"   // no profile on any node is made with it any more
 	ReasonRefused       = "Refused"       // the policy is invalid and not used
-	ReasonInstallFailed = "InstallFailed" // writing the node's profiles failed
-	ReasonDeleted       = "Deleted"       // the policy was deleted; the node's profiles were recomputed
+	ReasonInstallFailed = "InstallFailed" // writing a node's profiles failed
+	ReasonDeleted       = "Deleted"       // the policy was deleted; the nodes' profiles were recomputed
 )
 
-// reporter writes the policies' status (on how many nodes, which, errors)
-// and Events. Each agent adds or removes only its own node, with
-// optimistic concurrency (retried on conflict). It is not safe for
-// concurrent use: the agent's one status worker owns it, so its maps need
-// no lock.
+// NodeStatusResource is the agents' per-node status resource.
+var NodeStatusResource = schema.GroupVersionResource{Group: api.Group, Version: api.Version, Resource: api.NodeStatusPlural}
+
+// AgentFieldManager is the server-side apply field manager of the agents.
+const AgentFieldManager = "kscmp-agent"
+
+// reporter keeps this node's KubeArmorSeccompNodeStatus equal to what the
+// node has installed: one object per node, written by this agent alone
+// with server-side apply, and only when its content changed. That is at
+// most one API write per reconcile, whatever the number of nodes, and no
+// other agent watches it (the aggregator does). It is not safe for
+// concurrent use: the agent's one status worker owns it.
 type reporter struct {
 	dyn      dynamic.Interface
 	node     string
 	recorder record.EventRecorder
-	// reported: policy key → installed on this node, as last written.
-	reported map[string]bool
-	refused  map[string]string // policy key → why it was refused, as last reported
+	state    map[string]api.NodePolicy // policy key → this node's entry
+	written  string                    // the last object applied (JSON), "" before the first
+	failed   map[string]string         // namespace → sync error last raised as an Event
 }
 
 func newReporter(kube kubernetes.Interface, dyn dynamic.Interface, node string) (*reporter, func()) {
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	rec := b.NewRecorder(runtime.NewScheme(), corev1.EventSource{Component: "kscmp-agent", Host: node})
-	return &reporter{dyn: dyn, node: node, recorder: rec, reported: map[string]bool{}, refused: map[string]string{}}, b.Shutdown
+	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kscmp-agent", Host: node}) // pods: typed; node statuses: unstructured
+	return &reporter{dyn: dyn, node: node, recorder: rec, state: map[string]api.NodePolicy{}, failed: map[string]string{}}, b.Shutdown
 }
 
-// report brings the status of the namespace's policies (all namespaces for
-// "") up to date with what this node has installed, and raises Events for
-// changes.
-func (r *reporter) report(ctx context.Context, namespace string, objs []*unstructured.Unstructured, installed map[string]bool, refused map[string]string, syncErr error) {
-	present := map[string]bool{}
+// update replaces the entries of the namespace's policies (all namespaces
+// for "") with what this node has installed now. It talks to nobody:
+// flush writes.
+func (r *reporter) update(namespace string, objs []*unstructured.Unstructured, installed map[string]bool, syncErr error) {
+	inScope := func(k string) bool { return namespace == "" || strings.HasPrefix(k, namespace+"/") }
+	maps.DeleteFunc(r.state, func(k string, _ api.NodePolicy) bool { return inScope(k) })
+	gen := make(map[string]int64, len(objs))
 	for _, u := range objs {
-		present[u.GetNamespace()+"/"+u.GetName()] = true
+		gen[u.GetNamespace()+"/"+u.GetName()] = u.GetGeneration()
 	}
-	// A deleted policy is forgotten: one made again under its name starts
-	// with an empty status.
-	for k, was := range r.reported {
-		if !present[k] && (namespace == "" || strings.HasPrefix(k, namespace+"/")) {
-			delete(r.reported, k)
-			if was {
-				ns, name, _ := strings.Cut(k, "/")
-				gone := &unstructured.Unstructured{}
-				gone.SetAPIVersion(PolicyResource.GroupVersion().String())
-				gone.SetKind("KubeArmorSeccompPolicy")
-				gone.SetNamespace(ns)
-				gone.SetName(name)
-				r.recorder.Eventf(gone, corev1.EventTypeNormal, ReasonDeleted, "deleted: the profiles of node %s were recomputed without it", r.node)
-			}
+	msg := ""
+	if syncErr != nil {
+		msg = truncate(fmt.Sprintf("node %s: %v", r.node, syncErr))
+	}
+	for k := range installed {
+		if g, ok := gen[k]; ok && inScope(k) {
+			r.state[k] = api.NodePolicy{Policy: k, Generation: g, Error: msg}
 		}
 	}
-	for k := range r.refused {
-		if !present[k] && (namespace == "" || strings.HasPrefix(k, namespace+"/")) {
-			delete(r.refused, k)
-		}
-	}
-	for _, u := range objs {
-		key := u.GetNamespace() + "/" + u.GetName()
-		if why, bad := refused[key]; bad {
-			if r.refused[key] != why {
-				r.refused[key] = why
-				r.recorder.Event(u, corev1.EventTypeWarning, ReasonRefused, truncate(why))
-				r.setCondition(ctx, u, metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse, Reason: ReasonRefused, Message: truncate(why)})
-			}
-			continue
-		}
-		if _, was := r.refused[key]; was {
-			delete(r.refused, key)
-			r.setCondition(ctx, u, metav1.Condition{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Valid", Message: "the policy is valid"})
-		}
-		if syncErr != nil {
-			r.recorder.Event(u, corev1.EventTypeWarning, ReasonInstallFailed, truncate(fmt.Sprintf("node %s: %v", r.node, syncErr)))
-			continue
-		}
-		now, before := installed[key], r.reported[key]
-		if prev, ok := r.reported[key]; ok && prev == now {
-			continue
-		}
-		if err := r.setInstalled(ctx, u, now); err != nil {
-			continue // retried at the next reconcile
-		}
-		r.reported[key] = now
-		switch {
-		case now && !before:
-			r.recorder.Eventf(u, corev1.EventTypeNormal, ReasonInstalled, "installed on node %s", r.node)
-		case !now && before:
-			r.recorder.Eventf(u, corev1.EventTypeNormal, ReasonUninstalled, "no profile on node %s uses it any more", r.node)
+	// One Event per failure, on this node's status object (not one per
+	// policy): the policies' status names the failing nodes.
+	if r.failed[namespace] != msg {
+		r.failed[namespace] = msg
+		if msg != "" {
+			r.recorder.Event(r.object(), corev1.EventTypeWarning, ReasonInstallFailed, msg)
 		}
 	}
 }
 
-func (r *reporter) setInstalled(ctx context.Context, u *unstructured.Unstructured, on bool) error {
-	ri := r.dyn.Resource(PolicyResource).Namespace(u.GetNamespace())
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		nodes, _, _ := unstructured.NestedStringSlice(cur.Object, "status", "installedNodes")
-		has := slices.Contains(nodes, r.node)
-		switch {
-		case on && !has:
-			nodes = append(nodes, r.node)
-		case !on && has:
-			nodes = slices.DeleteFunc(nodes, func(n string) bool { return n == r.node })
-		default:
-			return nil
-		}
-		slices.Sort(nodes)
-		anyNodes := make([]any, len(nodes))
-		for i, n := range nodes {
-			anyNodes[i] = n
-		}
-		unstructured.SetNestedSlice(cur.Object, anyNodes, "status", "installedNodes")
-		unstructured.SetNestedField(cur.Object, int64(len(nodes)), "status", "nodes")
-		unstructured.SetNestedField(cur.Object, cur.GetGeneration(), "status", "observedGeneration")
-		_, err = ri.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return err
-	})
+// object is this node's status object as the Event recorder needs it.
+func (r *reporter) object() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(api.APIVersion)
+	u.SetKind(api.NodeStatusKind)
+	u.SetName(r.node)
+	return u
 }
 
-func (r *reporter) setCondition(ctx context.Context, u *unstructured.Unstructured, c metav1.Condition) {
-	ri := r.dyn.Resource(PolicyResource).Namespace(u.GetNamespace())
-	retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return nil
+// flush applies this node's status object when it differs from what was
+// last applied. The whole state goes in every apply: entries left out are
+// removed by server-side apply, since this field manager owned them.
+func (r *reporter) flush(ctx context.Context) error {
+	keys := slices.Sorted(maps.Keys(r.state))
+	policies := make([]any, 0, len(keys))
+	ok := int64(0)
+	for _, k := range keys {
+		e := r.state[k]
+		m := map[string]any{"policy": e.Policy, "generation": e.Generation}
+		if e.Error != "" {
+			m["error"] = e.Error
+		} else {
+			ok++
 		}
-		conds, _, _ := unstructured.NestedSlice(cur.Object, "status", "conditions")
-		c.LastTransitionTime = metav1.NewTime(time.Now().UTC().Truncate(time.Second))
-		c.ObservedGeneration = cur.GetGeneration()
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&c)
-		if err != nil {
-			return nil
-		}
-		conds = slices.DeleteFunc(conds, func(x any) bool {
-			xm, _ := x.(map[string]any)
-			return xm["type"] == c.Type
-		})
-		conds = append(conds, m)
-		unstructured.SetNestedSlice(cur.Object, conds, "status", "conditions")
-		_, err = ri.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		policies = append(policies, m)
+	}
+	u := r.object()
+	u.Object["installed"] = ok
+	u.Object["policies"] = policies
+	data, err := json.Marshal(u.Object)
+	if err != nil {
 		return err
-	})
+	}
+	if string(data) == r.written {
+		return nil
+	}
+	if _, err := r.dyn.Resource(NodeStatusResource).Apply(ctx, r.node, u, metav1.ApplyOptions{FieldManager: AgentFieldManager, Force: true}); err != nil {
+		return fmt.Errorf("apply %s %s: %w", api.NodeStatusKind, r.node, err)
+	}
+	r.written = string(data)
+	return nil
 }
 
 func truncate(s string) string {

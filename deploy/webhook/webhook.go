@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -26,10 +27,52 @@ type PolicySource interface {
 	Policies(namespace string) []*api.KubeArmorSeccompPolicy
 }
 
+// Versioned is a PolicySource that can tell whether its policies changed
+// (agent.PolicyCache): the Handler then indexes a namespace's policies once
+// per change, not once per pod.
+type Versioned interface {
+	Changes() uint64
+}
+
 // Handler serves /mutate-pods (AdmissionReview v1) and /readyz.
 type Handler struct {
 	Policies PolicySource
 	Logger   *slog.Logger
+
+	mu   sync.Mutex
+	sets map[string]cachedSet // namespace → its indexed policies
+}
+
+type cachedSet struct {
+	version uint64
+	set     *merge.Set
+}
+
+// set is the namespace's policies, indexed. With 1,000 policies in a
+// namespace, converting and indexing them is most of an admission's time;
+// a Set is read-only, so one serves every request until a policy changes.
+func (h *Handler) set(ns string) *merge.Set {
+	v, ok := h.Policies.(Versioned)
+	if !ok {
+		return merge.NewSet(h.Policies.Policies(ns))
+	}
+	before := v.Changes()
+	h.mu.Lock()
+	c, hit := h.sets[ns]
+	h.mu.Unlock()
+	if hit && c.version == before {
+		return c.set
+	}
+	set := merge.NewSet(h.Policies.Policies(ns))
+	h.mu.Lock()
+	if h.sets == nil {
+		h.sets = map[string]cachedSet{}
+	}
+	// Kept under the version read before the policies were: a change
+	// meanwhile makes the next request index again.
+	h.sets[ns] = cachedSet{version: before, set: set}
+	h.mu.Unlock()
+	return set
 }
 
 type patchOp struct {
@@ -51,7 +94,7 @@ func (h *Handler) Mutate(req *admissionv1.AdmissionRequest) *admissionv1.Admissi
 		return resp
 	}
 	ns := req.Namespace
-	set := merge.NewSet(h.Policies.Policies(ns))
+	set := h.set(ns)
 	var ops []patchOp
 	var warnings []string
 	podLevel := pod.Spec.SecurityContext != nil && pod.Spec.SecurityContext.SeccompProfile != nil

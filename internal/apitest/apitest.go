@@ -580,10 +580,16 @@ func (s *Server) issue(subject pkix.Name, usage x509.ExtKeyUsage, dnsNames []str
 // PolicyCRD is kscmp's CustomResourceDefinition, relative to the module root.
 const PolicyCRD = "deploy/manifests/crd/security.kubearmor.com_kubearmorseccomppolicies.yaml"
 
-// InstallPolicyCRD installs kscmp's own CustomResourceDefinition (PolicyCRD).
+// NodeStatusCRD is the per-node status CRD the agents write, relative to
+// the module root.
+const NodeStatusCRD = "deploy/manifests/crd/security.kubearmor.com_kubearmorseccompnodestatuses.yaml"
+
+// InstallPolicyCRD installs kscmp's own CustomResourceDefinitions: the
+// policy (PolicyCRD) and the agents' per-node status (NodeStatusCRD).
 func (s *Server) InstallPolicyCRD(t testing.TB) {
 	t.Helper()
 	s.InstallCRD(t, filepath.Join(testenv.ModuleRoot(t), PolicyCRD))
+	s.InstallCRD(t, filepath.Join(testenv.ModuleRoot(t), NodeStatusCRD))
 }
 
 // AgentDaemonSet returns the agent DaemonSet of the manifests

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,7 +100,33 @@ func testEnforce(t *testing.T, c *Cluster) {
 	}
 	checkWorkload(t, c, "demo", true)
 	checkWorkload(t, c, "plain", false)
+	checkPolicyStatus(t, c)
 	t.Run("Narrow", func(t *testing.T) { testNarrow(t, c, dir) })
+}
+
+// checkPolicyStatus: the webhook's aggregator summarised the agent's node
+// status into the policy's: installed on 1 of 1 nodes, Installed=True, and
+// kubectl get kscmp shows the columns docs/architecture.md describes.
+func checkPolicyStatus(t *testing.T, c *Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out []byte
+	err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(context.Context) (bool, error) {
+		var err error
+		out, err = c.KubectlOutput(time.Minute, "-n", "demo", "get", "kscmp", "busybox-demo", "-o",
+			`jsonpath={.status.nodes}/{.status.selectedNodes} {.status.conditions[?(@.type=="Installed")].status}`)
+		return err == nil && string(out) == "1/1 True", nil
+	})
+	if err != nil {
+		t.Errorf("policy demo/busybox-demo: status %q, want installed on 1 of 1 nodes (1/1 True): %v", out, err)
+	}
+	header := strings.Fields(strings.SplitN(string(c.MustKubectl(t, time.Minute, "-n", "demo", "get", "kscmp")), "\n", 2)[0])
+	for _, col := range []string{"INSTALLED", "OF", "FAILED"} {
+		if !slices.Contains(header, col) {
+			t.Errorf("kubectl get kscmp: columns %v, want %s", header, col)
+		}
+	}
 }
 
 // policyYAML is workload for namespace ns, with kill allowed or not.

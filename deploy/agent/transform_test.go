@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// TestTrimPod: the pod informer's transform keeps what Desired, InUse,
+// restartTargets and unprotected read (labels, owners, container names,
+// security contexts, the phase) and drops the rest that costs memory.
+func TestTrimPod(t *testing.T) {
+	prof := "kubearmor/shop/web.json"
+	sc := &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &prof}}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Labels: map[string]string{"app": "web"},
+			Annotations:     map[string]string{lastApplied: "{...}", "keep": "yes"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-1"}},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.PodSpec{NodeName: "node-a", SecurityContext: &corev1.PodSecurityContext{},
+			Containers: []corev1.Container{{Name: "main", Image: "busybox", SecurityContext: sc,
+				Env: []corev1.EnvVar{{Name: "A", Value: "b"}}, Command: []string{"sleep"}}},
+			Volumes: []corev1.Volume{{Name: "v"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "main"}}},
+	}
+	out, err := TrimPod(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*corev1.Pod)
+	c := got.Spec.Containers[0]
+	if got.Labels["app"] != "web" || len(got.OwnerReferences) != 1 || c.Name != "main" || c.SecurityContext != sc ||
+		got.Status.Phase != corev1.PodRunning || got.Spec.SecurityContext == nil || got.Annotations["keep"] != "yes" || got.Spec.NodeName != "node-a" {
+		t.Errorf("TrimPod dropped something the agent reads: %+v", got)
+	}
+	if got.ManagedFields != nil || c.Env != nil || c.Command != nil || got.Spec.Volumes != nil || got.Status.ContainerStatuses != nil || got.Annotations[lastApplied] != "" {
+		t.Errorf("TrimPod kept what the agent never reads: %+v", got)
+	}
+}
+
+// TestPolicyCacheTransform: the policy informer's copy loses its spec and
+// managedFields, and the parse it made stays found by generation, also
+// after a status-only change (another resourceVersion, same generation).
+func TestPolicyCacheTransform(t *testing.T) {
+	c := NewPolicyCache(nil, nil)
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorSeccompPolicy",
+		"metadata": map[string]any{"name": "web", "namespace": "shop", "generation": int64(1), "uid": "u1", "resourceVersion": "5",
+			"managedFields": []any{map[string]any{"manager": "kubectl"}}},
+		"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+			"seccomp": map[string]any{"syscalls": []any{"read"}, "action": "Allow"}}}}
+	out, err := c.transform(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*unstructured.Unstructured)
+	if _, ok := got.Object["spec"]; ok || got.GetManagedFields() != nil {
+		t.Fatalf("spec or managedFields kept: %v", got.Object)
+	}
+	got.SetResourceVersion("6") // the aggregator wrote the status
+	p := c.parse(got)
+	if p == nil || len(p.Spec.Seccomp.Syscalls) != 1 || p.Spec.Seccomp.Syscalls[0] != "read" {
+		t.Fatalf("the parse was not found again: %+v", p)
+	}
+}
