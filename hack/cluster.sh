@@ -122,7 +122,16 @@ start() {
   log "starting $name"
   mkdir -p "$S/run" "$S/log"
   readlink -f "$bin" >"$S/run/$name.exe"
-  setsid "${wrap[@]}" "$bin" "$@" >>"$S/log/$name.log" 2>&1 </dev/null &
+  # The daemons outlive this script: they must not inherit its other open
+  # files (a caller's `flock FILE hack/cluster.sh up` would stay locked for
+  # as long as the cluster runs).
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec setsid "${wrap[@]}" "$bin" "$@" >>"$S/log/$name.log" 2>&1 </dev/null
+  ) &
   echo $! >"$S/run/$name.pid"
 }
 
