@@ -80,9 +80,13 @@ func runJobs(ctx context.Context, client kubernetes.Interface, ns, run string) (
 	}
 }
 
-// Start creates the plan's Jobs, paced by limiter (one request each). A
+// Start creates the plan's Jobs, paced by limiter (one request each; nil:
+// Options.CreateQPS). A
 // Job that already exists for this run (a retried start) is kept.
 func Start(ctx context.Context, client kubernetes.Interface, o *Options, plan *Plan, limiter flowcontrol.RateLimiter) error {
+	if limiter == nil {
+		limiter = newLimiter(o.CreateQPS)
+	}
 	for _, node := range plan.Nodes {
 		if err := limiter.Wait(ctx); err != nil {
 			return fmt.Errorf("create recorder job for node %s: %w", node, err)
@@ -101,6 +105,9 @@ func Start(ctx context.Context, client kubernetes.Interface, o *Options, plan *P
 // ctx only for its requests, so call it with a context that is not the
 // one Ctrl-C cancelled.
 func Cleanup(ctx context.Context, client kubernetes.Interface, ns, run string, limiter flowcontrol.RateLimiter) error {
+	if limiter == nil {
+		limiter = newLimiter(20)
+	}
 	jobs, err := runJobs(ctx, client, ns, run)
 	if err != nil {
 		return err
