@@ -30,6 +30,8 @@ type discoverFlags struct {
 	machine, maxKeys         int
 	all, withRuntime         bool
 	kubeconfig, node, output string
+	nodes                    []string
+	cluster                  clusterFlags
 }
 
 const discoverLong = `Discover attaches kscmp's eBPF recorder to the kernel's system call entry and
@@ -55,11 +57,13 @@ func newDiscoverCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "discover [--duration 10m] [-o report.json]",
 		Short: "Record which system calls each workload makes (eBPF), and write an observation report",
-		Long:  discoverLong,
+		Long:  discoverLong + clusterLong,
 		Example: `  kscmp discover --duration 10m -o report.json
   kscmp discover --duration 2m --namespace shop --selector app=web
   kscmp discover --systemd-unit nginx.service --duration 5m -o nginx.json
-  kscmp discover --machine-pid "$(machinectl show -p Leader --value web1)" --systemd-unit nginx.service`,
+  kscmp discover --machine-pid "$(machinectl show -p Leader --value web1)" --systemd-unit nginx.service
+  kscmp discover --cluster --duration 10m -n shop -o report.json
+  kscmp discover --collect 20261201-061800-a1b2 -o report.json`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return fl.run(cmd) },
 	}
@@ -80,13 +84,23 @@ func (fl *discoverFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&fl.withRuntime, "include-runtime", false, "also record the calls runc, crun and systemd make while they set up a container or service, before it runs (to find a runtime's start-up set)")
 	f.StringVarP(&fl.output, "output", "o", "-", "report file (JSON), - for stdout")
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
-	f.StringVar(&fl.node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
+	f.StringArrayVar(&fl.nodes, "node", nil, "this node's name in Kubernetes; default $NODE_NAME, else the host name (with --cluster: record only on these nodes, repeatable)")
 	f.IntVar(&fl.maxKeys, "max-keys", discover.DefaultMaxKeys, "workloads the kernel map holds; more are counted as lost")
 	f.DurationVar(&fl.interval, "interval", time.Second, "how often to read the kernel's sets and show progress")
+	fl.cluster.register(f)
 }
 
 // run records with the options the flags give and writes the report.
 func (fl *discoverFlags) run(cmd *cobra.Command) error {
+	if fl.cluster.any() {
+		return fl.runCluster(cmd)
+	}
+	if len(fl.nodes) > 1 {
+		return usageErr("--node %v: one node without --cluster", fl.nodes)
+	}
+	if len(fl.nodes) == 1 {
+		fl.node = fl.nodes[0]
+	}
 	opts, err := fl.options()
 	if err != nil {
 		return err
