@@ -19,7 +19,7 @@ IMAGE_FLAGS = -version $(VERSION) -revision "$(REVISION)" -created $(SOURCE_DATE
 # per target on this VM. Longer runs: make fuzz FUZZTIME=2000000x (or 10m).
 FUZZTIME ?= 40000x
 
-.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
+.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-cluster-collect lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
 
 # A static binary (no cgo), as the image holds it. With cgo, the Go runtime
 # starts threads through glibc's pthread_create, which calls rseq and
@@ -116,6 +116,13 @@ bench-overhead:
 # The agent with 1,000 policies and 500 pods on a real API server (make testbin).
 bench-agent:
 	$(GO) test -count=1 -run='^$$' -bench=Agent -benchtime=3x ./cmd/kscmp/
+
+# discover --cluster's collection: a node's stream at 100 and 2,000 workloads,
+# collecting it, the union of 100, 1,000 and 5,000 nodes, and the start burst
+# of 1,000 Jobs on a real API server (make testbin); ~7 min on 2 cores.
+bench-cluster-collect:
+	$(GO) test -count=1 -timeout 30m -run='^$$' -bench='NodeStream|CollectNode' -benchmem ./discover/cluster/
+	$(GO) test -count=1 -timeout 30m -run='^$$' -bench='Union|StartJobs' -benchtime=1x -benchmem ./discover/cluster/
 
 # Pinned linters, built from the Go module proxy on first use (then cached):
 # staticcheck (bugs, dead code, simplifications) and goimports (import
