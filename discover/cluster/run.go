@@ -65,7 +65,8 @@ func Collect(ctx context.Context, client kubernetes.Interface, o *Options, run s
 		if j.CreationTimestamp.Time.Before(start) {
 			start = j.CreationTimestamp.Time
 		}
-		if d := deadlineOf(&j); d > deadlineSlack && o.Duration == 0 {
+		// The recording time is the run's, not this CLI's --duration.
+		if d := deadlineOf(&j); d > deadlineSlack {
 			o.Duration = d - deadlineSlack
 		}
 	}
