@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,6 +71,7 @@ func Collect(ctx context.Context, client kubernetes.Interface, o *Options, run s
 			o.Duration = d - deadlineSlack
 		}
 	}
+	slices.Sort(plan.Nodes)
 	limiter := newLimiter(o.CreateQPS)
 	res, err := watchAndCollect(ctx, client, o, plan, start, limiter)
 	if cerr := Cleanup(context.WithoutCancel(ctx), client, o.RecorderNamespace, run, limiter); cerr != nil {
