@@ -94,14 +94,18 @@ func watchAndCollect(ctx context.Context, client kubernetes.Interface, o *Option
 	watchCtx, stopProgress := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { readProgress(watchCtx, o, t) })
-	waitRecorders(ctx, o, t, pw, start, false)
+	waitRecorders(ctx, o, t, pw, start, nil)
 	stopProgress()
 	wg.Wait()
 	if ctx.Err() != nil {
+		// Pods the Job controller creates after the first annotations
+		// get theirs on a later tick.
 		res.Stopped = true
-		stopRecorders(bg, client, o, t, limiter)
+		stopped := map[string]bool{}
+		stop := func() { stopRecorders(bg, client, o, t, limiter, stopped) }
+		stop()
 		stopCtx, cancel := context.WithTimeout(bg, o.StopGrace)
-		waitRecorders(stopCtx, o, t, pw, start, true)
+		waitRecorders(stopCtx, o, t, pw, start, stop)
 		cancel()
 	}
 	res.Report = collect(bg, o, t)
@@ -109,9 +113,11 @@ func watchAndCollect(ctx context.Context, client kubernetes.Interface, o *Option
 }
 
 // waitRecorders follows the pods until every node's recorder has ended;
-// or, once the recording time is over, every node's that started; or
-// StartTimeout after that; or ctx ends.
-func waitRecorders(ctx context.Context, o *Options, t *tracker, pw *podWatch, start time.Time, stopping bool) {
+// or, once the recording time is over (or a stop was asked), every node's
+// that started; or StartTimeout after that; or ctx ends. stop, when not
+// nil, is a stop in progress, called on every tick.
+func waitRecorders(ctx context.Context, o *Options, t *tracker, pw *podWatch, start time.Time, stop func()) {
+	stopping := stop != nil
 	tick := time.NewTicker(min(o.Interval, time.Second))
 	defer tick.Stop()
 	end := start.Add(o.Duration)
@@ -139,6 +145,9 @@ func waitRecorders(ctx context.Context, o *Options, t *tracker, pw *podWatch, st
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if stop != nil {
+			stop()
 		}
 	}
 }
@@ -173,15 +182,19 @@ func readProgress(ctx context.Context, o *Options, t *tracker) {
 	}
 }
 
-// stopRecorders annotates every recorder pod that has not ended with
-// AnnotationStop (paced like Job creation): each recorder then ends
-// early and writes its report.
-func stopRecorders(ctx context.Context, client kubernetes.Interface, o *Options, t *tracker, limiter flowcontrol.RateLimiter) {
+// stopRecorders annotates every recorder pod that has not ended, and is
+// not in done, with AnnotationStop (paced like Job creation): each
+// recorder then ends early and writes its report.
+func stopRecorders(ctx context.Context, client kubernetes.Interface, o *Options, t *tracker, limiter flowcontrol.RateLimiter, done map[string]bool) {
 	patch := []byte(`{"metadata":{"annotations":{"` + AnnotationStop + `":"` + o.Now().UTC().Format(time.RFC3339) + `"}}}`)
 	for _, n := range t.in(PhaseScheduled, PhaseRecording) {
+		if done[n.Pod] {
+			continue
+		}
 		if limiter.Wait(ctx) != nil {
 			return
 		}
+		done[n.Pod] = true
 		_, err := client.CoreV1().Pods(o.RecorderNamespace).Patch(ctx, n.Pod, types.MergePatchType, patch, metaPatch)
 		if err != nil && !apierrors.IsNotFound(err) {
 			t.mu.Lock()

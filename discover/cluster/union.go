@@ -13,7 +13,7 @@ import (
 // owner and container are one workload (Identity.Pod empty, Workload.Pods
 // and Workload.Nodes the contributors); a pod without an owner stays one
 // workload of its own; anything that is not a pod (never expected from a
-// recorder) stays per node. It is indexed by key, so adding a report costs
+// recorder) is merged by its identity's key, as Report.Add does. It is indexed by key, so adding a report costs
 // its size, and it holds one entry per distinct workload: its memory does
 // not grow with the number of nodes, only with the contributors' names.
 type Union struct {
@@ -108,7 +108,7 @@ func unionKey(node string, id report.Identity) (key, pod string) {
 	case id.Kind == report.KindPod:
 		return "pod\x00" + id.Key(), id.Pod
 	}
-	return "node\x00" + node + "\x00" + id.Key(), ""
+	return "other\x00" + id.Key(), ""
 }
 
 // Report returns the union as a report of the run with coverage as its
