@@ -1,21 +1,46 @@
 #!/usr/bin/env bash
-# A real single-node Kubernetes cluster from source, for tests and demos:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the kubelet
-# (v1.37.2, built from the Go module proxy by hack/testbin.sh cluster), with
-# Debian's containerd, runc and containernetworking-plugins (bridge +
-# host-local + loopback: every pod has its own network namespace). Images come
-# only from tarballs imported with `ctr -n k8s.io images import` (no registry):
-# kscmp's (make image) and a busybox-static one, localhost/busybox:latest.
+# A real two-node Kubernetes cluster from source, for tests and demos:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and two
+# kubelets (v1.37.2, built from the Go module proxy by hack/testbin.sh
+# cluster), with Debian's containerd, runc and containernetworking-plugins
+# (bridge + host-local + loopback: every pod has its own network namespace).
+# Images come only from tarballs imported with `ctr -n k8s.io images import`
+# (no registry) into each node's containerd: kscmp's (make image) and a
+# busybox-static one, localhost/busybox:latest.
+#
+# The nodes: kscmp-node (NODE_IP 10.244.0.1 on bridge kscmp0, pods
+# 10.244.0.0/24, state directly in $S, pod cgroups under /kubepods) and
+# kscmp-node2 (NODE2_IP 10.244.1.1 on a bridge of its own, kscmp1, since the
+# CNI bridge plugin refuses a second gateway address on one bridge; pods
+# 10.244.1.0/24, kubelet port 11250 and healthz 11248, state in $S/node2,
+# pod cgroups under /kscmp-node2/kubepods: kubelet --cgroup-root, so
+# neither kubelet ever manages the other's cgroups). node2 has its own
+# containerd (root, state, socket, runc root, CNI configuration and IPAM
+# data under $S/node2), its own kubelet certificates
+# (system:node:kscmp-node2) and kubeconfig. Both see one kernel, so a
+# recorder on one node sees the other's processes too: reporting only its
+# own node's pods is a real check of attribution.
+#
+# Why a mount namespace for node2: the agent DaemonSet has ONE hostPath,
+# $S/kubelet/seccomp, and each node's kubelet must read the profiles its own
+# agent wrote. node2's containerd and kubelet (and so its shims and
+# containers) run in a mount namespace kept in $S/node2/ns/mnt where
+# $S/node2/kubelet is bind-mounted on $S/kubelet and $S/node2/log/pods on
+# $S/log/pods: the same paths name each node's own directories, as on two
+# machines. The namespace is a slave of the host's (host mounts show in it,
+# its mounts never leak out); it ends with its last process at `down`.
 #
 # Usage: hack/cluster.sh up|down|status|restart NAME
 #   up      starts what is not running (cheap when all is) and prints, as the
 #           last line of stdout, the path of an admin kubeconfig
 #   restart NAME  stops the one process NAME (containerd, etcd, kube-apiserver,
-#           kube-controller-manager, kube-scheduler or kubelet) and runs `up`,
+#           kube-controller-manager, kube-scheduler, kubelet, node2-containerd
+#           or node2-kubelet) and runs `up`,
 #           which starts it again with the same arguments; pods keep running
 #           (containerd's shims and the kubelet's containers outlive both)
-#   down    stops every process `up` started, unmounts what they mounted and
-#           removes the bridge, the iptables rules and the kubelet's cgroups;
+#   down    stops every process `up` started (both nodes), unmounts what they
+#           mounted (node2's namespace ends with its processes) and removes
+#           the bridge, the iptables rules and both kubelets' cgroups;
 #           the state directory stays (its certificates, etcd data, images)
 #   status  prints each process and whether it runs; exit 0 when all do
 # Env: KSCMP_CLUSTER_DIR  the state directory (default ~/.cache/kscmp-cluster)
@@ -26,7 +51,8 @@
 # manager, the scheduler and the kubelet's healthz listen on 127.0.0.1; the API
 # server and the kubelet on NODE_IP, the address of the pod bridge (kscmp0),
 # which `up` creates before anything starts: pods reach the API server there,
-# and the API server reaches the kubelet and (--enable-aggregator-routing) the
+# and the API server reaches the kubelets (node2's on NODE2_IP, the address
+# of node2's bridge kscmp1) and (--enable-aggregator-routing) the
 # webhook's endpoints. There is no kube-proxy: one iptables DNAT rule sends the
 # kubernetes Service (SERVICE_IP:443) to NODE_IP:6443.
 #
@@ -53,7 +79,16 @@ PAUSE_IMAGE=localhost/busybox:pause
 # values it found in $S/sysctl.orig and `down` puts them back.
 SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward)
-PROCS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+# The second node (see the header); N2 is set once S is absolute.
+NODE2=kscmp-node2
+BRIDGE2=kscmp1
+POD2_CIDR=10.244.1.0/24
+NODE2_IP=10.244.1.1
+KUBELET2_PORT=11250
+KUBELET2_HEALTHZ=11248
+CGROUP2_ROOT=/kscmp-node2
+N2=$S/node2
+PROCS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet node2-containerd node2-kubelet)
 
 log() { echo "cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -72,16 +107,22 @@ pid_of() {
   echo "$pid"
 }
 
-# start NAME BINARY ARGS...: starts BINARY in its own session, output to
-# $S/log/NAME.log, unless our NAME already runs.
+# start [--ns FILE] NAME BINARY ARGS...: starts BINARY in its own session
+# (in the mount namespace FILE with --ns: nsenter execs it, so the pid is
+# BINARY's), output to $S/log/NAME.log, unless our NAME already runs.
 start() {
+  local wrap=()
+  if [ "$1" = --ns ]; then
+    wrap=(nsenter "--mount=$2" --)
+    shift 2
+  fi
   local name=$1 bin=$2
   shift 2
   if pid_of "$name" >/dev/null; then return 0; fi
   log "starting $name"
   mkdir -p "$S/run" "$S/log"
   readlink -f "$bin" >"$S/run/$name.exe"
-  setsid "$bin" "$@" >>"$S/log/$name.log" 2>&1 </dev/null &
+  setsid "${wrap[@]}" "$bin" "$@" >>"$S/log/$name.log" 2>&1 </dev/null &
   echo $! >"$S/run/$name.pid"
 }
 
@@ -182,6 +223,8 @@ pki() {
   cert scheduler "/CN=system:kube-scheduler"
   cert kubelet-client "/O=system:nodes/CN=system:node:$NODE"
   cert kubelet "/CN=$NODE" "IP:$NODE_IP,DNS:$NODE"
+  cert node2-kubelet-client "/O=system:nodes/CN=system:node:$NODE2"
+  cert node2-kubelet "/CN=$NODE2" "IP:$NODE2_IP,DNS:$NODE2"
   if [ ! -s "$p/sa.pub" ]; then
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$p/sa.key" 2>/dev/null
     openssl pkey -in "$p/sa.key" -pubout -out "$p/sa.pub.tmp"
@@ -191,6 +234,7 @@ pki() {
   kubeconfig controller-manager controller-manager
   kubeconfig scheduler scheduler
   kubeconfig kubelet kubelet-client
+  kubeconfig node2-kubelet node2-kubelet-client
 }
 
 # ---------------------------------------------------------------- host
@@ -220,6 +264,15 @@ network() {
   local addrs
   addrs=$(ip -4 addr show dev "$BRIDGE")
   grep -q "inet $NODE_IP/" <<<"$addrs" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
+  # node2's pods have their own bridge: the CNI bridge plugin refuses a
+  # bridge with a gateway address other than its own. The host routes
+  # between the two (ip_forward, set by the plugin).
+  if ! ip link show "$BRIDGE2" >/dev/null 2>&1; then
+    ip link add "$BRIDGE2" type bridge
+  fi
+  addrs=$(ip -4 addr show dev "$BRIDGE2")
+  grep -q "inet $NODE2_IP/" <<<"$addrs" || ip addr add "$NODE2_IP/${POD2_CIDR#*/}" dev "$BRIDGE2"
+  ip link set "$BRIDGE2" up
   ip link set "$BRIDGE" up
   iptables -t nat -N "$CHAIN" 2>/dev/null || true
   local rule=(-d "$SERVICE_IP/32" -p tcp --dport 443 -j DNAT --to-destination "$NODE_IP:$API_PORT")
@@ -238,6 +291,7 @@ network_down() {
   iptables -t nat -F "$CHAIN" 2>/dev/null || true
   iptables -t nat -X "$CHAIN" 2>/dev/null || true
   ip link del "$BRIDGE" 2>/dev/null || true
+  ip link del "$BRIDGE2" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- configuration
@@ -251,24 +305,43 @@ put() {
   mv "$1.tmp" "$1"
 }
 
-# configs writes containerd's, the CNI network's and the kubelet's
+# configs writes each node's containerd, CNI network and kubelet
 # configuration; a process whose file changed is restarted by `up`.
 configs() {
-  mkdir -p "$S/containerd" "$S/cni/net.d" "$S/kubelet" "$S/log/pods"
+  mkdir -p "$S/containerd" "$S/cni/net.d" "$S/kubelet" "$S/log/pods" \
+    "$N2/containerd" "$N2/cni/net.d" "$N2/kubelet" "$N2/log/pods"
+  if containerd_config "$S"; then changed+=(containerd); fi
+  if cni_config "$S" "$BRIDGE" "$POD_CIDR" "$NODE_IP"; then changed+=(containerd); fi
+  if kubelet_config "$S/kubelet/config.yaml" "$NODE_IP" 10250 10248 kubelet "$S" ""; then changed+=(kubelet); fi
+  if containerd_config "$N2"; then changed+=(node2-containerd); fi
+  if cni_config "$N2" "$BRIDGE2" "$POD2_CIDR" "$NODE2_IP"; then changed+=(node2-containerd); fi
+  # cgroupRoot: node2's pods live under /kscmp-node2/kubepods, away from
+  # kscmp-node's /kubepods. Its root-dir and pod logs are $S's paths, which
+  # its mount namespace binds to $N2's directories.
+  if kubelet_config "$N2/kubelet/config.yaml" "$NODE2_IP" "$KUBELET2_PORT" "$KUBELET2_HEALTHZ" node2-kubelet "$N2" \
+    "cgroupRoot: $CGROUP2_ROOT"; then changed+=(node2-kubelet); fi
+}
+
+# containerd_config DIR: containerd's configuration in DIR/containerd, with
+# its root, state, socket, runc root and CNI configuration under DIR.
+# Exit 0 when it changed.
+containerd_config() {
+  local d=$1
   # restrict_oom_score_adj: the kubelet asks for scores below containerd's
   # own, which the kernel refuses without it. netns_mounts_under_state_dir:
   # pods' network namespaces are mounted in $S, not /run/netns. runc's
   # state (Root) is kept in $S too; only the shims' sockets stay in
-  # /run/containerd/s (fixed in containerd 1.6), named by a hash of our socket.
-  if put "$S/containerd/config.toml" <<EOF; then changed+=(containerd); fi
+  # /run/containerd/s (fixed in containerd 1.6), named by a hash of our
+  # socket: each node's socket path differs, so do their shims'.
+  put "$d/containerd/config.toml" <<EOF
 version = 2
-root = "$S/containerd/root"
-state = "$S/containerd/state"
+root = "$d/containerd/root"
+state = "$d/containerd/state"
 disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
 [grpc]
-  address = "$S/containerd/containerd.sock"
+  address = "$d/containerd/containerd.sock"
 [ttrpc]
-  address = "$S/containerd/containerd.sock.ttrpc"
+  address = "$d/containerd/containerd.sock.ttrpc"
 [debug]
   address = ""
 [metrics]
@@ -287,55 +360,67 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "$(command -v runc)"
-        Root = "$S/containerd/runc"
+        Root = "$d/containerd/runc"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$S/cni/net.d"
+    conf_dir = "$d/cni/net.d"
     max_conf_num = 1
 EOF
+}
+
+# cni_config DIR BRIDGE CIDR GATEWAY: the pod network of the node whose
+# state is DIR, on its own BRIDGE, with addresses of its own CIDR
+# (host-local data in DIR/cni/ipam). Exit 0 when it changed.
+cni_config() {
   # The loopback plugin is run by containerd itself for every sandbox.
-  if put "$S/cni/net.d/10-kscmp.conflist" <<EOF; then changed+=(containerd); fi
+  put "$1/cni/net.d/10-kscmp.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "kscmp",
   "plugins": [
     {
       "type": "bridge",
-      "bridge": "$BRIDGE",
+      "bridge": "$2",
       "isGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
+        "ranges": [[{"subnet": "$3", "gateway": "$4"}]],
         "routes": [{"dst": "0.0.0.0/0"}],
-        "dataDir": "$S/cni/ipam"
+        "dataDir": "$1/cni/ipam"
       }
     }
   ]
 }
 EOF
+}
+
+# kubelet_config FILE ADDRESS PORT HEALTHZ CERT DIR EXTRA: a kubelet's
+# configuration, serving on ADDRESS:PORT with pki/CERT.crt, talking to the
+# containerd of DIR; EXTRA is more YAML. Exit 0 when it changed.
+kubelet_config() {
   # failCgroupV1: false lets the kubelet run on this host's cgroup v1
   # (hybrid) hierarchy; cgroupfs because containerd's runc uses it (no
   # systemd here). Evictions are set low: a test node must not evict its
   # pods because the build machine's disk is full-ish.
-  if put "$S/kubelet/config.yaml" <<EOF; then changed+=(kubelet); fi
+  put "$1" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: $NODE_IP
-port: 10250
+address: $2
+port: $3
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-healthzPort: 10248
+healthzPort: $4
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
   x509: {clientCAFile: $S/pki/ca.crt}
 authorization: {mode: Webhook}
-tlsCertFile: $S/pki/kubelet.crt
-tlsPrivateKeyFile: $S/pki/kubelet.key
-containerRuntimeEndpoint: unix://$S/containerd/containerd.sock
+tlsCertFile: $S/pki/$5.crt
+tlsPrivateKeyFile: $S/pki/$5.key
+containerRuntimeEndpoint: unix://$6/containerd/containerd.sock
 cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
@@ -346,21 +431,71 @@ serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+$7
 EOF
+}
+
+# ---------------------------------------------------------------- node2
+
+# node2_ns makes node2's mount namespace unless it exists: a slave copy of
+# the host's, kept by a bind mount of it on $N2/ns/mnt, in which node2's
+# directories are bound on the paths kscmp-node's have (see the header).
+node2_ns() {
+  local ns=$N2/ns/mnt
+  if nsenter "--mount=$ns" true 2>/dev/null; then return 0; fi
+  mkdir -p "$N2/ns"
+  # A namespace file can only be bound on a private mount.
+  if ! mountpoint -q "$N2/ns"; then
+    mount --bind "$N2/ns" "$N2/ns"
+    mount --make-private "$N2/ns"
+  fi
+  touch "$ns"
+  unshare "--mount=$ns" --propagation slave true
+  nsenter "--mount=$ns" mount --bind "$N2/kubelet" "$S/kubelet"
+  nsenter "--mount=$ns" mount --bind "$N2/log/pods" "$S/log/pods"
+}
+
+# node2_cgroups makes node2's cgroup root in every hierarchy (the kubelet
+# refuses a --cgroup-root that does not exist); a cpuset cgroup v1 starts
+# with no CPU and memory node, so it gets its parent's.
+node2_cgroups() {
+  local m
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    mkdir -p "/sys/fs/cgroup$CGROUP2_ROOT"
+    sed 's/\([^ ]*\)/+\1/g' /sys/fs/cgroup/cgroup.subtree_control >"/sys/fs/cgroup$CGROUP2_ROOT/cgroup.subtree_control"
+    return 0
+  fi
+  for m in $(awk '$3 == "cgroup" {print $2}' /proc/mounts); do
+    mkdir -p "$m$CGROUP2_ROOT"
+    if [ -f "$m/cpuset.cpus" ] && [ -z "$(<"$m$CGROUP2_ROOT/cpuset.cpus")" ]; then
+      cat "$m/cpuset.cpus" >"$m$CGROUP2_ROOT/cpuset.cpus"
+      cat "$m/cpuset.mems" >"$m$CGROUP2_ROOT/cpuset.mems"
+    fi
+  done
 }
 
 # ---------------------------------------------------------------- images
 
+# CTR and CTR2 are ctr on kscmp-node's and on kscmp-node2's containerd.
 CTR() { ctr --address "$S/containerd/containerd.sock" -n k8s.io "$@"; }
+CTR2() { ctr --address "$N2/containerd/containerd.sock" -n k8s.io "$@"; }
 
-# import NAME TARBALL: imports TARBALL unless this very file was imported.
+# import NAME TARBALL: imports TARBALL into each node's containerd unless
+# this very file was imported there.
 import() {
   local sum
   sum=$(sha256sum "$2" | cut -d' ' -f1)
-  [ "$(cat "$S/images/$1.imported" 2>/dev/null)" = "$sum" ] && return 0
-  log "importing $2"
-  CTR images import --all-platforms "$2" >&2
-  echo "$sum" >"$S/images/$1.imported"
+  if [ "$(cat "$S/images/$1.imported" 2>/dev/null)" != "$sum" ]; then
+    log "importing $2"
+    CTR images import --all-platforms "$2" >&2
+    echo "$sum" >"$S/images/$1.imported"
+  fi
+  mkdir -p "$N2/images"
+  if [ "$(cat "$N2/images/$1.imported" 2>/dev/null)" != "$sum" ]; then
+    log "importing $2 into $NODE2"
+    CTR2 images import --all-platforms "$2" >&2
+    echo "$sum" >"$N2/images/$1.imported"
+  fi
 }
 
 images() {
@@ -388,20 +523,21 @@ api_ready() {
   curl -sf --cacert "$S/pki/ca.crt" --cert "$S/pki/admin.crt" --key "$S/pki/admin.key" \
     "https://$NODE_IP:$API_PORT/readyz" >/dev/null
 }
+# node_ready NAME: the node NAME is Ready.
 node_ready() {
-  [ "$(KUBECTL get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+  [ "$(KUBECTL get node "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
 preflight() {
   [ "$(id -u)" -eq 0 ] || die "run as root: the kubelet, containerd and the pod network need it"
   local c
-  for c in containerd ctr runc openssl iptables ip curl /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /bin/busybox; do
+  for c in containerd ctr runc openssl iptables ip curl nsenter unshare mountpoint /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /bin/busybox; do
     command -v "$c" >/dev/null || die "$c is missing: run hack/deps.sh test"
   done
   bin=$(hack/testbin.sh cluster)
 }
 
-# manifests writes $S/manifests: deploy/manifests as this node needs it, for
+# manifests writes $S/manifests: deploy/manifests as these nodes need it, for
 # `kubectl apply -k`. The agent's hostPath is the kubelet's seccomp directory
 # under $S (the DaemonSet names /var/lib/kubelet's), and the agent rolls the
 # workloads whose profile changed (--restart-workloads), as a demo wants.
@@ -431,6 +567,7 @@ up() {
   preflight
   mkdir -p "$S"
   S=$(cd "$S" && pwd)
+  N2=$S/node2
   local changed=() p
   save_sysctls
   pki
@@ -438,8 +575,13 @@ up() {
   configs
   for p in "${changed[@]}"; do stop "$p"; done
 
+  node2_ns
+  node2_cgroups
+
   start containerd "$(command -v containerd)" --config "$S/containerd/config.toml"
+  start --ns "$N2/ns/mnt" node2-containerd "$(command -v containerd)" --config "$N2/containerd/config.toml"
   wait_for containerd 30 CTR version
+  wait_for node2-containerd 30 CTR2 version
   images
 
   start etcd "$bin/etcd" --name "$NODE" --data-dir "$S/etcd" \
@@ -475,7 +617,12 @@ up() {
 
   start kubelet "$bin/kubelet" --config "$S/kubelet/config.yaml" --kubeconfig "$S/kubelet.kubeconfig" \
     --root-dir "$S/kubelet" --hostname-override "$NODE" --node-ip "$NODE_IP" --v 1
-  wait_for "node $NODE Ready" 120 node_ready
+  # --root-dir is $S/kubelet in node2's namespace too: there it is $N2/kubelet.
+  start --ns "$N2/ns/mnt" node2-kubelet "$bin/kubelet" --config "$N2/kubelet/config.yaml" \
+    --kubeconfig "$S/node2-kubelet.kubeconfig" --root-dir "$S/kubelet" --hostname-override "$NODE2" \
+    --node-ip "$NODE2_IP" --v 1
+  wait_for "node $NODE Ready" 120 node_ready "$NODE"
+  wait_for "node $NODE2 Ready" 120 node_ready "$NODE2"
   # Pods need their namespace's default ServiceAccount (the controller manager makes it).
   wait_for "the default ServiceAccount" 60 KUBECTL get serviceaccount default -n default
   manifests
@@ -485,15 +632,17 @@ up() {
 
 # ---------------------------------------------------------------- down
 
-# kill_pods ends every container of the node: through containerd while it
-# runs (SIGKILL, then delete, so that the shims exit), then whatever is left
-# in the kubelet's cgroups (kubepods, in every hierarchy).
+# kill_pods ends every container of both nodes: through each containerd
+# while it runs (SIGKILL, then delete, so that the shims exit), then
+# whatever is left in the kubelets' cgroups (kubepods, in every hierarchy:
+# /kubepods and /kscmp-node2/kubepods).
 kill_pods() {
-  local id pid f i
-  if pid_of containerd >/dev/null; then
-    for id in $(CTR tasks ls -q 2>/dev/null); do CTR tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true; done
-    for id in $(CTR tasks ls -q 2>/dev/null); do CTR tasks delete -f "$id" >/dev/null 2>&1 || true; done
-  fi
+  local id pid f i ctr
+  for ctr in containerd:CTR node2-containerd:CTR2; do
+    pid_of "${ctr%%:*}" >/dev/null || continue
+    for id in $("${ctr#*:}" tasks ls -q 2>/dev/null); do "${ctr#*:}" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+    for id in $("${ctr#*:}" tasks ls -q 2>/dev/null); do "${ctr#*:}" tasks delete -f "$id" >/dev/null 2>&1 || true; done
+  done
   for ((i = 0; i < 50; i++)); do
     pid=$(cat $(find /sys/fs/cgroup -path '*/kubepods*' -name cgroup.procs 2>/dev/null) /dev/null 2>/dev/null | sort -u)
     [ -z "$pid" ] && return 0
@@ -503,14 +652,17 @@ kill_pods() {
   log "warning: processes left in the kubepods cgroups: $pid"
 }
 
-# kill_shims ends the containerd shims of our containerd (their -address
-# is our socket), by pid.
+# kill_shims ends the containerd shims of our two containerds (their
+# -address is one of our sockets), by pid.
 kill_shims() {
   local p cmd
   for p in /proc/[0-9]*; do
     cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
     case $cmd in
-      *containerd-shim*" -address $S/containerd/containerd.sock "*) kill -KILL "${p#/proc/}" 2>/dev/null || true ;;
+      *containerd-shim*" -address $S/containerd/containerd.sock "* | \
+        *containerd-shim*" -address $N2/containerd/containerd.sock "*)
+        kill -KILL "${p#/proc/}" 2>/dev/null || true
+        ;;
     esac
   done
 }
@@ -526,23 +678,28 @@ unmount_all() {
   done
 }
 
-# remove_cgroups removes the kubelet's (empty) cgroups, leaves first.
+# remove_cgroups removes both kubelets' (empty) cgroups, leaves first, and
+# node2's cgroup root in every hierarchy.
 remove_cgroups() {
   find /sys/fs/cgroup -depth -type d -path '*/kubepods*' -exec rmdir {} \; 2>/dev/null || true
+  find /sys/fs/cgroup -maxdepth 2 -type d -name "${CGROUP2_ROOT#/}" -exec rmdir {} \; 2>/dev/null || true
 }
 
 down() {
   [ "$(id -u)" -eq 0 ] || die "run as root"
   [ -d "$S" ] || { log "no cluster in $S"; return 0; }
   S=$(cd "$S" && pwd)
-  stop kubelet
+  N2=$S/node2
+  stop kubelet node2-kubelet
   kill_pods
-  stop containerd kube-scheduler kube-controller-manager kube-apiserver etcd
+  stop containerd node2-containerd kube-scheduler kube-controller-manager kube-apiserver etcd
   kill_shims
+  # node2's namespace ends with its last process and the unmount of
+  # $N2/ns/mnt, and its mounts with it.
   unmount_all
   remove_cgroups
   # No pod runs now: every address host-local handed out is free again.
-  rm -rf "$S/cni/ipam"
+  rm -rf "$S/cni/ipam" "$N2/cni/ipam"
   # The kubelet links each container's log into /var/log/containers (fixed path).
   find /var/log/containers -maxdepth 1 -type l -lname "$S/*" -delete 2>/dev/null || true
   network_down

@@ -24,14 +24,15 @@ func TestCluster(t *testing.T) {
 	}
 	c := Start(t)
 	t.Run("BusyboxPod", func(t *testing.T) { testBusyboxPod(t, c) })
+	t.Run("Nodes", func(t *testing.T) { testNodes(t, c) })
 	t.Run("Enforce", func(t *testing.T) { testEnforce(t, c) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, c) })
 	t.Run("Loop", func(t *testing.T) { testLoop(t, c) })
 }
 
-// testBusyboxPod: a pod of the imported busybox image goes from Pending to
-// Succeeded, in a network namespace of its own with an address of the pod
-// network.
+// testBusyboxPod: a pod of the imported busybox image, on the first node,
+// goes from Pending to Succeeded, in a network namespace of its own with an
+// address of that node's pod network.
 func testBusyboxPod(t *testing.T, c *Cluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -45,6 +46,7 @@ func testBusyboxPod(t *testing.T, c *Cluster) {
 			}},
 		},
 	}
+	PinToNode(&pod.Spec, NodeName)
 	if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +56,7 @@ func testBusyboxPod(t *testing.T, c *Cluster) {
 	if got.Status.Phase != corev1.PodSucceeded {
 		t.Fatalf("pod busybox: phase %s, want Succeeded: %+v", got.Status.Phase, got.Status.ContainerStatuses)
 	}
-	_, podNet, _ := net.ParseCIDR("10.244.0.0/24")
+	_, podNet, _ := net.ParseCIDR(PodCIDR)
 	if ip := net.ParseIP(got.Status.PodIP); ip == nil || !podNet.Contains(ip) {
 		t.Errorf("pod busybox: IP %q, want one of the pod network %s", got.Status.PodIP, podNet)
 	}
@@ -69,6 +71,106 @@ func testBusyboxPod(t *testing.T, c *Cluster) {
 	if podNetNS := strings.TrimSpace(string(logs)); !strings.HasPrefix(podNetNS, "net:[") || podNetNS == hostNet {
 		t.Errorf("pod busybox: network namespace %q, want its own (the host's is %s)", podNetNS, hostNet)
 	}
+}
+
+// testNodes: both nodes are Ready with their own addresses; a pod pinned to
+// each runs there, with an address of that node's pod network, in that
+// kubelet's cgroups (node2's under its own cgroup root), and `kubectl logs`
+// (the API server through that node's kubelet) reads it; node2's kubelet
+// runs in a mount namespace other than the host's.
+func testNodes(t *testing.T, c *Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, node := range Nodes() {
+		n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("node %s: %v", node, err)
+		}
+		if !nodeReady(n) {
+			t.Errorf("node %s: not Ready: %+v", node, n.Status.Conditions)
+		}
+		want := map[string]string{NodeName: NodeIP, Node2Name: Node2IP}[node]
+		if got := internalIP(n); got != want {
+			t.Errorf("node %s: InternalIP %q, want %s", node, got, want)
+		}
+	}
+	for _, node := range Nodes() {
+		t.Run(node, func(t *testing.T) { testPinnedPod(ctx, t, c, node) })
+	}
+	kubelet2, err := os.ReadFile(filepath.Join(c.Dir, "run", "node2-kubelet.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns2, err := os.Readlink("/proc/" + strings.TrimSpace(string(kubelet2)) + "/ns/mnt")
+	if err != nil {
+		t.Fatalf("node2's kubelet: %v", err)
+	}
+	if host, _ := os.Readlink("/proc/self/ns/mnt"); ns2 == host {
+		t.Errorf("node2's kubelet runs in the host's mount namespace %s, want its own", host)
+	}
+}
+
+// testPinnedPod runs a pod pinned to node and checks where it runs.
+func testPinnedPod(ctx context.Context, t *testing.T, c *Cluster, node string) {
+	name := "pinned-" + node
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: new(int64),
+			Containers: []corev1.Container{{
+				Name: "bb", Image: BusyboxImage, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"sh", "-c", "echo on " + node + "; exec sleep 100000"},
+			}},
+		},
+	}
+	PinToNode(&pod.Spec, node)
+	if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Client.CoreV1().Pods("default").Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	got := waitPod(ctx, t, c, "default", name, func(p *corev1.Pod) bool { return p.Status.Phase != corev1.PodPending })
+	if got.Status.Phase != corev1.PodRunning || got.Spec.NodeName != node {
+		t.Fatalf("pod %s: phase %s on node %q, want Running on %s", name, got.Status.Phase, got.Spec.NodeName, node)
+	}
+	_, podNet, _ := net.ParseCIDR(NodePodCIDR(node))
+	if ip := net.ParseIP(got.Status.PodIP); ip == nil || !podNet.Contains(ip) {
+		t.Errorf("pod %s: IP %q, want one of %s's pod network %s", name, got.Status.PodIP, node, podNet)
+	}
+	var logs []byte
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		logs, _ = c.KubectlOutput(30*time.Second, "-n", "default", "logs", name)
+		return strings.Contains(string(logs), "on "+node), nil
+	})
+	if err != nil {
+		t.Errorf("kubectl logs %s (on %s): %q, want %q: %v", name, node, logs, "on "+node, err)
+	}
+	pid, _ := nodeProcess(t, string(got.UID), "sleep 100000")
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := map[string]string{NodeName: ":/kubepods/", Node2Name: ":/kscmp-node2/kubepods/"}[node]
+	if !strings.Contains(string(cg), own) {
+		t.Errorf("pod %s: process %d in cgroups\n%s\nwant %s's, under %s", name, pid, cg, node, own)
+	}
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, cond := range n.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			return cond.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func internalIP(n *corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return ""
 }
 
 // waitPod polls the pod until done says so, and returns it.

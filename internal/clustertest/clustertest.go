@@ -1,12 +1,12 @@
-// Package clustertest starts the real single-node cluster of hack/cluster.sh
-// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
-// kubelet v1.37.2 built by `hack/testbin.sh cluster`; Debian's containerd,
-// runc and CNI plugins) in a state directory of its own for a test, and stops
-// it (every process, mount, the bridge and the iptables rules) when the test
-// ends.
+// Package clustertest starts the real two-node cluster of hack/cluster.sh
+// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and two
+// kubelets v1.37.2 built by `hack/testbin.sh cluster`, each with its own
+// Debian containerd; runc and CNI plugins) in a state directory of its own
+// for a test, and stops it (every process, mount, the bridges and the
+// iptables rules) when the test ends.
 //
-// One cluster at a time fits on a machine (the bridge, the ports and the
-// kubelet's cgroups are fixed), so Start refuses to run beside one that is
+// One cluster at a time fits on a machine (the bridges, the ports and the
+// kubelets' cgroups are fixed), so Start refuses to run beside one that is
 // already up (make cluster-down stops it).
 package clustertest
 
@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -29,13 +30,24 @@ import (
 	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
-// Addresses hack/cluster.sh gives the node; keep them in step with it.
+// Names and addresses hack/cluster.sh gives the nodes; keep them in step
+// with it.
 const (
-	// NodeName is the node's name.
+	// NodeName is the first node's name.
 	NodeName = "kscmp-node"
-	// NodeIP is the node's address: the pod bridge's, where the API server
-	// and the kubelet listen.
+	// NodeIP is the first node's address: its pod bridge's (kscmp0), where
+	// the API server and its kubelet listen.
 	NodeIP = "10.244.0.1"
+	// PodCIDR is the first node's pod network.
+	PodCIDR = "10.244.0.0/24"
+	// Node2Name is the second node's name: its containerd and kubelet run
+	// in a mount namespace of their own, with their own cgroup root.
+	Node2Name = "kscmp-node2"
+	// Node2IP is the second node's address: its pod bridge's (kscmp1),
+	// where its kubelet listens.
+	Node2IP = "10.244.1.1"
+	// Node2PodCIDR is the second node's pod network.
+	Node2PodCIDR = "10.244.1.0/24"
 	// BusyboxImage is the busybox-static image imported into the node.
 	BusyboxImage = "localhost/busybox:latest"
 )
@@ -113,14 +125,16 @@ func prerequisites(t *testing.T) {
 			missing = append(missing, b+": run `hack/testbin.sh cluster` (make cluster builds it too)")
 		}
 	}
-	for _, f := range []string{"containerd", "ctr", "runc", "openssl", "iptables", "/usr/lib/cni/bridge", "/bin/busybox"} {
+	for _, f := range []string{"containerd", "ctr", "runc", "openssl", "iptables", "nsenter", "unshare", "/usr/lib/cni/bridge", "/bin/busybox"} {
 		if _, err := exec.LookPath(f); err != nil {
 			missing = append(missing, f+": run hack/deps.sh test")
 		}
 	}
 	testenv.Missing(t, missing...)
-	if ifaces, err := net.InterfaceByName("kscmp0"); err == nil && ifaces != nil {
-		t.Fatal("a kscmp cluster already runs on this machine (bridge kscmp0): hack/cluster.sh down (make cluster-down) first")
+	for _, bridge := range []string{"kscmp0", "kscmp1"} {
+		if iface, err := net.InterfaceByName(bridge); err == nil && iface != nil {
+			t.Fatalf("a kscmp cluster already runs on this machine (bridge %s): hack/cluster.sh down (make cluster-down) first", bridge)
+		}
 	}
 }
 
@@ -179,5 +193,34 @@ func (c *Cluster) MustKubectl(t *testing.T, timeout time.Duration, args ...strin
 	return out
 }
 
-// KubeletSeccompDir is the kubelet's seccomp directory on the node.
-func (c *Cluster) KubeletSeccompDir() string { return filepath.Join(c.Dir, "kubelet", "seccomp") }
+// KubeletSeccompDir is the first node's (NodeName's) kubelet seccomp
+// directory, as the host sees it.
+func (c *Cluster) KubeletSeccompDir() string { return c.KubeletSeccompDirOn(NodeName) }
+
+// KubeletSeccompDirOn is the kubelet seccomp directory of node, as the host
+// sees it. Inside node2's mount namespace (its kubelet, containerd and
+// pods, the agent's hostPath) it is the first node's path, bind-mounted.
+func (c *Cluster) KubeletSeccompDirOn(node string) string {
+	if node == Node2Name {
+		return filepath.Join(c.Dir, "node2", "kubelet", "seccomp")
+	}
+	return filepath.Join(c.Dir, "kubelet", "seccomp")
+}
+
+// Nodes are the cluster's node names, the first node first.
+func Nodes() []string { return []string{NodeName, Node2Name} }
+
+// NodePodCIDR is node's pod network ("" for a node not of this cluster).
+func NodePodCIDR(node string) string {
+	return map[string]string{NodeName: PodCIDR, Node2Name: Node2PodCIDR}[node]
+}
+
+// PinToNode makes spec run on node only, through the scheduler (a
+// nodeSelector on kubernetes.io/hostname, which each kubelet sets to its
+// --hostname-override), so tests can say where a pod runs.
+func PinToNode(spec *corev1.PodSpec, node string) {
+	if spec.NodeSelector == nil {
+		spec.NodeSelector = map[string]string{}
+	}
+	spec.NodeSelector[corev1.LabelHostname] = node
+}

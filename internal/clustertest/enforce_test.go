@@ -42,6 +42,8 @@ spec:
         syscalls: [mkdir, mkdirat]
 `
 
+// deployment is pinned to the first node: the tests read its kubelet's
+// seccomp directory and restart its kubelet and containerd.
 const deployment = `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: busybox-demo, namespace: {{NS}}}
@@ -52,6 +54,7 @@ spec:
     metadata: {labels: {app: busybox-demo}}
     spec:
       terminationGracePeriodSeconds: 1
+      nodeSelector: ` + "{" + corev1.LabelHostname + ": " + NodeName + "}" + `
       containers:
       - name: bb
         image: localhost/busybox:latest
@@ -162,22 +165,31 @@ func waitRolled(t *testing.T, c *Cluster, old *corev1.Pod) *corev1.Pod {
 	return &last[0]
 }
 
-// checkAgent: the init container installed the agent's profile and the
-// agent process runs under a seccomp filter (Seccomp: 2).
+// checkAgent: on each node, the init container installed the agent's
+// profile and the agent process runs under a seccomp filter (Seccomp: 2).
 func checkAgent(t *testing.T, c *Cluster) {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(c.KubeletSeccompDir(), "kubearmor", "kscmp-system", "kscmp-agent.json")); err != nil {
-		t.Errorf("the agent's own profile: %v", err)
+	for _, node := range Nodes() {
+		checkAgentOn(t, c, node)
 	}
-	pod := onePod(t, c, "kscmp-system", "app.kubernetes.io/name=kscmp-agent")
+}
+
+// checkAgentOn is checkAgent for the agent pod on node: its profile in that
+// node's own kubelet directory (the one hostPath names each node's own).
+func checkAgentOn(t *testing.T, c *Cluster, node string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(c.KubeletSeccompDirOn(node), "kubearmor", "kscmp-system", "kscmp-agent.json")); err != nil {
+		t.Errorf("node %s: the agent's own profile: %v", node, err)
+	}
+	pod := onePodOn(t, c, "kscmp-system", agentSelector, node)
 	for _, s := range pod.Status.InitContainerStatuses {
 		if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
-			t.Errorf("agent init container %s: %+v, want terminated with exit code 0", s.Name, s.State)
+			t.Errorf("node %s: agent init container %s: %+v, want terminated with exit code 0", node, s.Name, s.State)
 		}
 	}
 	pid, status := nodeProcess(t, string(pod.UID), "/usr/local/bin/kscmp agent --mode enforce")
 	if m := seccompMode(status); m != "2" {
-		t.Errorf("agent process %d: Seccomp: %q, want 2 (filter)", pid, m)
+		t.Errorf("node %s: agent process %d: Seccomp: %q, want 2 (filter)", node, pid, m)
 	}
 }
 
@@ -297,14 +309,25 @@ func checkWorkload(t *testing.T, c *Cluster, ns string, enforced bool) {
 // onePod returns the running pod the selector picks in ns.
 func onePod(t *testing.T, c *Cluster, ns, selector string) *corev1.Pod {
 	t.Helper()
+	return onePodOn(t, c, ns, selector, "")
+}
+
+// onePodOn returns the running pod the selector picks in ns on node (on
+// any node when node is ""): a DaemonSet has one pod per node.
+func onePodOn(t *testing.T, c *Cluster, ns, selector, node string) *corev1.Pod {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector, FieldSelector: "status.phase=Running"})
+	fields := "status.phase=Running"
+	if node != "" {
+		fields += ",spec.nodeName=" + node
+	}
+	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector, FieldSelector: fields})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(pods.Items) != 1 {
-		t.Fatalf("%s pods %s running: %d, want 1", ns, selector, len(pods.Items))
+		t.Fatalf("%s pods %s running (%s): %d, want 1", ns, selector, fields, len(pods.Items))
 	}
 	return &pods.Items[0]
 }

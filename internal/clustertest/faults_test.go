@@ -20,11 +20,12 @@ import (
 
 const agentSelector = "app.kubernetes.io/name=kscmp-agent"
 
-// testFaults: with demo's policy and Deployment in place (bound, enforcing),
-// each fault of issue #14 in turn — the agent pod deleted (after a killed
-// write: the profile gone, its temporary file left), the kubelet restarted,
-// containerd restarted, the whole node stopped and started again from its
-// state directory — and after each: the profiles are there byte for byte,
+// testFaults: with demo's policy and Deployment in place (bound, enforcing,
+// pinned to the first node, kscmp-node), each fault of issue #14 in turn on
+// that node — its agent pod deleted (after a killed write: the profile gone,
+// its temporary file left), its kubelet restarted, its containerd restarted,
+// the whole cluster (both nodes) stopped and started again from its state
+// directory — and after each: the profiles are there byte for byte,
 // no temporary file is left, the agent runs under its own profile, demo's
 // pod runs again under its profile (Seccomp: 2), echo and ls work and mkdir
 // fails with EPERM.
@@ -42,7 +43,7 @@ func testFaults(t *testing.T, c *Cluster) {
 	checkWorkload(t, c, "demo", true)
 
 	t.Run("AgentPodDeleted", func(t *testing.T) {
-		agent := onePod(t, c, "kscmp-system", agentSelector)
+		agent := onePodOn(t, c, "kscmp-system", agentSelector, NodeName)
 		// What a write killed before its rename leaves: no profile, a
 		// temporary file.
 		if err := os.Remove(profile); err != nil {
@@ -76,7 +77,9 @@ func testFaults(t *testing.T, c *Cluster) {
 		if out, err := c.script(5*time.Minute, "up"); err != nil {
 			t.Fatalf("hack/cluster.sh up (same state directory): %v\n%s", err, out)
 		}
-		// Every container was killed: all of them start again.
+		// Every container was killed, on both nodes: all of them start again.
+		waitNodeReady(t, c, Node2Name, since)
+		waitStarted(t, c, "kscmp-system", agentSelector, Node2Name, since, true)
 		converged(t, c, want, since, since, map[string]bool{agentSelector: true, "app=busybox-demo": true})
 	})
 }
@@ -89,9 +92,9 @@ func testFaults(t *testing.T, c *Cluster) {
 // the agent and demo's workload.
 func converged(t *testing.T, c *Cluster, want map[string][]byte, kubeletSince, since time.Time, restarted map[string]bool) {
 	t.Helper()
-	waitNodeReady(t, c, kubeletSince)
-	waitStarted(t, c, "kscmp-system", agentSelector, since, restarted[agentSelector])
-	waitStarted(t, c, "demo", "app=busybox-demo", since, restarted["app=busybox-demo"])
+	waitNodeReady(t, c, NodeName, kubeletSince)
+	waitStarted(t, c, "kscmp-system", agentSelector, NodeName, since, restarted[agentSelector])
+	waitStarted(t, c, "demo", "app=busybox-demo", NodeName, since, restarted["app=busybox-demo"])
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var got map[string][]byte
@@ -174,15 +177,15 @@ func names(files map[string][]byte) string {
 	return strings.Join(n, ", ")
 }
 
-// waitNodeReady waits until the node reports Ready in a heartbeat sent
-// after since: the condition from before the fault says nothing.
-func waitNodeReady(t *testing.T, c *Cluster, since time.Time) {
+// waitNodeReady waits until node reports Ready in a heartbeat sent after
+// since: the condition from before the fault says nothing.
+func waitNodeReady(t *testing.T, c *Cluster, node string, since time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var last []corev1.NodeCondition
 	err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		n, err := c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
@@ -195,21 +198,21 @@ func waitNodeReady(t *testing.T, c *Cluster, since time.Time) {
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("node %s: no Ready heartbeat after the fault: %v; conditions: %+v", NodeName, err, last)
+		t.Fatalf("node %s: no Ready heartbeat after the fault: %v; conditions: %+v", node, err, last)
 	}
 }
 
-// waitStarted waits until the selector picks exactly one pod in ns that
-// runs, is ready, and — when restarted — whose containers all started
+// waitStarted waits until the selector picks exactly one pod in ns on node
+// that runs, is ready, and — when restarted — whose containers all started
 // after since (the pod's status is the kubelet's word after the fault, not
 // the one from before it).
-func waitStarted(t *testing.T, c *Cluster, ns, selector string, since time.Time, restarted bool) {
+func waitStarted(t *testing.T, c *Cluster, ns, selector, node string, since time.Time, restarted bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var last []corev1.Pod
 	err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector, FieldSelector: "spec.nodeName=" + node})
 		if err != nil {
 			return false, nil
 		}
@@ -220,7 +223,7 @@ func waitStarted(t *testing.T, c *Cluster, ns, selector string, since time.Time,
 		return podStarted(&pods.Items[0], since, restarted), nil
 	})
 	if err != nil {
-		t.Fatalf("%s pods %s: not one running and ready after the fault: %v; pods: %+v", ns, selector, err, statuses(last))
+		t.Fatalf("%s pods %s on %s: not one running and ready after the fault: %v; pods: %+v", ns, selector, node, err, statuses(last))
 	}
 }
 
