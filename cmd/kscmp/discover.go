@@ -30,6 +30,9 @@ type discoverFlags struct {
 	machine, maxKeys         int
 	all, withRuntime         bool
 	kubeconfig, node, output string
+	// The recorder pod of `kscmp discover --cluster` (hidden flags).
+	nodeRecorder bool
+	runName      string
 }
 
 const discoverLong = `Discover attaches kscmp's eBPF recorder to the kernel's system call entry and
@@ -82,7 +85,12 @@ func (fl *discoverFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
 	f.StringVar(&fl.node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
 	f.IntVar(&fl.maxKeys, "max-keys", discover.DefaultMaxKeys, "workloads the kernel map holds; more are counted as lost")
-	f.DurationVar(&fl.interval, "interval", time.Second, "how often to read the kernel's sets and show progress")
+	f.DurationVar(&fl.interval, "interval", time.Second, "how often to read the kernel's sets and show progress (10s with --node-recorder)")
+	f.BoolVar(&fl.nodeRecorder, "node-recorder", false, "run as the recorder pod of 'discover --cluster': record this node's pods only, write the report stream to stdout")
+	f.StringVar(&fl.runName, "run", "", "the cluster recording's name (with --node-recorder)")
+	for _, name := range []string{"node-recorder", "run"} {
+		_ = f.MarkHidden(name)
+	}
 }
 
 // run records with the options the flags give and writes the report.
@@ -90,6 +98,9 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 	opts, err := fl.options()
 	if err != nil {
 		return err
+	}
+	if fl.nodeRecorder {
+		return fl.runNodeRecorder(cmd, opts)
 	}
 	// The report is written only at the end: an output that cannot be
 	// written must fail now, not after the whole recording.
@@ -119,6 +130,30 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 	}
 	fmt.Fprintf(stderr, "kscmp: %d workloads in %s (lost: %d)\n", len(rep.Workloads), fl.output, rep.Lost.Total())
 	return nil
+}
+
+// runNodeRecorder is the recorder pod's command: the node, its pod and
+// namespace from the downward API's environment, the API server in-cluster
+// (or --kubeconfig); discover.RecordNode does the rest. SIGTERM ends it
+// early through the command's context (main).
+func (fl *discoverFlags) runNodeRecorder(cmd *cobra.Command, opts discover.Options) error {
+	if !cmd.Flags().Changed("interval") {
+		opts.Interval = 10 * time.Second
+	}
+	client, err := kubeClient(fl.kubeconfig)
+	if err != nil {
+		return usageErr("--node-recorder: %w", err)
+	}
+	err = discover.RecordNode(cmd.Context(), discover.NodeRecorder{Run: fl.runName, Node: nodeName(fl.node),
+		Pod: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE"), Client: client,
+		Options: opts, Out: cmd.OutOrStdout()})
+	if errors.Is(err, discover.ErrUnsupported) {
+		return &exitError{exitUnsupported, err}
+	}
+	if errors.Is(err, discover.ErrNodeRecorderConfig) {
+		return usageErr("%w", err)
+	}
+	return err
 }
 
 // options turns the flags into discover.Options; a problem names its flag.
