@@ -33,6 +33,9 @@ type discoverFlags struct {
 	// The recorder pod of `kscmp discover --cluster` (hidden flags).
 	nodeRecorder bool
 	runName      string
+	// The recorder pod's init container (hidden flags).
+	recorderProfile  string
+	printProfileName bool
 }
 
 const discoverLong = `Discover attaches kscmp's eBPF recorder to the kernel's system call entry and
@@ -88,13 +91,28 @@ func (fl *discoverFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&fl.interval, "interval", time.Second, "how often to read the kernel's sets and show progress (10s with --node-recorder)")
 	f.BoolVar(&fl.nodeRecorder, "node-recorder", false, "run as the recorder pod of 'discover --cluster': record this node's pods only, write the report stream to stdout")
 	f.StringVar(&fl.runName, "run", "", "the cluster recording's name (with --node-recorder)")
-	for _, name := range []string{"node-recorder", "run"} {
+	f.StringVar(&fl.recorderProfile, "recorder-profile", "", "write the node recorder's own seccomp profile under this directory (the kubelet's seccomp directory) and print its relative path")
+	f.BoolVar(&fl.printProfileName, "print-recorder-profile-name", false, "print the relative path of the node recorder's own seccomp profile")
+	for _, name := range []string{"node-recorder", "run", "recorder-profile", "print-recorder-profile-name"} {
 		_ = f.MarkHidden(name)
 	}
 }
 
 // run records with the options the flags give and writes the report.
 func (fl *discoverFlags) run(cmd *cobra.Command) error {
+	switch {
+	case fl.printProfileName:
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), discover.RecorderProfileName())
+		return err
+	case fl.recorderProfile != "":
+		path, changed, err := discover.WriteRecorderProfile(fl.recorderProfile)
+		if err != nil {
+			return fmt.Errorf("--recorder-profile %s: %w", fl.recorderProfile, err)
+		}
+		slog.Debug("discover: the recorder's own profile", "path", path, "written", changed)
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), discover.RecorderProfileName())
+		return err
+	}
 	opts, err := fl.options()
 	if err != nil {
 		return err
@@ -144,7 +162,12 @@ func (fl *discoverFlags) runNodeRecorder(cmd *cobra.Command, opts discover.Optio
 	if err != nil {
 		return usageErr("--node-recorder: %w", err)
 	}
-	err = discover.RecordNode(cmd.Context(), discover.NodeRecorder{Run: fl.runName, Node: nodeName(fl.node),
+	// Not nodeName's host name fallback: a pod's host name is the pod's.
+	node := fl.node
+	if node == "" {
+		node = os.Getenv("NODE_NAME")
+	}
+	err = discover.RecordNode(cmd.Context(), discover.NodeRecorder{Run: fl.runName, Node: node,
 		Pod: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE"), Client: client,
 		Options: opts, Out: cmd.OutOrStdout()})
 	if errors.Is(err, discover.ErrUnsupported) {
