@@ -171,7 +171,7 @@ func (fl *discoverFlags) runNodeRecorder(cmd *cobra.Command, opts discover.Optio
 		Pod: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE"), Client: client,
 		Options: opts, Out: cmd.OutOrStdout()})
 	if errors.Is(err, discover.ErrUnsupported) {
-		return &exitError{exitUnsupported, err}
+		return &exitError{exitUnsupported, fmt.Errorf("%w (the recorder pod needs CAP_BPF and CAP_PERFMON, and a kernel with BTF)", err)}
 	}
 	if errors.Is(err, discover.ErrNodeRecorderConfig) {
 		return usageErr("%w", err)
