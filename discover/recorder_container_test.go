@@ -20,10 +20,14 @@ import (
 	"github.com/kubearmor/kscmp/internal/ocitest"
 )
 
-// RecorderCapabilities is the node recorder's proven minimum (see "The
-// recorder pod" in docs/architecture.md); TestRecorderInContainer proves
-// each one necessary and the set sufficient.
-var RecorderCapabilities = []string{"CAP_BPF", "CAP_PERFMON"}
+// recorderCaps is RecorderCapabilities in the runtime's form (CAP_BPF).
+func recorderCaps() []string {
+	var caps []string
+	for _, c := range RecorderCapabilities() {
+		caps = append(caps, "CAP_"+c)
+	}
+	return caps
+}
 
 // recorderContainer is the recorder pod's container as the Job makes it,
 // on runc: the static binary on a read-only root, root without the default
@@ -60,7 +64,7 @@ func recorderContainer(t *testing.T, runc, bin, kubeconfig string, hostPID bool,
 }
 
 // TestRecorderInContainer proves the recorder pod's privileges on real
-// parts: in a runc container with only RecorderCapabilities, under its own
+// parts: in a runc container with only recorderCaps(), under its own
 // profile, it loads, records a busy container of a pod of its node and
 // writes a valid stream, with the host's PID namespace (hostPID) and
 // without it (the identity then comes from the kernel's event alone: hostPID
@@ -96,11 +100,11 @@ func TestRecorderInContainer(t *testing.T) {
 				busyRes, busyErr = ocitest.Run(ctx, t, ocitest.Container{Runtime: runc, ID: busy, Rootfs: ocitest.BusyboxRootfs(t),
 					Args: []string{"sh", "-c", "i=0; while [ $i -lt 150 ]; do ls / >/dev/null; sleep 0.1; i=$((i+1)); done"}})
 			}()
-			res, err := ocitest.Run(ctx, t, recorderContainer(t, runc, bin, kubeconfig, hostPID, RecorderCapabilities,
+			res, err := ocitest.Run(ctx, t, recorderContainer(t, runc, bin, kubeconfig, hostPID, recorderCaps(),
 				"--run", "r1", "--duration", "8s", "--interval", "1s"))
 			wg.Wait()
 			if err != nil || res.ExitCode != 0 {
-				t.Fatalf("the recorder with %v: %v exit %d\nstderr: %s\nruntime: %s", RecorderCapabilities, err, res.ExitCode, res.Stderr, res.RuntimeLog)
+				t.Fatalf("the recorder with %v: %v exit %d\nstderr: %s\nruntime: %s", recorderCaps(), err, res.ExitCode, res.Stderr, res.RuntimeLog)
 			}
 			if busyErr != nil || busyRes.ExitCode != 0 {
 				t.Fatalf("the busy container: %v %+v", busyErr, busyRes)
@@ -118,9 +122,9 @@ func TestRecorderInContainer(t *testing.T) {
 			}
 		})
 	}
-	for _, drop := range RecorderCapabilities {
+	for _, drop := range recorderCaps() {
 		t.Run("without "+drop, func(t *testing.T) {
-			caps := slices.DeleteFunc(slices.Clone(RecorderCapabilities), func(c string) bool { return c == drop })
+			caps := slices.DeleteFunc(recorderCaps(), func(c string) bool { return c == drop })
 			res, err := ocitest.Run(context.Background(), t, recorderContainer(t, runc, bin, kubeconfig, true, caps,
 				"--run", "r1", "--duration", "2s"))
 			if err != nil {

@@ -33,6 +33,12 @@ const (
 	RecorderContainer = "recorder"
 )
 
+// RecorderCapabilities are the capabilities the recorder pod's container
+// adds after dropping ALL, in the securityContext's form (no CAP_ prefix):
+// the minimum TestRecorderInContainer proves sufficient, each one necessary
+// (docs/architecture.md, "The recorder pod"). A new slice each call.
+func RecorderCapabilities() []string { return []string{"BPF", "PERFMON"} }
+
 var (
 	//go:embed recorderprofile/kscmp-recorder-policy.yaml
 	recorderPolicyYAML []byte

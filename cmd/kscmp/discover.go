@@ -155,6 +155,9 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 // (or --kubeconfig); discover.RecordNode does the rest. SIGTERM ends it
 // early through the command's context (main).
 func (fl *discoverFlags) runNodeRecorder(cmd *cobra.Command, opts discover.Options) error {
+	if opts.Recorder.IncludeHost || len(opts.Filter.Keys) > 0 || fl.container != "" {
+		return usageErr("--node-recorder records the containers of this node's pods: --all, --systemd-unit, --cgroup, --pid, --machine-pid and --container do not apply")
+	}
 	if !cmd.Flags().Changed("interval") {
 		opts.Interval = 10 * time.Second
 	}
