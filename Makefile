@@ -138,6 +138,8 @@ lint:
 
 generate:
 	$(GO) generate ./bpf/...
+	@# The node recorder's own seccomp profiles, from its reviewed policy.
+	$(GO) generate ./discover/
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/... crd:crdVersions=v1 output:crd:dir=deploy/manifests/crd
 	@# The Helm chart's copy (Helm installs only crds/ of the chart's own
 	@# directory); deploy/helm_test.go fails when the two differ.
@@ -145,7 +147,7 @@ generate:
 
 # Regenerates into the tree and fails when anything changed.
 verify-generated: generate
-	@git diff --exit-code -- api bpf deploy/manifests/crd deploy/helm/kscmp/crds || { echo "generated files are stale: run make generate"; exit 1; }
+	@git diff --exit-code -- api bpf discover/recorderprofile deploy/manifests/crd deploy/helm/kscmp/crds || { echo "generated files are stale: run make generate"; exit 1; }
 
 demo: build
 	hack/deps.sh demo

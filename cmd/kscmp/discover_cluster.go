@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubearmor/kscmp/discover"
 	"github.com/kubearmor/kscmp/discover/cluster"
 	"github.com/kubearmor/kscmp/internal/fsutil"
 )
@@ -65,9 +66,8 @@ func (c *clusterFlags) any() bool { return c.on || c.collect != "" || c.listRuns
 var localOnly = []string{"container", "systemd-unit", "pid", "machine-pid", "cgroup", "all", "include-runtime", "max-keys"}
 
 // recorderProfileName names the recorder's seccomp profile relative to the
-// kubelet's seccomp directory (discover.RecorderProfileName, which the
-// recorder branch adds); "" until it is wired, and a run is refused.
-var recorderProfileName = func() string { return "" }
+// kubelet's seccomp directory; tests replace it.
+var recorderProfileName = discover.RecorderProfileName
 
 // clusterLogs is the recorders' log source; tests on an API server without
 // kubelets replace it.
@@ -87,7 +87,7 @@ func (fl *discoverFlags) clusterOptions(cmd *cobra.Command, client kubernetes.In
 	o := &cluster.Options{Namespace: fl.namespace, Selector: fl.selector, Nodes: fl.nodes,
 		Duration: fl.duration, Interval: fl.interval, Image: fl.cluster.image,
 		RecorderNamespace: fl.cluster.recorderNS, KubeletRoot: fl.cluster.kubeletRoot,
-		Keep: fl.cluster.keep, Force: fl.cluster.force, CreateQPS: fl.cluster.createQPS, ProfileName: recorderProfileName(),
+		Keep: fl.cluster.keep, Force: fl.cluster.force, CreateQPS: fl.cluster.createQPS, ProfileName: recorderProfileName(), Caps: discover.RecorderCapabilities(),
 		Logs: clusterLogs(client)}
 	if err := o.Defaults(client); err != nil {
 		return nil, usageErr("--cluster: %w", err)

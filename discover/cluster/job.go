@@ -47,10 +47,10 @@ const (
 )
 
 // DefaultCaps are the capabilities the recorder container adds to an empty
-// set (all others dropped): loading and attaching the eBPF program (BPF,
-// PERFMON), reading other processes' /proc entries to name their workloads
-// (SYS_PTRACE, DAC_READ_SEARCH).
-var DefaultCaps = []string{"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"}
+// set (all others dropped): creating the maps and loading and attaching
+// the eBPF programs, the minimum the recorder's tests prove
+// (discover.RecorderCapabilities, which the CLI passes).
+var DefaultCaps = []string{"BPF", "PERFMON"}
 
 // runName is what a run's name may be: a DNS label short enough that the
 // Job's name (kscmp-rec-RUN-xxxxxxxx) stays within 63 characters.
@@ -80,7 +80,8 @@ func JobName(run, node string) string {
 }
 
 // JobFor returns the Job that records node for the run, as the contract
-// with the recorder says: one pod pinned to the node (nodeName, so the
+// with the recorder says (without hostPID, which the recorder proved it
+// does not need, unless Options.HostPID): one pod pinned to the node (nodeName, so the
 // scheduler is not involved and taints are tolerated), never retried,
 // ended by its deadline and deleted by its TTL when the CLI is gone.
 func JobFor(o *Options, run, node string) *batchv1.Job {
@@ -110,7 +111,7 @@ func JobFor(o *Options, run, node string) *batchv1.Job {
 					RestartPolicy:                corev1.RestartPolicyNever,
 					ServiceAccountName:           ServiceAccount,
 					AutomountServiceAccountToken: ptr.To(true),
-					HostPID:                      true,
+					HostPID:                      o.HostPID,
 					Tolerations:                  []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 					Volumes: []corev1.Volume{{Name: "seccomp", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 						Path: path.Join(o.KubeletRoot, "seccomp"), Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}}},

@@ -66,6 +66,9 @@ type Options struct {
 	ProfileName string
 	// Caps are the capabilities the recorder adds (DefaultCaps).
 	Caps []string
+	// HostPID runs the recorder in the host's PID namespace (not needed:
+	// the recorder names workloads from its events).
+	HostPID bool
 	// Keep is the Jobs' ttlSecondsAfterFinished: how long a finished run
 	// can still be collected with --collect when the CLI is gone.
 	Keep time.Duration
