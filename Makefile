@@ -19,7 +19,7 @@ IMAGE_FLAGS = -version $(VERSION) -revision "$(REVISION)" -created $(SOURCE_DATE
 # per target on this VM. Longer runs: make fuzz FUZZTIME=2000000x (or 10m).
 FUZZTIME ?= 40000x
 
-.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-scale bench-admission lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
+.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-scale bench-admission bench-cluster-collect lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
 
 # A static binary (no cgo), as the image holds it. With cgo, the Go runtime
 # starts threads through glibc's pthread_create, which calls rseq and
@@ -139,6 +139,13 @@ bench-admission:
 	hack/testbin.sh >/dev/null
 	@set -o pipefail; KSCMP_BENCH_ADMISSION=1 KSCMP_BENCH_POLICIES=$(or $(filter-out 100,$(POLICIES)),1000) $(GO) test -count=1 -timeout 15m -v -run '^TestAdmissionLatency$$' ./deploy/webhook/ | grep '^admission\|FAIL'
 
+# discover --cluster's collection: a node's stream at 100 and 2,000 workloads,
+# collecting it, the union of 100, 1,000 and 5,000 nodes, and the start burst
+# of 1,000 Jobs on a real API server (make testbin); ~7 min on 2 cores.
+bench-cluster-collect:
+	$(GO) test -count=1 -timeout 30m -run='^$$' -bench='NodeStream|CollectNode' -benchmem ./discover/cluster/
+	$(GO) test -count=1 -timeout 30m -run='^$$' -bench='Union|StartJobs' -benchtime=1x -benchmem ./discover/cluster/
+
 # Pinned linters, built from the Go module proxy on first use (then cached):
 # staticcheck (bugs, dead code, simplifications) and goimports (import
 # grouping and order, a superset of gofmt). Generated files are left out.
@@ -153,6 +160,8 @@ lint:
 
 generate:
 	$(GO) generate ./bpf/...
+	@# The node recorder's own seccomp profiles, from its reviewed policy.
+	$(GO) generate ./discover/
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/... crd:crdVersions=v1 output:crd:dir=deploy/manifests/crd
 	@# The Helm chart's copy (Helm installs only crds/ of the chart's own
 	@# directory); deploy/helm_test.go fails when the two differ.
@@ -160,7 +169,7 @@ generate:
 
 # Regenerates into the tree and fails when anything changed.
 verify-generated: generate
-	@git diff --exit-code -- api bpf deploy/manifests/crd deploy/helm/kscmp/crds || { echo "generated files are stale: run make generate"; exit 1; }
+	@git diff --exit-code -- api bpf discover/recorderprofile deploy/manifests/crd deploy/helm/kscmp/crds || { echo "generated files are stale: run make generate"; exit 1; }
 
 demo: build
 	hack/deps.sh demo

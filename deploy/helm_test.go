@@ -100,6 +100,7 @@ var overrides = map[string]any{
 		"tolerations":    []any{map[string]any{"key": "dedicated", "operator": "Exists"}},
 		"nodeSelector":   map[string]any{"node-role.kubernetes.io/infra": ""},
 	},
+	"recorder": map[string]any{"discoverGroup": "platform-team"},
 }
 
 // TestHelmApply renders the chart with its defaults and with every value
@@ -303,7 +304,7 @@ func TestHelmValues(t *testing.T) {
 
 	got := renderChart(t, "kscmp-other", overrides)
 	root := "/var/snap/microk8s/common/var/lib/kubelet"
-	var restart, ds, dep int
+	var restart, ds, dep, discover int
 	for _, u := range got {
 		for _, c := range allContainers(u) {
 			if c["image"] != "ghcr.io/you/kscmp:v1.2.3" || c["imagePullPolicy"] != "Always" {
@@ -342,7 +343,16 @@ func TestHelmValues(t *testing.T) {
 			wantField(t, u, exprs[0].(map[string]any)["values"], []any{"kscmp-other"}, "namespaceSelector's excluded namespace")
 		case "Namespace":
 			wantField(t, u, u.GetName(), "kscmp-other", "namespace name")
+		case "RoleBinding", "ClusterRoleBinding":
+			subj, _, _ := unstructured.NestedSlice(u.Object, "subjects")
+			if u.GetName() == "kscmp-discover" {
+				discover++
+				wantField(t, u, subj[0].(map[string]any)["name"], "platform-team", "subject (recorder.discoverGroup)")
+			}
 		}
+	}
+	if discover != 2 {
+		t.Errorf("%d bindings kscmp-discover, want 2 (the ClusterRole's and the Role's)", discover)
 	}
 	if ds != 1 || dep != 1 || restart != 1 {
 		t.Errorf("%d DaemonSets, %d Deployments, --restart-workloads on %d containers; want 1, 1, 1 (the agent)", ds, dep, restart)

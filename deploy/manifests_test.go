@@ -349,3 +349,30 @@ func TestManifestsWebhookSecret(t *testing.T) {
 		t.Errorf("Role %s/%s: get %s: %v, create: %v; want both", ns, dep.Spec.Template.Spec.ServiceAccountName, name, get, create)
 	}
 }
+
+// TestManifestsRecorderAlone: deploy/manifests/recorder, usable alone,
+// creates the same namespace as deploy/manifests (its namespace.yaml is a
+// copy: a kustomization cannot load files above its directory), and
+// deploy/manifests includes its RBAC.
+func TestManifestsRecorderAlone(t *testing.T) {
+	top, err := os.ReadFile("manifests/namespace.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := os.ReadFile("manifests/recorder/namespace.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(top, own) {
+		t.Errorf("manifests/recorder/namespace.yaml differs from manifests/namespace.yaml")
+	}
+	var n int
+	for _, u := range manifests(t) {
+		if strings.Contains(u.GetName(), "kscmp-recorder") || strings.Contains(u.GetName(), "kscmp-discover") {
+			n++
+		}
+	}
+	if n != 7 {
+		t.Errorf("deploy/manifests has %d recorder objects, want 7 (recorder/rbac.yaml)", n)
+	}
+}

@@ -105,6 +105,15 @@ type Options struct {
 	Resolver *IdentityResolver
 	// Pods, when set, completes the identities of containers in pods.
 	Pods PodLookup
+	// PodsOnly reports only the containers Pods matches to a pod (of this
+	// node, for a PodWatcher): host processes, sandboxes and containers of
+	// other nodes' pods on a shared kernel are left out, counted in a debug
+	// log and not in Lost (they were recorded, just not wanted). The node
+	// recorder of `kscmp discover --cluster` sets it.
+	PodsOnly bool
+	// SkipPod, "namespace/name", is a pod left out of the report: the
+	// recorder's own.
+	SkipPod string
 	// Interval between snapshots (for LastSeen and Progress); 1s if 0.
 	Interval time.Duration
 	// Progress, when set, is called after every snapshot.
@@ -120,6 +129,7 @@ type keyState struct {
 	firstSeen time.Time
 	lastSeen  time.Time
 	count     int
+	pod       PodMatch // what Pods said of id at its new-key event
 }
 
 // session is one discovery: the recorder, what is known of each of its keys,
@@ -203,13 +213,24 @@ func (s *session) readEvents() {
 // workload runs in one.
 func (s *session) newKey(ev NewKey) {
 	id := s.opts.Resolver.FromCgroup(ev.Cgroup(), ev.Exe(), ev.Key.Kind() == KeyMountNS)
+	match := PodUnknown
 	if s.opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
-		s.opts.Pods.Complete(&id)
+		match = s.opts.Pods.Complete(&id)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.state(ev.Key, time.Now())
-	st.id, st.known = id, true
+	st.id, st.known, st.pod = id, true, match
+}
+
+// wanted says whether a resolved key belongs in the report: it passes the
+// filter and, with PodsOnly, is a container of a pod Pods knows (match),
+// other than SkipPod.
+func (s *session) wanted(key Key, id report.Identity, match PodMatch) bool {
+	if s.opts.PodsOnly && (match != PodContainer || id.Namespace+"/"+id.Pod == s.opts.SkipPod) {
+		return false
+	}
+	return s.opts.Filter.Match(key, id)
 }
 
 // state returns the state of key, new (first seen now) if there is none.
@@ -298,7 +319,7 @@ func (s *session) progress() error {
 	s.mu.Lock()
 	for _, ks := range s.sets {
 		st := s.states[ks.Key]
-		if st == nil || !st.known || !s.opts.Filter.Match(ks.Key, st.id) {
+		if st == nil || !st.known || !s.wanted(ks.Key, st.id, st.pod) {
 			continue
 		}
 		name := st.id.String()
@@ -355,6 +376,7 @@ func (s *session) finish() (*report.Report, error) {
 	rep.Lost = lostOf(lost)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	notPods := 0
 	for _, ks := range s.sets {
 		st := s.states[ks.Key]
 		if !st.known {
@@ -362,23 +384,50 @@ func (s *session) finish() (*report.Report, error) {
 			s.opts.Logger.Warn("discover: workload without identity (its process was gone before it was resolved)", "key", ks.Key)
 			continue
 		}
-		// The kubelet may publish a container's id in the pod status after
-		// the container's first call: try again.
-		// A container named by the pod's only container before the
-		// kubelet published any id may turn out to be the pod's sandbox:
-		// resolve every pod identity again, now.
-		if s.opts.Pods != nil && (st.id.Kind == report.KindPod || st.id.Kind == report.KindContainer) {
-			if s.opts.Pods.Complete(&st.id) == PodSandbox {
-				s.opts.Logger.Debug("discover: leaving out a pod's sandbox", "pod", st.id.Namespace+"/"+st.id.Pod, "containerID", st.id.ContainerID)
-				continue
-			}
-		}
-		if s.opts.Filter.Match(ks.Key, st.id) {
+		switch s.placeOf(ks.Key, st) {
+		case inReport:
 			rep.Add(workloadOf(st, ks))
+		case notOfPod:
+			notPods++
 		}
+	}
+	if notPods > 0 {
+		s.opts.Logger.Debug("discover: left out workloads of no pod of this node", "count", notPods)
 	}
 	rep.Sort()
 	return rep, nil
+}
+
+// placement is where finish puts a resolved key.
+type placement int
+
+const (
+	inReport placement = iota // the report
+	filtered                  // left out: the filter, a sandbox, SkipPod
+	notOfPod                  // left out by PodsOnly: no pod of this node
+)
+
+// placeOf resolves a pod identity once more and says where the key goes.
+// The kubelet may publish a container's id in the pod status after the
+// container's first call, and a container named by the pod's only container
+// before the kubelet published any id may turn out to be the pod's sandbox:
+// the new-key event's answer is not final, this one is.
+func (s *session) placeOf(key Key, st *keyState) placement {
+	match := PodUnknown
+	if s.opts.Pods != nil && (st.id.Kind == report.KindPod || st.id.Kind == report.KindContainer) {
+		if match = s.opts.Pods.Complete(&st.id); match == PodSandbox {
+			s.opts.Logger.Debug("discover: leaving out a pod's sandbox", "pod", st.id.Namespace+"/"+st.id.Pod, "containerID", st.id.ContainerID)
+			return filtered
+		}
+	}
+	if s.opts.PodsOnly && match != PodContainer {
+		s.opts.Logger.Debug("discover: leaving out a workload of no pod of this node", "workload", st.id.String(), "cgroup", st.id.Cgroup)
+		return notOfPod
+	}
+	if s.wanted(key, st.id, match) {
+		return inReport
+	}
+	return filtered
 }
 
 // workloadOf is the report's form of one key's sets, named by ABI.

@@ -151,7 +151,13 @@ func (id Identity) Key() string {
 	if id.Kind == KindProcess {
 		exe = id.Exe + "\x00" + id.Cgroup
 	}
-	return strings.Join([]string{id.Kind, id.Namespace, id.Pod, id.Container, id.ContainerID, id.Unit, exe}, "\x00")
+	parts := []string{id.Kind, id.Namespace, id.Pod, id.Container, id.ContainerID, id.Unit, exe}
+	// A cluster recording's union of a controller's replicas has no pod
+	// name: its owner tells it apart from another controller's.
+	if id.Pod == "" && id.Owner != nil {
+		parts = append(parts, id.Owner.Kind, id.Owner.Name)
+	}
+	return strings.Join(parts, "\x00")
 }
 
 // Add merges w into the report: a workload with the same identity gets the

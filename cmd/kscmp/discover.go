@@ -30,6 +30,14 @@ type discoverFlags struct {
 	machine, maxKeys         int
 	all, withRuntime         bool
 	kubeconfig, node, output string
+	nodes                    []string
+	cluster                  clusterFlags
+	// The recorder pod of `kscmp discover --cluster` (hidden flags).
+	nodeRecorder bool
+	runName      string
+	// The recorder pod's init container (hidden flags).
+	recorderProfile  string
+	printProfileName bool
 }
 
 const discoverLong = `Discover attaches kscmp's eBPF recorder to the kernel's system call entry and
@@ -55,11 +63,13 @@ func newDiscoverCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "discover [--duration 10m] [-o report.json]",
 		Short: "Record which system calls each workload makes (eBPF), and write an observation report",
-		Long:  discoverLong,
+		Long:  discoverLong + clusterLong,
 		Example: `  kscmp discover --duration 10m -o report.json
   kscmp discover --duration 2m --namespace shop --selector app=web
   kscmp discover --systemd-unit nginx.service --duration 5m -o nginx.json
-  kscmp discover --machine-pid "$(machinectl show -p Leader --value web1)" --systemd-unit nginx.service`,
+  kscmp discover --machine-pid "$(machinectl show -p Leader --value web1)" --systemd-unit nginx.service
+  kscmp discover --cluster --duration 10m -n shop -o report.json
+  kscmp discover --collect 20261201-061800-a1b2 -o report.json`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return fl.run(cmd) },
 	}
@@ -80,16 +90,48 @@ func (fl *discoverFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&fl.withRuntime, "include-runtime", false, "also record the calls runc, crun and systemd make while they set up a container or service, before it runs (to find a runtime's start-up set)")
 	f.StringVarP(&fl.output, "output", "o", "-", "report file (JSON), - for stdout")
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
-	f.StringVar(&fl.node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
+	f.StringArrayVar(&fl.nodes, "node", nil, "this node's name in Kubernetes; default $NODE_NAME, else the host name (with --cluster: record only on these nodes, repeatable)")
 	f.IntVar(&fl.maxKeys, "max-keys", discover.DefaultMaxKeys, "workloads the kernel map holds; more are counted as lost")
-	f.DurationVar(&fl.interval, "interval", time.Second, "how often to read the kernel's sets and show progress")
+	f.DurationVar(&fl.interval, "interval", time.Second, "how often to read the kernel's sets and show progress (10s with --node-recorder)")
+	f.BoolVar(&fl.nodeRecorder, "node-recorder", false, "run as the recorder pod of 'discover --cluster': record this node's pods only, write the report stream to stdout")
+	f.StringVar(&fl.runName, "run", "", "the cluster recording's name (with --node-recorder)")
+	f.StringVar(&fl.recorderProfile, "recorder-profile", "", "write the node recorder's own seccomp profile under this directory (the kubelet's seccomp directory) and print its relative path")
+	f.BoolVar(&fl.printProfileName, "print-recorder-profile-name", false, "print the relative path of the node recorder's own seccomp profile")
+	for _, name := range []string{"node-recorder", "run", "recorder-profile", "print-recorder-profile-name"} {
+		_ = f.MarkHidden(name)
+	}
+	fl.cluster.register(f)
 }
 
 // run records with the options the flags give and writes the report.
 func (fl *discoverFlags) run(cmd *cobra.Command) error {
+	switch {
+	case fl.printProfileName:
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), discover.RecorderProfileName())
+		return err
+	case fl.recorderProfile != "":
+		path, changed, err := discover.WriteRecorderProfile(fl.recorderProfile)
+		if err != nil {
+			return fmt.Errorf("--recorder-profile %s: %w", fl.recorderProfile, err)
+		}
+		slog.Debug("discover: the recorder's own profile", "path", path, "written", changed)
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), discover.RecorderProfileName())
+		return err
+	case fl.cluster.any():
+		return fl.runCluster(cmd)
+	}
+	if len(fl.nodes) > 1 {
+		return usageErr("--node %v: one node without --cluster", fl.nodes)
+	}
+	if len(fl.nodes) == 1 {
+		fl.node = fl.nodes[0]
+	}
 	opts, err := fl.options()
 	if err != nil {
 		return err
+	}
+	if fl.nodeRecorder {
+		return fl.runNodeRecorder(cmd, opts)
 	}
 	// The report is written only at the end: an output that cannot be
 	// written must fail now, not after the whole recording.
@@ -119,6 +161,38 @@ func (fl *discoverFlags) run(cmd *cobra.Command) error {
 	}
 	fmt.Fprintf(stderr, "kscmp: %d workloads in %s (lost: %d)\n", len(rep.Workloads), fl.output, rep.Lost.Total())
 	return nil
+}
+
+// runNodeRecorder is the recorder pod's command: the node, its pod and
+// namespace from the downward API's environment, the API server in-cluster
+// (or --kubeconfig); discover.RecordNode does the rest. SIGTERM ends it
+// early through the command's context (main).
+func (fl *discoverFlags) runNodeRecorder(cmd *cobra.Command, opts discover.Options) error {
+	if opts.Recorder.IncludeHost || len(opts.Filter.Keys) > 0 || fl.container != "" {
+		return usageErr("--node-recorder records the containers of this node's pods: --all, --systemd-unit, --cgroup, --pid, --machine-pid and --container do not apply")
+	}
+	if !cmd.Flags().Changed("interval") {
+		opts.Interval = 10 * time.Second
+	}
+	client, err := kubeClient(fl.kubeconfig)
+	if err != nil {
+		return usageErr("--node-recorder: %w", err)
+	}
+	// Not nodeName's host name fallback: a pod's host name is the pod's.
+	node := fl.node
+	if node == "" {
+		node = os.Getenv("NODE_NAME")
+	}
+	err = discover.RecordNode(cmd.Context(), discover.NodeRecorder{Run: fl.runName, Node: node,
+		Pod: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE"), Client: client,
+		Options: opts, Out: cmd.OutOrStdout()})
+	if errors.Is(err, discover.ErrUnsupported) {
+		return &exitError{exitUnsupported, fmt.Errorf("%w (the recorder pod needs CAP_BPF and CAP_PERFMON, and a kernel with BTF)", err)}
+	}
+	if errors.Is(err, discover.ErrNodeRecorderConfig) {
+		return usageErr("%w", err)
+	}
+	return err
 }
 
 // options turns the flags into discover.Options; a problem names its flag.

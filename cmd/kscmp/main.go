@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -23,6 +24,11 @@ var version = "dev"
 // cancelled its context (discover writes its report then, the agent stops
 // its watches) before kscmp ends without it.
 const signalGrace = 10 * time.Second
+
+// longerGrace, when set (nanoseconds), replaces the grace of a command that
+// needs more after a signal: discover --cluster stops its recorders, then
+// collects and deletes them.
+var longerGrace atomic.Int64
 
 func main() {
 	code := runUntilSignalled(os.Stderr, signalGrace, func(ctx context.Context) int {
@@ -56,6 +62,9 @@ func runUntilSignalled(stderr io.Writer, grace time.Duration, fn func(context.Co
 			if first != nil {
 				fmt.Fprintf(stderr, "kscmp: %v again: ended before the command finished\n", s)
 				return signalCode(s)
+			}
+			if g := time.Duration(longerGrace.Load()); g > grace {
+				grace = g
 			}
 			first, timeout = s, time.After(grace)
 			cancel()

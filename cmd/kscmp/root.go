@@ -116,9 +116,13 @@ Exit codes:
            feature or a tool (systemd-analyze) missing
   5        I/O failure: an output could not be written, or the kernel, git,
            systemd or the API server failed while kscmp worked
+  6        discover --cluster: a node's coverage is incomplete (its recorder
+           failed, never started, lost calls or its log was cut); the report
+           is written and names it (--allow-partial: 0)
   126/127  the command of 'kscmp exec' could not be run
   130/143  ended by SIGINT/SIGTERM before the command finished (a command
-           that stops cleanly on the signal, as discover does, exits as usual)`
+           that stops cleanly on the signal, as discover does, exits as usual;
+           discover --cluster exits 130 only when nothing was collected)`
 
 func newRootCmd(s streams) *cobra.Command {
 	v := viper.New()
