@@ -19,7 +19,7 @@ IMAGE_FLAGS = -version $(VERSION) -revision "$(REVISION)" -created $(SOURCE_DATE
 # per target on this VM. Longer runs: make fuzz FUZZTIME=2000000x (or 10m).
 FUZZTIME ?= 40000x
 
-.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-scale bench-admission bench-cluster-collect lint generate verify-generated demo demo-host deps testbin nspawn-tree clean
+.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-scale bench-admission bench-cluster-collect lint generate verify-generated demo demo-host demo-cluster deps testbin nspawn-tree clean
 
 # A static binary (no cgo), as the image holds it. With cgo, the Go runtime
 # starts threads through glibc's pthread_create, which calls rseq and
@@ -180,6 +180,14 @@ demo: build
 # --systemd --restart, the service works and mkdir fails with EPERM, kscmp
 # remove restores the unit; then a runc and a crun container through
 # kscmp apply --dir. Prints every command and its output.
+# The cluster loop on the local two-node cluster (starts it like make
+# cluster): a Deployment with a replica on each node, kscmp discover
+# --cluster, recommend, apply, the rolled pods run under the policy and
+# mkdir is refused. Prints every command and its output; the cluster stays.
+demo-cluster: build image
+	hack/deps.sh test
+	hack/demo-cluster.sh $(BIN)
+
 demo-host:
 	hack/deps.sh test
 	hack/nspawn-tree.sh >/dev/null

@@ -28,6 +28,7 @@ func TestCluster(t *testing.T) {
 	t.Run("Enforce", func(t *testing.T) { testEnforce(t, c) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, c) })
 	t.Run("Loop", func(t *testing.T) { testLoop(t, c) })
+	t.Run("DiscoverCluster", func(t *testing.T) { testDiscoverCluster(t, c) })
 }
 
 // testBusyboxPod: a pod of the imported busybox image, on the first node,

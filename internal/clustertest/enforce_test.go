@@ -229,18 +229,18 @@ func checkAgentOn(t *testing.T, c *Cluster, node string) {
 // the pod is left unbound) breaks every run longer than a few calls.
 func waitBound(t *testing.T, c *Cluster) {
 	t.Helper()
-	waitBoundIn(t, c, "demo", profileName)
+	waitBoundIn(t, c, "demo", "busybox-demo", profileName)
 }
 
-// waitBoundIn is waitBound for the busybox-demo pods of namespace ns and
-// the Localhost profile they are to be bound to.
-func waitBoundIn(t *testing.T, c *Cluster, ns, profile string) {
+// waitBoundIn is waitBound for the pods labelled app=APP of namespace ns
+// and the Localhost profile they are to be bound to.
+func waitBoundIn(t *testing.T, c *Cluster, ns, app, profile string) {
 	t.Helper()
 	const boundInARow = 20
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "dry-run", Namespace: ns, Labels: map[string]string{"app": "busybox-demo"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "dry-run", Namespace: ns, Labels: map[string]string{"app": app}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "bb", Image: BusyboxImage}}},
 	}
 	var last *corev1.Pod

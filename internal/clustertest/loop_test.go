@@ -63,7 +63,7 @@ func testLoop(t *testing.T, c *Cluster) {
 	c.MustKubectl(t, time.Minute, "apply", "-f", files[0])
 	profile := "kubearmor/" + loopNS + "/" + strings.TrimSuffix(filepath.Base(files[0]), ".yaml") + ".json"
 	waitFile(t, filepath.Join(c.KubeletSeccompDir(), profile))
-	waitBoundIn(t, c, loopNS, profile)
+	waitBoundIn(t, c, loopNS, "busybox-demo", profile)
 	c.MustKubectl(t, time.Minute, "-n", loopNS, "rollout", "restart", "deployment/busybox-demo")
 	c.MustKubectl(t, 2*time.Minute, "-n", loopNS, "rollout", "status", "deployment/busybox-demo", "--timeout", "2m")
 	rolled := waitBoundPod(t, c, loopNS, profile, pod)
