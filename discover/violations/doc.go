@@ -7,7 +7,8 @@
 // every record there beside auditd's socket, also when no auditd runs and
 // audit is disabled (auditctl -e 0): then it writes the records to its log
 // only through a rate-limited printk, but the multicast copy is not rate
-// limited. Nothing is loaded into the kernel and nothing sits on the
+// limited. The socket and the record parser are package internal/auditlog's,
+// the one audit reader kscmp has. Nothing is loaded into the kernel and nothing sits on the
 // system call path: the kernel writes a record only where a filter already
 // decided to log it (SCMP_ACT_LOG, the kill actions, and SCMP_ACT_ERRNO
 // when the filter carries SECCOMP_FILTER_FLAG_LOG). A Block under runc

@@ -18,7 +18,14 @@ import (
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/internal/auditlog"
 )
+
+// ErrUnsupported is wrapped when this system cannot deliver audit records
+// to the monitor: no audit netlink (a kernel without CONFIG_AUDIT), no
+// CAP_AUDIT_READ, or audit disabled (audit=0). The message names the probe
+// that failed. It is auditlog.ErrUnsupported.
+var ErrUnsupported = auditlog.ErrUnsupported
 
 // Defaults of Options.
 const (
@@ -97,11 +104,11 @@ type cachedPID struct {
 // ErrUnsupported.
 func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 	opts = opts.withDefaults()
-	st0, err := readAuditStatus()
+	st0, err := auditlog.ReadStatus()
 	if err != nil {
 		return nil, fmt.Errorf("%w: probe audit status (AUDIT_GET, needs CAP_AUDIT_CONTROL): %w", ErrUnsupported, err)
 	}
-	sock, err := openAudit(opts.RcvBuf)
+	sock, err := auditlog.Open(opts.RcvBuf)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +129,7 @@ func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("violations: %w", err)
 	}
-	if st1, err := readAuditStatus(); err == nil && st1.Lost >= st0.Lost {
+	if st1, err := auditlog.ReadStatus(); err == nil && st1.Lost >= st0.Lost {
 		m.mu.Lock()
 		m.lost.Kernel = uint64(st1.Lost - st0.Lost)
 		m.mu.Unlock()
@@ -184,14 +191,14 @@ func (m *monitor) wait(ctx context.Context, done <-chan error) error {
 
 // readLoop reads the socket until ctx ends; an overflow is counted, not
 // fatal: the records after it still count.
-func (m *monitor) readLoop(ctx context.Context, sock *auditSocket) error {
+func (m *monitor) readLoop(ctx context.Context, sock *auditlog.Socket) error {
 	for ctx.Err() == nil {
-		err := sock.read(func(typ uint16, payload []byte) {
-			if typ == AuditSeccomp {
+		err := sock.Read(func(typ uint16, payload []byte) {
+			if typ == auditlog.TypeSeccomp {
 				m.add(string(payload), time.Now())
 			}
 		})
-		if errors.Is(err, errOverflow) {
+		if errors.Is(err, auditlog.ErrOverflow) {
 			m.mu.Lock()
 			m.lost.Audit++
 			m.mu.Unlock()
@@ -206,7 +213,7 @@ func (m *monitor) readLoop(ctx context.Context, sock *auditSocket) error {
 
 // add counts one record's text.
 func (m *monitor) add(text string, now time.Time) {
-	rec, err := ParseRecord(text)
+	rec, err := auditlog.ParseRecord(text)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -219,7 +226,7 @@ func (m *monitor) add(text string, now time.Time) {
 
 // addRecord counts a parsed record under its workload's entry, or as
 // overflow when the entries are at their bound. The caller holds mu.
-func (m *monitor) addRecord(rec Record, now time.Time) {
+func (m *monitor) addRecord(rec auditlog.Record, now time.Time) {
 	action, ok := rec.Action()
 	if !ok {
 		return
@@ -256,7 +263,7 @@ func (m *monitor) addRecord(rec Record, now time.Time) {
 // been reused while /proc has no such pid). A process gone before it was
 // ever named is named by its executable and counted as unattributed. The
 // caller holds mu.
-func (m *monitor) identity(rec Record, now time.Time) cachedPID {
+func (m *monitor) identity(rec auditlog.Record, now time.Time) cachedPID {
 	old, cached := m.pids[rec.PID]
 	if cached && old.exe == rec.Exe && now.Sub(old.at) < pidCacheTTL {
 		return old
