@@ -68,8 +68,15 @@ type Options struct {
 	// every Interval (1s if 0), for --follow.
 	Interval time.Duration
 	Update   func(*violation.Report)
-	// Ready, when set, is called once the socket is subscribed: records
-	// from then on are seen.
+	// ExitErrors, when set, also counts the EPERM refusals seccomp makes
+	// without logging them (SCMP_ACT_ERRNO under runc, which refuses
+	// SECCOMP_FILTER_FLAG_LOG): an eBPF program on sys_exit, attached
+	// only then, counts an EPERM return of a call in the refused set of a
+	// cgroup this source lists. Off (nil) by default: it sits on every
+	// system call of the node (BENCHMARKS.md, "exit-errors").
+	ExitErrors WatchSource
+	// Ready, when set, is called once the socket is subscribed (and the
+	// exit-errors program attached): records from then on are seen.
 	Ready  func()
 	Logger *slog.Logger
 }
@@ -84,6 +91,11 @@ type monitor struct {
 	entries map[entryKey]*violation.Violation
 	pids    map[int]cachedPID
 	lost    violation.Lost
+	// ex, exits and exitLost: the exit-errors program and what it
+	// counted at its last read (absolute counts, replaced each time).
+	ex       *exitErrors
+	exits    []counted
+	exitLost uint64
 }
 
 type entryKey struct {
@@ -115,6 +127,15 @@ func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 	defer sock.Close()
 	m := &monitor{opts: opts, start: time.Now(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
 	m.hostNS, _ = discover.MountNSOf(filepath.Join(opts.ProcRoot, "self"))
+	if opts.ExitErrors != nil {
+		if m.ex, err = openExitErrors(opts.ExitErrors, opts.MaxEntries); err != nil {
+			return nil, err
+		}
+		defer m.ex.Close()
+		if err := m.ex.sync(m.nameCgroup); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -129,6 +150,7 @@ func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("violations: %w", err)
 	}
+	m.pollExits()
 	if st1, err := auditlog.ReadStatus(); err == nil && st1.Lost >= st0.Lost {
 		m.mu.Lock()
 		m.lost.Kernel = uint64(st1.Lost - st0.Lost)
@@ -182,6 +204,7 @@ func (m *monitor) wait(ctx context.Context, done <-chan error) error {
 		case err := <-done:
 			return fmt.Errorf("audit reader stopped: %w", err)
 		case <-tick.C:
+			m.pollExits()
 			if m.opts.Update != nil {
 				m.opts.Update(m.report())
 			}
@@ -330,6 +353,9 @@ const pfExiting = 0x4
 func (m *monitor) report() *violation.Report {
 	r := violation.New()
 	r.Source = "audit"
+	if m.ex != nil {
+		r.Source = "audit,exit-errors"
+	}
 	r.Node, _ = os.Hostname()
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
@@ -343,6 +369,7 @@ func (m *monitor) report() *violation.Report {
 		r.Violations = append(r.Violations, *e) // distinct keys: no merge
 	}
 	r.Lost = m.lost
+	m.mergeExits(r)
 	r.Sort()
 	return r
 }
