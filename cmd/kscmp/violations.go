@@ -39,8 +39,8 @@ pod, container, systemd unit, process), system call, ABI and action, with a
 count, first and last seen, and the profile that decided it when known.
 
 It reads the kernel's seccomp audit records (type 1326) from the audit netlink
-multicast group, beside auditd if one runs, without its rate limit; it loads
-nothing into the kernel and adds nothing to any system call. The kernel logs
+multicast group, beside auditd if one runs, without its rate limit; by default
+it loads nothing into the kernel and adds nothing to any system call. The kernel logs
 Kill and Audit (SCMP_ACT_LOG) always, and Block (SCMP_ACT_ERRNO) only when the
 profile carries SECCOMP_FILTER_FLAG_LOG: kscmp merge --runtime crun writes it;
 runc 1.1.5 refuses it, so Block refusals under runc are not seen by audit.
