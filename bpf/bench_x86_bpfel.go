@@ -16,8 +16,9 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BenchProgEmptyBtf = "empty_btf"
-	BenchProgEmptyRaw = "empty_raw"
+	BenchProgEmptyBtf     = "empty_btf"
+	BenchProgEmptyExitBtf = "empty_exit_btf"
+	BenchProgEmptyRaw     = "empty_raw"
 )
 
 // LoadBench returns the embedded CollectionSpec for Bench.
@@ -62,8 +63,9 @@ type BenchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BenchProgramSpecs struct {
-	EmptyBtf *ebpf.ProgramSpec `ebpf:"empty_btf"`
-	EmptyRaw *ebpf.ProgramSpec `ebpf:"empty_raw"`
+	EmptyBtf     *ebpf.ProgramSpec `ebpf:"empty_btf"`
+	EmptyExitBtf *ebpf.ProgramSpec `ebpf:"empty_exit_btf"`
+	EmptyRaw     *ebpf.ProgramSpec `ebpf:"empty_raw"`
 }
 
 // BenchMapSpecs contains maps before they are loaded into the kernel.
@@ -114,13 +116,15 @@ type BenchVariables struct {
 //
 // It can be passed to LoadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BenchPrograms struct {
-	EmptyBtf *ebpf.Program `ebpf:"empty_btf"`
-	EmptyRaw *ebpf.Program `ebpf:"empty_raw"`
+	EmptyBtf     *ebpf.Program `ebpf:"empty_btf"`
+	EmptyExitBtf *ebpf.Program `ebpf:"empty_exit_btf"`
+	EmptyRaw     *ebpf.Program `ebpf:"empty_raw"`
 }
 
 func (p *BenchPrograms) Close() error {
 	return _BenchClose(
 		p.EmptyBtf,
+		p.EmptyExitBtf,
 		p.EmptyRaw,
 	)
 }

@@ -187,14 +187,14 @@ func TestLayout(t *testing.T) {
 	}
 }
 
-// TestVerifier loads every program of both objects into this kernel.
+// TestVerifier loads every program of the objects into this kernel.
 func TestVerifier(t *testing.T) {
 	_, err := os.Stat("/sys/kernel/btf/vmlinux")
 	prerequisite(t, os.Geteuid() == 0 && err == nil, "root and kernel BTF (/sys/kernel/btf/vmlinux)")
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
-	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){"Recorder": LoadRecorder, "Bench": LoadBench} {
+	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){"Recorder": LoadRecorder, "Bench": LoadBench, "ExitErr": LoadExitErr} {
 		spec, err := load()
 		if err != nil {
 			t.Fatal(err)

@@ -14,6 +14,10 @@
 // only when asked). The first syscall of a new key sends one
 // RecorderNewKeyEvent on a ring buffer; everything else stays in the kernel.
 //
+// A second object, ExitErr (c/exiterr.c), is opt-in (kscmp violations
+// --exit-errors): on sys_exit it counts the -EPERM returns of calls that a
+// watched cgroup's profile refuses, the seccomp refusals runc cannot log.
+//
 // Package discover loads and reads the recorder; this package only carries
 // the objects and the layout constants shared with the C code (recorder.h).
 package bpf

@@ -21,3 +21,10 @@ int BPF_PROG(empty_raw, struct pt_regs *regs, long id)
 {
 	return 0;
 }
+
+/* The floor of a sys_exit program (exiterr.c). */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(empty_exit_btf, struct pt_regs *regs, long ret)
+{
+	return 0;
+}

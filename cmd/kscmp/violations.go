@@ -27,6 +27,8 @@ type violationsFlags struct {
 	container, unit     string
 	cgroup              string
 	maxEntries          int
+	exitErrors          bool
+	runtimeRoots        []string
 	kubeconfig, node    string
 	output              string
 }
@@ -37,18 +39,28 @@ pod, container, systemd unit, process), system call, ABI and action, with a
 count, first and last seen, and the profile that decided it when known.
 
 It reads the kernel's seccomp audit records (type 1326) from the audit netlink
-multicast group, beside auditd if one runs, without its rate limit; it loads
-nothing into the kernel and adds nothing to any system call. The kernel logs
+multicast group, beside auditd if one runs, without its rate limit; by default
+it loads nothing into the kernel and adds nothing to any system call. The kernel logs
 Kill and Audit (SCMP_ACT_LOG) always, and Block (SCMP_ACT_ERRNO) only when the
 profile carries SECCOMP_FILTER_FLAG_LOG: kscmp merge --runtime crun writes it;
-runc 1.1.5 refuses it, so Block refusals under runc are not seen.
+runc 1.1.5 refuses it, so Block refusals under runc are not seen by audit.
+
+--exit-errors sees them: it attaches an eBPF program to sys_exit that counts
+a call returning EPERM in a runc container whose profile (the bundle's
+config.json, found from --runtime-root) refuses that call with EPERM whatever
+its arguments; a genuine EPERM of a call the profile allows is not counted.
+Off by default: the program runs on every system call of the node (one
+compare on calls that do not fail with EPERM; BENCHMARKS.md). Containers are
+watched from the next second on: a refusal in a container's first second may
+be missed.
 
 JSON (kind ViolationReport) to -o FILE or a pipe, a table on a terminal.
 --follow rewrites -o every second (a table: prints new entries) until Ctrl-C.
 Any non-zero lost counter means the report may be incomplete.
 
-Needs root (CAP_AUDIT_READ, CAP_AUDIT_CONTROL): exit code 4 when audit netlink
-is not available.`
+Needs root (CAP_AUDIT_READ, CAP_AUDIT_CONTROL; CAP_BPF and CAP_PERFMON for
+--exit-errors): exit code 4 when audit netlink (or, with --exit-errors, the
+sys_exit program) is not available.`
 
 func newViolationsCmd() *cobra.Command {
 	var fl violationsFlags
@@ -57,6 +69,7 @@ func newViolationsCmd() *cobra.Command {
 		Short: "Report the system calls seccomp profiles refused or logged (audit), per workload",
 		Long:  violationsLong,
 		Example: `  kscmp violations --duration 10m -o violations.json
+  kscmp violations --duration 10m --exit-errors -o violations.json
   kscmp violations --follow --namespace shop --selector app=web
   kscmp recommend --from violations.json --existing policies/ -o policies/`,
 		Args: argsUsage(cobra.NoArgs),
@@ -75,6 +88,8 @@ func (fl *violationsFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&fl.unit, "systemd-unit", "", "only this systemd unit")
 	f.StringVar(&fl.cgroup, "cgroup", "", "only workloads in this cgroup v2 path or below it")
 	f.IntVar(&fl.maxEntries, "max-entries", violations.DefaultMaxEntries, "distinct (workload, call, action) entries kept; more are counted as lost")
+	f.BoolVar(&fl.exitErrors, "exit-errors", false, "also count EPERM refusals of runc containers at system call exit (eBPF on sys_exit; runc cannot log them)")
+	f.StringSliceVar(&fl.runtimeRoots, "runtime-root", violations.DefaultRuntimeRoots, "with --exit-errors: runc state directories (globs) to find containers and their profiles in")
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
 	f.StringVar(&fl.node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
 	f.StringVarP(&fl.output, "output", "o", "-", "report file (JSON), - for stdout (a table on a terminal)")
@@ -148,6 +163,9 @@ func (fl *violationsFlags) options() (violations.Options, error) {
 		Filter: discover.Filter{Namespace: fl.namespace, Selector: sel, Container: fl.container, Unit: fl.unit, Cgroup: fl.cgroup}}
 	if fl.follow {
 		opts.Duration = 0
+	}
+	if fl.exitErrors {
+		opts.ExitErrors = violations.RuntimeWatches(fl.runtimeRoots)
 	}
 	return opts, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/internal/ocitest"
 	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
@@ -75,6 +76,45 @@ func TestViolationsReportsLoggedCall(t *testing.T) {
 		}
 	}
 	t.Errorf("no mkdir Audit in %+v", rep.Violations)
+}
+
+// TestViolationsExitErrors: with --exit-errors, a runc container's Block
+// refusal (runc cannot log it) is in the written report, found through
+// --runtime-root.
+func TestViolationsExitErrors(t *testing.T) {
+	rt := ocitest.Require(t, "runc")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "v.json")
+	states := filepath.Join(filepath.Dir(dir), "*", "state") // ocitest's runs keep their state beside dir
+	id := "kscmp-cli-exit-errors"
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code, _, errs := runCLI(t, "violations", "-d", "4s", "--exit-errors", "--runtime-root", states, "-o", out)
+		if code != exitOK {
+			t.Errorf("exit %d: %s", code, errs)
+		}
+	}()
+	time.Sleep(time.Second) // attached well before the container starts
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := ocitest.Run(ctx, t, ocitest.Container{Runtime: rt, ID: id, Rootfs: ocitest.BusyboxRootfs(t),
+		Seccomp: []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}`),
+		Args:    []string{"sh", "-c", "sleep 1; mkdir /tmp/refused; exit 0"}})
+	if err != nil || !strings.Contains(res.Stderr, "Operation not permitted") {
+		t.Fatalf("container: %v %+v", err, res)
+	}
+	<-done
+	rep, err := violation.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range rep.Violations {
+		if v.Identity.ContainerID == id && v.Syscall == "mkdir" && v.Action == violation.ActionBlock {
+			return
+		}
+	}
+	t.Errorf("no mkdir Block of container %s in %+v", id, rep.Violations)
 }
 
 // TestViolationsUnprivilegedExitsUnsupported: without CAP_AUDIT_READ the

@@ -20,12 +20,18 @@ import (
 // thread, a moment after the call), or after a minute.
 func monitorWhile(t *testing.T, c ocitest.Container, want func(*violation.Report) bool) (*violation.Report, ocitest.Result) {
 	t.Helper()
+	return monitorWhileOpts(t, c, Options{}, want)
+}
+
+// monitorWhileOpts is monitorWhile with options to start from.
+func monitorWhileOpts(t *testing.T, c ocitest.Container, opts Options, want func(*violation.Report) bool) (*violation.Report, ocitest.Result) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ready := make(chan struct{})
 	resc := make(chan ocitest.Result, 1)
 	var ran bool
-	opts := Options{Interval: 100 * time.Millisecond, Ready: func() { close(ready) }}
+	opts.Interval, opts.Ready = 100*time.Millisecond, func() { close(ready) }
 	go func() {
 		<-ready
 		res, err := ocitest.Run(ctx, t, c)

@@ -18,7 +18,14 @@ import (
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/internal/auditlog"
 )
+
+// ErrUnsupported is wrapped when this system cannot deliver audit records
+// to the monitor: no audit netlink (a kernel without CONFIG_AUDIT), no
+// CAP_AUDIT_READ, or audit disabled (audit=0). The message names the probe
+// that failed. It is auditlog.ErrUnsupported.
+var ErrUnsupported = auditlog.ErrUnsupported
 
 // Defaults of Options.
 const (
@@ -61,8 +68,15 @@ type Options struct {
 	// every Interval (1s if 0), for --follow.
 	Interval time.Duration
 	Update   func(*violation.Report)
-	// Ready, when set, is called once the socket is subscribed: records
-	// from then on are seen.
+	// ExitErrors, when set, also counts the EPERM refusals seccomp makes
+	// without logging them (SCMP_ACT_ERRNO under runc, which refuses
+	// SECCOMP_FILTER_FLAG_LOG): an eBPF program on sys_exit, attached
+	// only then, counts an EPERM return of a call in the refused set of a
+	// cgroup this source lists. Off (nil) by default: it sits on every
+	// system call of the node (BENCHMARKS.md, "exit-errors").
+	ExitErrors WatchSource
+	// Ready, when set, is called once the socket is subscribed (and the
+	// exit-errors program attached): records from then on are seen.
 	Ready  func()
 	Logger *slog.Logger
 }
@@ -77,6 +91,11 @@ type monitor struct {
 	entries map[entryKey]*violation.Violation
 	pids    map[int]cachedPID
 	lost    violation.Lost
+	// ex, exits and exitLost: the exit-errors program and what it
+	// counted at its last read (absolute counts, replaced each time).
+	ex       *exitErrors
+	exits    []counted
+	exitLost uint64
 }
 
 type entryKey struct {
@@ -97,17 +116,26 @@ type cachedPID struct {
 // ErrUnsupported.
 func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 	opts = opts.withDefaults()
-	st0, err := readAuditStatus()
+	st0, err := auditlog.ReadStatus()
 	if err != nil {
 		return nil, fmt.Errorf("%w: probe audit status (AUDIT_GET, needs CAP_AUDIT_CONTROL): %w", ErrUnsupported, err)
 	}
-	sock, err := openAudit(opts.RcvBuf)
+	sock, err := auditlog.Open(opts.RcvBuf)
 	if err != nil {
 		return nil, err
 	}
 	defer sock.Close()
 	m := &monitor{opts: opts, start: time.Now(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
 	m.hostNS, _ = discover.MountNSOf(filepath.Join(opts.ProcRoot, "self"))
+	if opts.ExitErrors != nil {
+		if m.ex, err = openExitErrors(opts.ExitErrors, opts.MaxEntries); err != nil {
+			return nil, err
+		}
+		defer m.ex.Close()
+		if err := m.ex.sync(m.nameCgroup); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -122,7 +150,8 @@ func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("violations: %w", err)
 	}
-	if st1, err := readAuditStatus(); err == nil && st1.Lost >= st0.Lost {
+	m.pollExits()
+	if st1, err := auditlog.ReadStatus(); err == nil && st1.Lost >= st0.Lost {
 		m.mu.Lock()
 		m.lost.Kernel = uint64(st1.Lost - st0.Lost)
 		m.mu.Unlock()
@@ -175,6 +204,7 @@ func (m *monitor) wait(ctx context.Context, done <-chan error) error {
 		case err := <-done:
 			return fmt.Errorf("audit reader stopped: %w", err)
 		case <-tick.C:
+			m.pollExits()
 			if m.opts.Update != nil {
 				m.opts.Update(m.report())
 			}
@@ -184,14 +214,14 @@ func (m *monitor) wait(ctx context.Context, done <-chan error) error {
 
 // readLoop reads the socket until ctx ends; an overflow is counted, not
 // fatal: the records after it still count.
-func (m *monitor) readLoop(ctx context.Context, sock *auditSocket) error {
+func (m *monitor) readLoop(ctx context.Context, sock *auditlog.Socket) error {
 	for ctx.Err() == nil {
-		err := sock.read(func(typ uint16, payload []byte) {
-			if typ == AuditSeccomp {
+		err := sock.Read(func(typ uint16, payload []byte) {
+			if typ == auditlog.TypeSeccomp {
 				m.add(string(payload), time.Now())
 			}
 		})
-		if errors.Is(err, errOverflow) {
+		if errors.Is(err, auditlog.ErrOverflow) {
 			m.mu.Lock()
 			m.lost.Audit++
 			m.mu.Unlock()
@@ -206,7 +236,7 @@ func (m *monitor) readLoop(ctx context.Context, sock *auditSocket) error {
 
 // add counts one record's text.
 func (m *monitor) add(text string, now time.Time) {
-	rec, err := ParseRecord(text)
+	rec, err := auditlog.ParseRecord(text)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -219,7 +249,7 @@ func (m *monitor) add(text string, now time.Time) {
 
 // addRecord counts a parsed record under its workload's entry, or as
 // overflow when the entries are at their bound. The caller holds mu.
-func (m *monitor) addRecord(rec Record, now time.Time) {
+func (m *monitor) addRecord(rec auditlog.Record, now time.Time) {
 	action, ok := rec.Action()
 	if !ok {
 		return
@@ -256,7 +286,7 @@ func (m *monitor) addRecord(rec Record, now time.Time) {
 // been reused while /proc has no such pid). A process gone before it was
 // ever named is named by its executable and counted as unattributed. The
 // caller holds mu.
-func (m *monitor) identity(rec Record, now time.Time) cachedPID {
+func (m *monitor) identity(rec auditlog.Record, now time.Time) cachedPID {
 	old, cached := m.pids[rec.PID]
 	if cached && old.exe == rec.Exe && now.Sub(old.at) < pidCacheTTL {
 		return old
@@ -323,6 +353,9 @@ const pfExiting = 0x4
 func (m *monitor) report() *violation.Report {
 	r := violation.New()
 	r.Source = "audit"
+	if m.ex != nil {
+		r.Source = "audit,exit-errors"
+	}
 	r.Node, _ = os.Hostname()
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
@@ -336,6 +369,7 @@ func (m *monitor) report() *violation.Report {
 		r.Violations = append(r.Violations, *e) // distinct keys: no merge
 	}
 	r.Lost = m.lost
+	m.mergeExits(r)
 	r.Sort()
 	return r
 }

@@ -1,4 +1,4 @@
-package violations
+package auditlog
 
 import (
 	"encoding/hex"
@@ -13,9 +13,9 @@ import (
 	"github.com/kubearmor/kscmp/api/violation"
 )
 
-// AuditSeccomp is the audit record type of a seccomp decision the kernel
-// logs (AUDIT_SECCOMP).
-const AuditSeccomp = 1326
+// TypeSeccomp is the audit record type of a seccomp decision the kernel
+// logs (AUDIT_SECCOMP, linux/audit.h).
+const TypeSeccomp = 1326
 
 // ErrRecord is wrapped by every error that says an audit record could not
 // be read.

@@ -1,4 +1,4 @@
-package violations
+package auditlog
 
 import (
 	"encoding/binary"
@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrUnsupported is wrapped when this system cannot deliver audit records
-// to the monitor: no audit netlink (a kernel without CONFIG_AUDIT), no
+// ErrUnsupported is wrapped when this system cannot deliver audit records:
+// no audit netlink (a kernel without CONFIG_AUDIT), no
 // CAP_AUDIT_READ, or audit disabled (audit=0). The message names the probe
 // that failed.
 var ErrUnsupported = errors.New("audit netlink multicast not available")
@@ -25,17 +25,18 @@ const auditNLGroupReadlog = 1
 // auditGet is AUDIT_GET: ask the kernel for its audit status.
 const auditGet = 1000
 
-// auditSocket is the monitor's subscription to the audit multicast group.
-type auditSocket struct {
+// Socket is a subscription to the audit multicast group.
+type Socket struct {
 	fd  int
 	buf []byte
 }
 
-// openAudit subscribes to the audit multicast group with a receive buffer
-// of rcvbuf bytes (forced past rmem_max: root may), so a burst waits in
-// the socket rather than being dropped; what is dropped anyway is counted
-// (ENOBUFS). It is the named feature probe "audit netlink multicast".
-func openAudit(rcvbuf int) (*auditSocket, error) {
+// Open subscribes to the audit multicast group with a receive buffer of
+// rcvbuf bytes (forced past rmem_max: root may), so a burst waits in the
+// socket rather than being dropped; what is dropped anyway is reported by
+// Read (ErrOverflow). It is the named feature probe "audit netlink
+// multicast": its errors wrap ErrUnsupported.
+func Open(rcvbuf int) (*Socket, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_AUDIT)
 	if err != nil {
 		return nil, fmt.Errorf("%w: probe audit netlink multicast: socket(AF_NETLINK, NETLINK_AUDIT): %w", ErrUnsupported, err)
@@ -53,35 +54,35 @@ func openAudit(rcvbuf int) (*auditSocket, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("audit socket: SO_RCVTIMEO: %w", err)
 	}
-	return &auditSocket{fd: fd, buf: make([]byte, 1<<16)}, nil
+	return &Socket{fd: fd, buf: make([]byte, 1<<16)}, nil
 }
 
-// errOverflow is what read returns when the kernel dropped records because
+// ErrOverflow is what Read returns when the kernel dropped records because
 // the socket's buffer was full.
-var errOverflow = errors.New("audit socket overflowed (ENOBUFS)")
+var ErrOverflow = errors.New("audit socket overflowed (ENOBUFS)")
 
-// read returns the next batch of netlink messages as (type, payload) pairs
-// to fn; it returns nil after a timeout without messages, errOverflow when
-// records were dropped.
-func (s *auditSocket) read(fn func(typ uint16, payload []byte)) error {
+// Read hands the next datagram's netlink messages as (type, payload) pairs
+// to fn; it returns nil after a timeout (200ms) without messages, so a
+// caller can check its context, and ErrOverflow when records were dropped.
+func (s *Socket) Read(fn func(typ uint16, payload []byte)) error {
 	n, _, err := unix.Recvfrom(s.fd, s.buf, 0)
 	switch {
 	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 		return nil
 	case errors.Is(err, unix.ENOBUFS):
-		return errOverflow
+		return ErrOverflow
 	case err != nil:
 		return fmt.Errorf("read audit socket: %w", err)
 	}
-	return parseMessages(s.buf[:n], fn)
+	return ParseMessages(s.buf[:n], fn)
 }
 
-// parseMessages splits a datagram into netlink messages. The audit
+// ParseMessages splits a datagram into netlink messages. The audit
 // subsystem has set nlmsg_len to the payload's length instead of the
 // message's in some kernels' multicast copies (a quirk its code comments
 // on), and pads nothing: a length that does not cover the header is taken
 // as the payload's, and a short last message as what is there.
-func parseMessages(b []byte, fn func(typ uint16, payload []byte)) error {
+func ParseMessages(b []byte, fn func(typ uint16, payload []byte)) error {
 	for len(b) >= syscall.NLMSG_HDRLEN {
 		l := int(binary.NativeEndian.Uint32(b[0:]))
 		typ := binary.NativeEndian.Uint16(b[4:])
@@ -101,22 +102,23 @@ func parseMessages(b []byte, fn func(typ uint16, payload []byte)) error {
 	return nil
 }
 
-func (s *auditSocket) Close() error { return unix.Close(s.fd) }
+// Close leaves the group.
+func (s *Socket) Close() error { return unix.Close(s.fd) }
 
-// auditStatus is what the kernel says of its audit subsystem (the leading
+// Status is what the kernel says of its audit subsystem (the leading
 // fields of struct audit_status).
-type auditStatus struct {
+type Status struct {
 	Enabled uint32
 	Lost    uint32
 	Backlog uint32
 }
 
-// readAuditStatus asks the kernel for its audit status on a unicast socket
-// of its own (AUDIT_GET needs CAP_AUDIT_CONTROL; it changes nothing).
-func readAuditStatus() (auditStatus, error) {
+// ReadStatus asks the kernel for its audit status on a unicast socket of
+// its own (AUDIT_GET needs CAP_AUDIT_CONTROL; it changes nothing).
+func ReadStatus() (Status, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_AUDIT)
 	if err != nil {
-		return auditStatus{}, fmt.Errorf("audit status: %w", err)
+		return Status{}, fmt.Errorf("audit status: %w", err)
 	}
 	defer unix.Close(fd)
 	tv := unix.NsecToTimeval(int64(2 * time.Second))
@@ -127,17 +129,17 @@ func readAuditStatus() (auditStatus, error) {
 	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST)
 	binary.NativeEndian.PutUint32(req[8:], 1)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return auditStatus{}, fmt.Errorf("audit status: AUDIT_GET: %w", err)
+		return Status{}, fmt.Errorf("audit status: AUDIT_GET: %w", err)
 	}
 	buf := make([]byte, 1<<12)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
-			return auditStatus{}, fmt.Errorf("audit status: %w", err)
+			return Status{}, fmt.Errorf("audit status: %w", err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
-			return auditStatus{}, fmt.Errorf("audit status: %w", err)
+			return Status{}, fmt.Errorf("audit status: %w", err)
 		}
 		for _, m := range msgs {
 			switch {
@@ -145,10 +147,10 @@ func readAuditStatus() (auditStatus, error) {
 				// mask, enabled, failure, pid, rate_limit, backlog_limit,
 				// lost, backlog: u32 each.
 				u := func(i int) uint32 { return binary.NativeEndian.Uint32(m.Data[4*i:]) }
-				return auditStatus{Enabled: u(1), Lost: u(6), Backlog: u(7)}, nil
+				return Status{Enabled: u(1), Lost: u(6), Backlog: u(7)}, nil
 			case m.Header.Type == syscall.NLMSG_ERROR && len(m.Data) >= 4:
 				if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
-					return auditStatus{}, fmt.Errorf("audit status: AUDIT_GET: %w", unix.Errno(-e))
+					return Status{}, fmt.Errorf("audit status: AUDIT_GET: %w", unix.Errno(-e))
 				}
 			}
 		}

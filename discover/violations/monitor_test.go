@@ -1,0 +1,57 @@
+package violations
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/discover"
+	"github.com/kubearmor/kscmp/internal/auditlog"
+)
+
+// TestFloodBounded: a flood of distinct calls keeps at most MaxEntries
+// entries and counts the rest as overflow; repeats of one call are one
+// entry with their count.
+func TestFloodBounded(t *testing.T) {
+	m := &monitor{opts: Options{MaxEntries: 10}.withDefaults(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
+	exe, _ := os.Executable()
+	now := time.Now()
+	for i := range 100_000 {
+		m.addRecord(auditlog.Record{Time: now, PID: os.Getpid(), Exe: exe, ABI: "x86_64", Number: 83, Code: 0x50000}, now)
+		if i < 20 {
+			m.addRecord(auditlog.Record{Time: now, PID: os.Getpid(), Exe: exe, ABI: "x86_64", Number: 100 + i, Code: 0x7ffc0000}, now)
+		}
+	}
+	r := m.report()
+	if len(r.Violations) != 10 || r.Lost.Overflow != 11 {
+		t.Fatalf("%d entries, overflow %d; want 10 and 11", len(r.Violations), r.Lost.Overflow)
+	}
+	for _, v := range r.Violations {
+		if v.Syscall == "mkdir" {
+			if v.Count != 100_000 || v.Action != violation.ActionBlock {
+				t.Errorf("mkdir entry %+v, want Block counted 100000 times", v)
+			}
+			return
+		}
+	}
+	t.Errorf("no mkdir entry: %+v", r.Violations)
+}
+
+// TestFilterAndGone: a record of a process that is gone is named by its
+// executable and counted as unattributed; a filter drops what it does not
+// select.
+func TestFilterAndGone(t *testing.T) {
+	m := &monitor{opts: Options{Filter: discover.Filter{Unit: "nope.service"}}.withDefaults(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
+	now := time.Now()
+	m.addRecord(auditlog.Record{Time: now, PID: os.Getpid(), Exe: "/x", ABI: "x86_64", Number: 83, Code: 0x50000}, now)
+	if len(m.entries) != 0 {
+		t.Errorf("filtered record kept: %+v", m.report().Violations)
+	}
+	m = &monitor{opts: Options{}.withDefaults(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
+	m.addRecord(auditlog.Record{Time: now, PID: 1 << 30, Exe: "/gone", ABI: "x86_64", Number: 83, Code: 0x50000}, now)
+	r := m.report()
+	if len(r.Violations) != 1 || r.Violations[0].Identity.Exe != "/gone" || r.Lost.Unattributed != 1 {
+		t.Errorf("got %+v lost %+v", r.Violations, r.Lost)
+	}
+}
