@@ -949,6 +949,21 @@ func (w *workload) checkArgProbes(t *testing.T, runtime string, rt merge.Runtime
 	t.Helper()
 	named := namedCalls(t, profile)
 	base := missingCalls(ps.baseline.calls, named)
+	// The servers make threads or children: clone is conditioned (no new
+	// namespaces) and clone3 refused with ENOSYS, so the load that passed
+	// ran on the C library's fallback to clone where it prefers clone3.
+	rs, err := merge.ParseOCI(profile, "profile.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sigchld, newUser = 17, 0x10000000
+	if rs.Decide("clone", [6]uint64{sigchld}) != api.ActionAllow || rs.Decide("clone", [6]uint64{newUser | sigchld}) != api.ActionBlock {
+		t.Errorf("%s under %s: clone is not conditioned on its namespace flags: fork %s, CLONE_NEWUSER %s", w.name, rt,
+			rs.Decide("clone", [6]uint64{sigchld}), rs.Decide("clone", [6]uint64{newUser | sigchld}))
+	}
+	if e := rs.Lookup("clone3"); e == nil || e.Errno != merge.ENOSYS {
+		t.Errorf("%s under %s: clone3 %+v, want refused with ENOSYS", w.name, rt, e)
+	}
 	for _, p := range ps.args {
 		cmd := strings.Join(p.args[1:], " ")
 		for _, target := range p.targets {

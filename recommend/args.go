@@ -192,6 +192,32 @@ func bitsOf(m uint64) []uint64 {
 	return out
 }
 
+// clone3Fallback handles a workload seen making threads or children with
+// clone3 only (glibc 2.34+): clone3's flags are in memory, unrecorded and
+// unfilterable, so allowing it would allow every namespace. When the
+// report recorded arguments (some recorded call has them) and neither
+// clone nor clone3 is a reviewed any-arguments allow, clone is allowed
+// without namespace flags instead, and clone3 left to merge's ENOSYS, on
+// which the C library falls back to clone: Docker's and systemd's answer,
+// proven for glibc, musl and Go by internal/ocitest's TestClone3Refused.
+// It returns args with clone's entry added (a copy; args is not changed).
+func clone3Fallback(allowed map[string]bool, args map[string]*argSeen, keep map[string]bool) map[string]*argSeen {
+	if !allowed["clone3"] || allowed["clone"] || keep["clone3"] || keep["clone"] || args["clone"] != nil {
+		return args
+	}
+	recorded := false
+	for _, s := range args {
+		recorded = recorded || !s.any
+	}
+	if !recorded {
+		return args
+	}
+	out := maps.Clone(args)
+	out["clone"] = &argSeen{}
+	allowed["clone"] = true
+	return out
+}
+
 // conditionRules takes out of allowed the calls whose observed arguments
 // allow conditions and returns their Allow rules (calls with the same
 // condition share a rule) and what each call became. keep are calls that
@@ -200,6 +226,7 @@ func bitsOf(m uint64) []uint64 {
 // The rules are sorted by condition, then calls, so equal input gives
 // equal bytes.
 func conditionRules(allowed map[string]bool, args map[string]*argSeen, keep map[string]bool) ([]api.Rule, []Conditioned) {
+	args = clone3Fallback(allowed, args, keep)
 	var conds []Conditioned
 	byArgs := map[string]*api.Rule{}
 	for _, call := range slices.Sorted(maps.Keys(args)) {

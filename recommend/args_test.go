@@ -162,3 +162,34 @@ func TestRecommendArgsUnrecorded(t *testing.T) {
 		t.Errorf("conditioned %s, want personality,socketpair,unshare", got)
 	}
 }
+
+// TestRecommendArgsClone3Only: a workload that made threads with clone3
+// only (glibc 2.34+), with arguments recorded, gets clone without
+// namespace flags instead, and merge refuses clone3 with ENOSYS (the C
+// library falls back to clone). Without recorded arguments clone3 stays.
+func TestRecommendArgsClone3Only(t *testing.T) {
+	w := pod("ns", "py-1", "c", map[string]string{"app": "py"}, nil, "read", "clone3", "socket")
+	w.Args = map[string]map[string]report.CallArgs{"x86_64": {"socket": {Families: []string{"AF_INET"}}}}
+	res, err := Recommend([]report.Source{reportOf("a", w)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := merge.Merge([]*api.KubeArmorSeccompPolicy{res.Files[0].Policy}, merge.Target{Namespace: "ns", Labels: map[string]string{"app": "py"}, Container: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.Decide("clone", [6]uint64{0x3d0f00}) != api.ActionAllow || rs.Decide("clone", [6]uint64{0x10000000}) != api.ActionBlock {
+		t.Errorf("clone: threads %s, CLONE_NEWUSER %s", rs.Decide("clone", [6]uint64{0x3d0f00}), rs.Decide("clone", [6]uint64{0x10000000}))
+	}
+	if e := rs.Lookup("clone3"); e == nil || e.Errno != merge.ENOSYS || len(rs.Warnings) > 0 {
+		t.Errorf("clone3 %+v, warnings %v; want refused with ENOSYS, no warning", e, rs.Warnings)
+	}
+	w.Args = nil
+	res, err = Recommend([]report.Source{reportOf("a", w)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Files[0].Policy.Spec.Seccomp; !slices.Equal(p.Syscalls, []string{"clone3", "read", "socket"}) {
+		t.Errorf("unrecorded: %+v, want clone3 read socket allowed with any arguments", p)
+	}
+}

@@ -135,6 +135,9 @@ func FuzzRecommend(f *testing.F) {
 			for abi, names := range w.Syscalls {
 				for _, n := range names {
 					may[n] = true
+					// clone for clone3, whose ENOSYS falls back to it
+					// (clone3Fallback).
+					may["clone"] = may["clone"] || n == "clone3"
 				}
 				from, _ := report.ArchOf(abi)
 				if to, ok := otherFamily(from); ok && portable {
