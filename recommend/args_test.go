@@ -62,7 +62,8 @@ func argsPod() report.Workload {
 }
 
 // TestRecommendArgs: the recorded calls are allowed only with the observed
-// arguments; merged with runc's start-up set, the profile still refuses a
+// arguments; merged with runc's, crun's or both start-up sets, the profile
+// still refuses a
 // user or network namespace and a netlink socket, refuses clone3 with
 // ENOSYS, and allows what was observed. --no-args (NoArgs) writes none.
 func TestRecommendArgs(t *testing.T) {
@@ -71,47 +72,12 @@ func TestRecommendArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := res.Files[0]
-	rs, err := merge.Merge([]*api.KubeArmorSeccompPolicy{f.Policy}, merge.Target{Namespace: "ns", Labels: map[string]string{"app": "web"}, Container: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const (
-		newUser, newNet, newNS, sigchld              = 0x10000000, 0x40000000, 0x20000, 17
-		afInet, afUnix, afInet6, afNetlink, afPacket = 2, 1, 10, 16, 17
-	)
-	for _, c := range []struct {
-		call string
-		arg  [6]uint64
-		want api.Action
-	}{
-		{"clone", [6]uint64{sigchld | 0x100}, api.ActionAllow},
-		{"clone", [6]uint64{newUser | sigchld}, api.ActionBlock},
-		{"clone", [6]uint64{newNet}, api.ActionBlock},
-		{"unshare", [6]uint64{newNS}, api.ActionAllow},
-		{"unshare", [6]uint64{newUser}, api.ActionBlock},
-		{"unshare", [6]uint64{newNet}, api.ActionBlock},
-		{"socket", [6]uint64{afInet, 1}, api.ActionAllow},
-		{"socket", [6]uint64{afInet6, 2}, api.ActionAllow},
-		{"socket", [6]uint64{afUnix, 1}, api.ActionAllow},
-		{"socket", [6]uint64{afNetlink, 3}, api.ActionBlock},
-		{"socket", [6]uint64{afPacket, 3}, api.ActionBlock},
-		{"socketpair", [6]uint64{afUnix, 1}, api.ActionAllow},
-		{"socketpair", [6]uint64{afInet, 1}, api.ActionBlock},
-		{"personality", [6]uint64{0xffffffff}, api.ActionAllow},
-		{"personality", [6]uint64{0x40000}, api.ActionBlock},
-		{"setns", [6]uint64{3, newUser}, api.ActionAllow},
-		{"clone3", [6]uint64{}, api.ActionBlock},
-		{"prctl", [6]uint64{15}, api.ActionAllow}, // runc's start-up set allows any prctl
-	} {
-		if got := rs.Decide(c.call, c.arg); got != c.want {
-			t.Errorf("%s(%#x): %s, want %s", c.call, c.arg[:2], got, c.want)
+	for _, rt := range []merge.Runtime{merge.RuntimeRunc, merge.RuntimeCrun, merge.RuntimeAny} {
+		rs, err := merge.Merge([]*api.KubeArmorSeccompPolicy{f.Policy}, merge.Target{Namespace: "ns", Labels: map[string]string{"app": "web"}, Container: "c", Runtime: rt})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if e := rs.Lookup("clone3"); e == nil || e.Errno != merge.ENOSYS {
-		t.Errorf("clone3: %+v, want refused with ENOSYS", e)
-	}
-	if len(rs.Warnings) > 0 {
-		t.Errorf("merge warns: %v", rs.Warnings)
+		checkDecisions(t, rt, rs)
 	}
 	// Without the runtime's set prctl keeps its options.
 	bare, err := merge.Merge([]*api.KubeArmorSeccompPolicy{f.Policy}, merge.Target{Namespace: "ns", Labels: map[string]string{"app": "web"}, Container: "c", Runtime: merge.RuntimeNone})
@@ -191,5 +157,82 @@ func TestRecommendArgsClone3Only(t *testing.T) {
 	}
 	if p := res.Files[0].Policy.Spec.Seccomp; !slices.Equal(p.Syscalls, []string{"clone3", "read", "socket"}) {
 		t.Errorf("unrecorded: %+v, want clone3 read socket allowed with any arguments", p)
+	}
+}
+
+// checkDecisions decides argsPod's calls on its profile merged for a
+// runtime: the start-up set adds no condition-free clone, unshare or
+// socket, and only prctl of the conditioned calls.
+func checkDecisions(t *testing.T, rt merge.Runtime, rs *merge.RuleSet) {
+	t.Helper()
+	const (
+		newUser, newNet, newNS, sigchld              = 0x10000000, 0x40000000, 0x20000, 17
+		afInet, afUnix, afInet6, afNetlink, afPacket = 2, 1, 10, 16, 17
+	)
+	for _, c := range []struct {
+		call string
+		arg  [6]uint64
+		want api.Action
+	}{
+		{"clone", [6]uint64{sigchld | 0x100}, api.ActionAllow},
+		{"clone", [6]uint64{newUser | sigchld}, api.ActionBlock},
+		{"clone", [6]uint64{newNet}, api.ActionBlock},
+		{"unshare", [6]uint64{newNS}, api.ActionAllow},
+		{"unshare", [6]uint64{newUser}, api.ActionBlock},
+		{"unshare", [6]uint64{newNet}, api.ActionBlock},
+		{"socket", [6]uint64{afInet, 1}, api.ActionAllow},
+		{"socket", [6]uint64{afInet6, 2}, api.ActionAllow},
+		{"socket", [6]uint64{afUnix, 1}, api.ActionAllow},
+		{"socket", [6]uint64{afNetlink, 3}, api.ActionBlock},
+		{"socket", [6]uint64{afPacket, 3}, api.ActionBlock},
+		{"socketpair", [6]uint64{afUnix, 1}, api.ActionAllow},
+		{"socketpair", [6]uint64{afInet, 1}, api.ActionBlock},
+		{"personality", [6]uint64{0xffffffff}, api.ActionAllow},
+		{"personality", [6]uint64{0x40000}, api.ActionBlock},
+		{"setns", [6]uint64{3, newUser}, api.ActionAllow},
+		{"clone3", [6]uint64{}, api.ActionBlock},
+		{"prctl", [6]uint64{15}, api.ActionAllow}, // the runtimes' start-up sets allow any prctl
+	} {
+		if got := rs.Decide(c.call, c.arg); got != c.want {
+			t.Errorf("%s: %s(%#x): %s, want %s", rt, c.call, c.arg[:2], got, c.want)
+		}
+	}
+	if e := rs.Lookup("clone3"); e == nil || e.Errno != merge.ENOSYS {
+		t.Errorf("%s: clone3: %+v, want refused with ENOSYS", rt, e)
+	}
+	if len(rs.Warnings) > 0 {
+		t.Errorf("%s: merge warns: %v", rt, rs.Warnings)
+	}
+}
+
+// TestRecommendArgsReviewed: a call a reviewed policy allows with any
+// arguments stays so (a recommendation never narrows an approval), unless
+// pruned; a call the recommendation adds is conditioned.
+func TestRecommendArgsReviewed(t *testing.T) {
+	w := argsPod()
+	first, err := Recommend([]report.Source{reportOf("a", w)}, Options{NoArgs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := first.Files[0].Policy
+	old.Spec.Seccomp.Syscalls = slices.DeleteFunc(old.Spec.Seccomp.Syscalls, func(n string) bool { return n == "socketpair" })
+	for _, c := range []struct {
+		prune bool
+		want  string
+	}{{false, "socketpair"}, {true, "clone,personality,prctl,socket,socketpair,unshare"}} {
+		res, err := Recommend([]report.Source{reportOf("b", w)}, Options{Existing: []api.Document{{Policy: old}}, Prune: c.prune})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range res.Files[0].Policy.Spec.Seccomp.AllRules() {
+			if len(r.Args) > 0 {
+				got = append(got, r.Syscalls...)
+			}
+		}
+		slices.Sort(got)
+		if g := strings.Join(slices.Compact(got), ","); g != c.want {
+			t.Errorf("prune=%v: conditioned %s, want %s", c.prune, g, c.want)
+		}
 	}
 }
