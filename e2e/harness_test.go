@@ -727,6 +727,21 @@ var probeCandidates = []probe{
 	{args: []string{"busybox", "chroot", "/", "/bin/busybox", "true"}, targets: []string{"chroot"}},
 }
 
+// argProbes open doors a server's profile closes by argument, not by name:
+// a user namespace, a network namespace (with a user namespace, the only
+// way a container without CAP_SYS_ADMIN gets one, so that the probe
+// succeeds without the profile), a netlink socket. The servers make
+// socket themselves, so their profiles name it and refuse netlink only by
+// the recommended condition; busybox unshare calls unshare(2), which the
+// servers do not make, so it is refused by name (a clone with
+// CLONE_NEWUSER is refused by condition: recommend's TestRecommendArgs
+// decides that on the merged rule set). targets: the calls refused.
+var argProbes = []probe{
+	{args: []string{"busybox", "unshare", "-U", "true"}, targets: []string{"unshare"}},
+	{args: []string{"busybox", "unshare", "-U", "-n", "true"}, targets: []string{"unshare"}},
+	{args: []string{"busybox", "ip", "link"}, targets: []string{"socket"}},
+}
+
 // recordedProbe is a probe with the calls it made without a profile.
 type recordedProbe struct {
 	probe
@@ -738,6 +753,9 @@ type recordedProbe struct {
 type probeSet struct {
 	baseline   recordedProbe
 	candidates []recordedProbe
+	// args are the argProbes, each of which must succeed without a
+	// profile.
+	args []recordedProbe
 }
 
 // recordProbes runs the baseline and every candidate once without a profile
@@ -748,7 +766,7 @@ func (w *workload) recordProbes(t *testing.T, runtime string) probeSet {
 	t.Helper()
 	prefix := newName(t, "e2e-probe-") + "-"
 	rec := record(t, discover.Filter{Container: prefix})
-	all := append([]probe{baselineProbe}, probeCandidates...)
+	all := slices.Concat([]probe{baselineProbe}, probeCandidates, argProbes)
 	ids := make([]string, len(all))
 	ok := make([]bool, len(all))
 	for i, p := range all {
@@ -769,10 +787,18 @@ func (w *workload) recordProbes(t *testing.T, runtime string) probeSet {
 			continue
 		}
 		rp := recordedProbe{probe: p, calls: recordedSet(t, rep, ids[i])}
-		if i == 0 {
+		switch {
+		case i == 0:
 			ps.baseline = rp
-		} else {
+		case i > len(probeCandidates):
+			ps.args = append(ps.args, rp)
+		default:
 			ps.candidates = append(ps.candidates, rp)
+		}
+	}
+	for i, p := range argProbes {
+		if !ok[1+len(probeCandidates)+i] {
+			t.Fatalf("%s: argument probe %v fails without a profile: it would show nothing", w.name, p.args)
 		}
 	}
 	return ps
@@ -892,4 +918,66 @@ func commandErr(timeout time.Duration, name string, args ...string) (string, err
 		return stdout.String(), fmt.Errorf("%w\nstdout: %s\nstderr: %s", err, tail(stdout.String()), tail(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// namedCalls returns the calls a profile allows under some arguments at
+// least (unconditionally or under a condition), sorted.
+func namedCalls(t *testing.T, profile []byte) []string {
+	t.Helper()
+	var p specs.LinuxSeccomp
+	if err := json.Unmarshal(profile, &p); err != nil {
+		t.Fatalf("profile: %v", err)
+	}
+	var names []string
+	for _, sc := range p.Syscalls {
+		if sc.Action == specs.ActAllow {
+			names = append(names, sc.Names...)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// checkArgProbes shows the recommended argument conditions at work: every
+// argProbe, which succeeds without a profile, fails under the server's
+// profile with EPERM. It fails the test when the profile does not name a
+// probe's target (the server made it, so the profile must allow it under
+// its observed arguments): then the refusal would prove nothing about
+// conditions. A probe whose other calls the profile lacks is logged, as
+// its refusal may come from those too.
+func (w *workload) checkArgProbes(t *testing.T, runtime string, rt merge.Runtime, ps probeSet, profile []byte) {
+	t.Helper()
+	named := namedCalls(t, profile)
+	base := missingCalls(ps.baseline.calls, named)
+	// The servers make threads or children: clone is conditioned (no new
+	// namespaces) and clone3 refused with ENOSYS, so the load that passed
+	// ran on the C library's fallback to clone where it prefers clone3.
+	rs, err := merge.ParseOCI(profile, "profile.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sigchld, newUser = 17, 0x10000000
+	if rs.Decide("clone", [6]uint64{sigchld}) != api.ActionAllow || rs.Decide("clone", [6]uint64{newUser | sigchld}) != api.ActionBlock {
+		t.Errorf("%s under %s: clone is not conditioned on its namespace flags: fork %s, CLONE_NEWUSER %s", w.name, rt,
+			rs.Decide("clone", [6]uint64{sigchld}), rs.Decide("clone", [6]uint64{newUser | sigchld}))
+	}
+	if e := rs.Lookup("clone3"); e == nil || e.Errno != merge.ENOSYS {
+		t.Errorf("%s under %s: clone3 %+v, want refused with ENOSYS", w.name, rt, e)
+	}
+	for _, p := range ps.args {
+		cmd := strings.Join(p.args[1:], " ")
+		for _, target := range p.targets {
+			if !slices.Contains(named, target) && target != "unshare" {
+				t.Errorf("%s under %s: the profile does not allow %s under any arguments: probe %q shows no condition", w.name, rt, target, cmd)
+			}
+		}
+		miss := slices.DeleteFunc(missingCalls(p.calls, named), func(c string) bool { return slices.Contains(base, c) })
+		res := w.runProbe(t, runtime, p.probe, profile, newName(t, "e2e-probe-"))
+		if res.ExitCode == 0 || !strings.Contains(res.Stderr, "Operation not permitted") {
+			t.Errorf("%s under %s: probe %q under the profile: want failure with EPERM, got exit %d, stderr %q, runtime log %q",
+				w.name, rt, cmd, res.ExitCode, res.Stderr, res.RuntimeLog)
+			continue
+		}
+		t.Logf("E2E-ARGPROBE %s %s %q refused (%s); calls the profile names under no arguments: %v", w.name, rt, cmd, strings.TrimSpace(res.Stderr), miss)
+	}
 }

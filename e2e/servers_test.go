@@ -213,7 +213,10 @@ func TestPythonHTTPServer(t *testing.T) {
 //  3. run it again under the profile with runc and with crun: load must
 //     pass again and the server must stop cleanly,
 //  4. a call it never made (a probe's) is refused with EPERM, while the
-//     probe succeeds without the profile.
+//     probe succeeds without the profile,
+//  5. under the profile, whose clone, unshare and socket are conditioned
+//     on the arguments observed, unshare -U, unshare -U -n and ip link
+//     (netlink) are refused, while the load (TCP, forks, threads) passed.
 func endToEnd(t *testing.T, w *workload, runc, crun string, load func(*testing.T, *server)) {
 	w.prepare(t)
 
@@ -249,6 +252,9 @@ func endToEnd(t *testing.T, w *workload, runc, crun string, load func(*testing.T
 			}
 			// 4. A call it never made is refused.
 			w.checkProbes(t, rt.bin, rt.rt, probes, profile)
+			// 5. Doors the server's own calls open are shut by their
+			// arguments: user and network namespaces, netlink.
+			w.checkArgProbes(t, rt.bin, rt.rt, probes, profile)
 			t.Logf("%s under %s: %v", w.name, rt.rt, time.Since(start).Round(time.Millisecond))
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,16 +45,56 @@ func fuzzReport(node, a, b, c, d string, sel []byte) *report.Report {
 		}
 		return m
 	}
+	pod := calls(0)
 	r := report.New()
 	r.Node, r.Kernel, r.Arch, r.Start, r.End = node, "6.18", "x86_64", t0, t0.Add(time.Minute)
 	r.Workloads = []report.Workload{
 		{Identity: report.Identity{Kind: report.KindPod, Namespace: a, Pod: "p" + b, Container: c,
-			Labels: map[string]string{"app": d, c: a}, Owner: &report.Owner{Kind: "Kind" + b, Name: d}}, Syscalls: calls(0)},
+			Labels: map[string]string{"app": d, c: a}, Owner: &report.Owner{Kind: "Kind" + b, Name: d}}, Syscalls: pod, Args: fuzzArgs(pod, sel)},
 		{Identity: report.Identity{Kind: report.KindContainer, ContainerID: "c" + a, Runtime: b}, Syscalls: calls(1)},
 		{Identity: report.Identity{Kind: report.KindSystemd, Unit: d + ".service"}, Syscalls: calls(2)},
 		{Identity: report.Identity{Kind: report.KindProcess, Exe: c}, Syscalls: calls(3)},
 	}
 	return r
+}
+
+// fuzzArgs records arguments, picked by sel, for some of the recorded
+// calls among calls' x86_64 ones (the others stay unrecorded).
+func fuzzArgs(calls map[string][]string, sel []byte) map[string]map[string]report.CallArgs {
+	ns := slices.Sorted(maps.Values(report.NamespaceFlags))
+	fam := []string{"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK", "AF_PACKET", "50"}
+	out := map[string]report.CallArgs{}
+	for i, n := range slices.Sorted(slices.Values(calls["x86_64"])) {
+		if !slices.Contains(report.ArgCalls(), n) || len(sel) == 0 {
+			continue
+		}
+		k := sel[i%len(sel)]
+		if k%5 == 0 {
+			continue
+		}
+		var c report.CallArgs
+		switch n {
+		case "clone", "unshare", "setns":
+			for j, f := range ns {
+				if k&(1<<j) != 0 && k&0x40 != 0 {
+					c.Namespaces = append(c.Namespaces, f)
+				}
+			}
+			c.AnyNamespace = n == "setns" && k%3 == 0
+		case "socket", "socketpair":
+			c.Families = []string{fam[int(k)%len(fam)], fam[int(k/7)%len(fam)]}
+			c.Overflow = k%11 == 0
+		case "personality":
+			c.Values = []uint32{uint32(k) << 16}
+		case "prctl":
+			c.Options = []string{"PR_SET_NAME", strconv.Itoa(int(k) + 100)}
+		}
+		out[n] = c
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return map[string]map[string]report.CallArgs{"x86_64": out}
 }
 
 // FuzzRecommend: whatever reports the reader accepts, recommend writes
@@ -94,6 +135,9 @@ func FuzzRecommend(f *testing.F) {
 			for abi, names := range w.Syscalls {
 				for _, n := range names {
 					may[n] = true
+					// clone for clone3, whose ENOSYS falls back to it
+					// (clone3Fallback).
+					may["clone"] = may["clone"] || n == "clone3"
 				}
 				from, _ := report.ArchOf(abi)
 				if to, ok := otherFamily(from); ok && portable {
@@ -115,6 +159,9 @@ func FuzzRecommend(f *testing.F) {
 					if !may[n] {
 						t.Fatalf("%s allows %s, which no workload made and is no portable equivalent", file.Path, n)
 					}
+					if len(r.Args) > 0 {
+						checkCondition(t, rep, file.Path, n, r.Args[0].Resolve())
+					}
 				}
 			}
 			if got := file.Policy.Spec.Seccomp.DefaultAction == api.ActionAudit; got != complain || file.Complain != complain {
@@ -125,4 +172,46 @@ func FuzzRecommend(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkCondition: a recommended condition on call allows only arguments
+// the report recorded for it: an Equal value was recorded, a MaskedEqual
+// leaves free only namespace flags that were recorded.
+func checkCondition(t *testing.T, rep *report.Report, path, call string, c api.Resolved) {
+	t.Helper()
+	var rec report.CallArgs
+	for _, w := range rep.Workloads {
+		if a, ok := w.Args["x86_64"][call]; ok {
+			rec = a
+		}
+	}
+	switch c.Operator {
+	case api.OpMaskedEqual:
+		for _, b := range bitsOf(allNamespaces &^ c.Mask) {
+			if n := report.NamespaceFlags[b]; !slices.Contains(rec.Namespaces, n) && !(call == "clone" && b == 0x80) {
+				t.Fatalf("%s: %s may pass %s, never recorded (%+v)", path, call, n, rec)
+			}
+		}
+	case api.OpEqual:
+		names := slices.Concat(rec.Families, rec.Options, rec.Namespaces)
+		for _, v := range rec.Values {
+			names = append(names, strconv.FormatUint(uint64(v), 10))
+		}
+		var tables []map[uint64]string
+		switch call {
+		case "socket", "socketpair":
+			tables = append(tables, report.SocketFamilies)
+		case "prctl":
+			tables = append(tables, report.PrctlOptions)
+		case "setns":
+			tables = append(tables, report.NamespaceFlags)
+		}
+		if !slices.ContainsFunc(names, func(n string) bool {
+			return n == strconv.FormatUint(c.Value, 10) || len(tables) > 0 && n == report.ArgName(tables[0], c.Value)
+		}) {
+			t.Fatalf("%s: %s allowed with %s, never recorded (%+v)", path, call, c, rec)
+		}
+	default:
+		t.Fatalf("%s: %s: unexpected condition %s", path, call, c)
+	}
 }

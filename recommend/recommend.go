@@ -67,6 +67,12 @@ type Options struct {
 	// default either way: a recommendation never loosens what a person
 	// approved.
 	Complain bool
+	// NoArgs writes no argument conditions: every observed call is allowed
+	// with any arguments. By default a call whose arguments were recorded
+	// (clone, unshare, setns, socket, socketpair, personality, prctl) is
+	// allowed only with the namespace flags, address families, personas
+	// and options observed (see conditionFor).
+	NoArgs bool
 
 	// Violations are violation reports (see ViolationSource): the calls
 	// enforcement refused or logged in production. They only widen a
@@ -105,6 +111,9 @@ type File struct {
 	// OnlyViolations says the file widens a reviewed policy by violations
 	// alone, with no observation of the workload.
 	OnlyViolations bool
+	// Conditioned are the calls allowed only with the arguments observed,
+	// sorted by name.
+	Conditioned []Conditioned
 }
 
 // Result is what Recommend produces.
@@ -123,8 +132,10 @@ type group struct {
 	pods            map[string]bool
 	podLabels       []map[string]string
 	byContainer     map[string]map[api.Arch]map[string]bool
-	nodes, reports  map[string]bool
-	start, end      time.Time
+	// args are the recorded arguments per container, per call.
+	args           map[string]map[string]*argSeen
+	nodes, reports map[string]bool
+	start, end     time.Time
 	// refused are the calls of violation reports; observed says an
 	// observation report had the workload too.
 	refused  map[string]bool
@@ -226,6 +237,7 @@ func groupFor(groups map[string]*group, id report.Identity, hostNS string) (*gro
 	}
 	g.pods, g.nodes, g.reports = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	g.byContainer = map[string]map[api.Arch]map[string]bool{}
+	g.args = map[string]map[string]*argSeen{}
 	g.refused = map[string]bool{}
 	groups[key] = &g
 	return &g, ""
@@ -276,7 +288,9 @@ func (g *group) add(src report.Source, w report.Workload) {
 	c := w.Identity.Container
 	if g.byContainer[c] == nil {
 		g.byContainer[c] = map[api.Arch]map[string]bool{}
+		g.args[c] = map[string]*argSeen{}
 	}
+	addArgs(g.args[c], w)
 	for abi, names := range w.Syscalls {
 		a, ok := report.ArchOf(abi)
 		if !ok {
@@ -307,13 +321,14 @@ func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPol
 	type part struct {
 		name, container string
 		observed        map[api.Arch]map[string]bool
+		args            map[string]*argSeen
 	}
 	var parts []part
 	containers := slices.Sorted(maps.Keys(g.byContainer))
 	if !g.observed {
 		names, containerOf, observed := g.violationParts(existing)
 		for _, n := range names {
-			parts = append(parts, part{n, containerOf[n], observed[n]})
+			parts = append(parts, part{n, containerOf[n], observed[n], nil})
 		}
 	} else if len(containers) > 1 && !allEqual(g.byContainer, containers) {
 		for _, c := range containers {
@@ -321,11 +336,13 @@ func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPol
 			if c == "" {
 				name = g.name + "-unnamed"
 			}
-			parts = append(parts, part{name, c, g.byContainer[c]})
+			parts = append(parts, part{name, c, g.byContainer[c], g.args[c]})
 		}
 	} else {
 		merged := map[api.Arch]map[string]bool{}
+		var args []map[string]*argSeen
 		for _, c := range containers {
+			args = append(args, g.args[c])
 			for a, set := range g.byContainer[c] {
 				if merged[a] == nil {
 					merged[a] = map[string]bool{}
@@ -333,10 +350,10 @@ func (g *group) files(opts Options, existing map[string]*api.KubeArmorSeccompPol
 				maps.Copy(merged[a], set)
 			}
 		}
-		parts = append(parts, part{g.name, "", merged})
+		parts = append(parts, part{g.name, "", merged, unionArgs(args...)})
 	}
 	for _, p := range parts {
-		f, err := g.file(p.name, p.container, p.observed, opts, existing, used)
+		f, err := g.file(p.name, p.container, p.observed, p.args, opts, existing, used)
 		var sk *skip
 		switch {
 		case errors.As(err, &sk):
@@ -447,7 +464,7 @@ func trimLabels(n string) string {
 // family), the policy, reconciled with the reviewed policy of that name,
 // its rules, then checked and rendered. Each step is apart so a reader sees
 // where a call in the file came from.
-func (g *group) file(name, container string, observed map[api.Arch]map[string]bool, opts Options,
+func (g *group) file(name, container string, observed map[api.Arch]map[string]bool, args map[string]*argSeen, opts Options,
 	existing map[string]*api.KubeArmorSeccompPolicy, used map[string]bool) (File, error) {
 	dir, name := g.reserve(name, used)
 	f := File{Path: dir + "/" + name + ".yaml", Observed: map[api.Arch][]string{}, Workload: g.describe}
@@ -468,7 +485,11 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 	if len(allowed) == 0 {
 		return File{}, &skip{f.Workload, "no system calls observed"}
 	}
-	setRules(p, slices.Sorted(maps.Keys(allowed)), others)
+	var conditioned []api.Rule
+	if !opts.NoArgs {
+		conditioned, f.Conditioned = conditionRules(allowed, args, f.unconditional(allowed, opts.Prune))
+	}
+	setRules(p, slices.Sorted(maps.Keys(allowed)), slices.Concat(conditioned, others))
 	f.complainMode(p, opts.Complain)
 	if errs := api.Validate(p); len(errs) > 0 {
 		msgs := make([]string, len(errs))
@@ -486,6 +507,22 @@ func (g *group) file(name, container string, observed map[api.Arch]map[string]bo
 	}
 	f.Data = data
 	return f, nil
+}
+
+// unconditional are the allowed calls a reviewed policy already allowed
+// with any arguments: without prune they stay so, a recommendation never
+// narrows what a person approved. A new policy has none.
+func (f *File) unconditional(allowed map[string]bool, prune bool) map[string]bool {
+	keep := map[string]bool{}
+	if f.New || prune {
+		return keep
+	}
+	for n := range allowed {
+		if !slices.Contains(f.Added, n) {
+			keep[n] = true
+		}
+	}
+	return keep
 }
 
 // complainMode sets a new policy's default to Audit when asked to, and
@@ -638,15 +675,19 @@ func (f *File) reconcile(p, old *api.KubeArmorSeccompPolicy, allowed map[string]
 }
 
 // setRules gives p its calls: the short form (syscalls + action Allow) when
-// only allowed calls are listed, else rules, the allow rule first and the
-// reviewed others after it.
+// only allowed calls are listed, else rules: the allow rule of the calls
+// allowed with any arguments first, then the others (the conditional
+// allows, then the reviewed rules) in the order given.
 func setRules(p *api.KubeArmorSeccompPolicy, allowed []string, others []api.Rule) {
 	if len(others) == 0 {
 		p.Spec.Seccomp.Syscalls = allowed
 		return
 	}
 	p.Spec.Seccomp.Action = ""
-	p.Spec.Seccomp.Rules = append([]api.Rule{{Syscalls: allowed, Action: api.ActionAllow}}, others...)
+	if len(allowed) > 0 {
+		p.Spec.Seccomp.Rules = []api.Rule{{Syscalls: allowed, Action: api.ActionAllow}}
+	}
+	p.Spec.Seccomp.Rules = append(p.Spec.Seccomp.Rules, others...)
 }
 
 // policyDoc is the written form: no status, no server-side metadata.
@@ -698,6 +739,9 @@ func render(p *api.KubeArmorSeccompPolicy, g *group, f *File, opts Options) ([]b
 			adds = append(adds, fmt.Sprintf("%s (%s, for %s)", e.Name, e.Arch, e.For))
 		}
 		b.WriteString(escape.Comment("Portable: added for the other architecture family: %s", adds))
+	}
+	if words := argWords(*f); words != "" {
+		b.WriteString(escape.Comment("Arguments: %s.", words))
 	}
 	if len(f.Refused) > 0 {
 		b.WriteString(escape.Comment("Widened by calls refused in production: %s", f.Refused))

@@ -21,18 +21,20 @@ func nativeCount(p *api.KubeArmorSeccompPolicy) int {
 		if !slices.Contains(p.Spec.Seccomp.Arch, a) {
 			continue
 		}
-		n := 0
+		// A call allowed under several conditions (socket, one rule per
+		// family) is one call.
+		names := map[string]bool{}
 		for _, r := range p.Spec.Seccomp.AllRules() {
 			if r.Action.Canonical() != api.ActionAllow {
 				continue
 			}
 			for _, name := range r.Syscalls {
 				if a.Has(name) {
-					n++
+					names[name] = true
 				}
 			}
 		}
-		return n
+		return len(names)
 	}
 	return 0
 }
@@ -127,6 +129,9 @@ func fileSummary(w func(string, ...any), f File) {
 		}
 	}
 	w("- Observed: %s.\n", escape.Markdown(strings.Join(obs, ", "))) // ABI names and counts
+	if words := argWords(f); words != "" {
+		w("- Arguments: %s.\n", words)
+	}
 	if len(f.Portable) > 0 {
 		byArch := map[api.Arch][]string{}
 		for _, e := range f.Portable {

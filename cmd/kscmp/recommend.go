@@ -26,7 +26,7 @@ type recommendFlags struct {
 	outDir, existingDir string
 	summaryFile         string
 	prune, portable     bool
-	complain            bool
+	complain, noArgs    bool
 	runtime, hostNS     string
 	gitRepo, branch     string
 }
@@ -55,6 +55,13 @@ default profile, what was added or removed, and every risky call allowed.
 With --complain new policies are written in complain mode (defaultAction: Audit):
 what they do not allow runs and is logged instead of refused, for a safe first
 rollout; the summary says so. Reviewed policies keep their own default.
+
+Where the report recorded arguments, a new or added call is allowed only with
+what was observed: clone and unshare without the namespace flags never seen
+(clone3 is then refused with ENOSYS by merge, so the C library falls back to
+clone), setns with the namespace types seen, socket and socketpair with the
+address families seen, personality and prctl with the values seen. The file's
+comments and the summary say it in words. --no-args writes no conditions.
 
 A violation report (kscmp violations -o) in --from widens the reviewed policies
 of its workloads by the calls enforcement refused or logged, each listed in the
@@ -87,6 +94,7 @@ func (fl *recommendFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&fl.prune, "prune", false, "replace existing policies' allowed calls with exactly what was observed")
 	f.BoolVar(&fl.portable, "portable", true, "also allow the other architecture family's equivalents")
 	f.BoolVar(&fl.complain, "complain", false, "write new policies in complain mode (defaultAction: Audit): what they do not allow is logged, not refused")
+	f.BoolVar(&fl.noArgs, "no-args", false, "write no argument conditions: allow clone, unshare, setns, socket, socketpair, personality and prctl with any arguments, not only those observed")
 	f.StringVar(&fl.summaryFile, "summary", "", "write the Markdown review summary here (default: stdout)")
 	f.StringVar(&fl.runtime, "runtime", string(merge.RuntimeRunc), "container runtime named in comments and the summary (its start-up set is added by merge)")
 	f.StringVar(&fl.hostNS, "host-namespace", recommend.DefaultHostNamespace, "namespace of host policies (systemd services, plain containers)")
@@ -236,7 +244,7 @@ func (fl *recommendFlags) options(max int64) (recommend.Options, error) {
 		return recommend.Options{}, invalidErr(fmt.Errorf("existing policies: %w", err))
 	}
 	return recommend.Options{Portable: fl.portable, Runtime: rt, HostNamespace: fl.hostNS,
-		Existing: existing, Prune: fl.prune, Complain: fl.complain}, nil
+		Existing: existing, Prune: fl.prune, Complain: fl.complain, NoArgs: fl.noArgs}, nil
 }
 
 // write puts the files into -o, or commits them on a new branch of --git.

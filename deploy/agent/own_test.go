@@ -30,12 +30,19 @@ func TestOwnProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var calls []string
+	var calls, conditioned []string
 	for _, r := range p.Spec.Seccomp.AllRules() {
 		if r.Action != api.ActionAllow {
 			t.Errorf("rule %v: the agent's policy is an allow-list", r)
 		}
+		if len(r.Args) > 0 {
+			conditioned = append(conditioned, r.Syscalls...)
+			continue
+		}
 		calls = append(calls, r.Syscalls...)
+	}
+	if slices.Sort(conditioned); !slices.Equal(slices.Compact(conditioned), []string{"clone", "socket"}) {
+		t.Errorf("conditioned calls %v, want clone and socket", conditioned)
 	}
 	for _, fam := range []api.Family{api.FamilyAMD64, api.FamilyARM64} {
 		data, err := OwnProfileJSON(fam)
@@ -56,6 +63,28 @@ func TestOwnProfile(t *testing.T) {
 			if e := rs.Lookup(s); (e == nil || e.Action != api.ActionAllow) && api.SyscallKnown(s, arches) {
 				t.Errorf("%s: %s not allowed", fam, s)
 			}
+		}
+		// The conditions: threads but no namespaces (clone3, whose flags
+		// cannot be read, refused with ENOSYS for glibc to fall back to
+		// clone), TCP but no netlink or packet sockets.
+		const sigchld, threadFlags, newUser, newNet = 17, 0x3d0f00, 0x10000000, 0x40000000
+		for _, c := range []struct {
+			call string
+			arg0 uint64
+			want api.Action
+		}{
+			{"clone", threadFlags, api.ActionAllow}, {"clone", sigchld, api.ActionAllow},
+			{"clone", newUser | sigchld, api.ActionBlock}, {"clone", newNet, api.ActionBlock},
+			{"socket", 2, api.ActionAllow}, {"socket", 10, api.ActionAllow},
+			{"socket", 1, api.ActionBlock}, {"socket", 16, api.ActionBlock}, {"socket", 17, api.ActionBlock},
+			{"clone3", 0, api.ActionBlock}, {"unshare", 0, api.ActionBlock},
+		} {
+			if got := rs.Decide(c.call, [6]uint64{c.arg0}); got != c.want {
+				t.Errorf("%s: %s(%#x): %s, want %s", fam, c.call, c.arg0, got, c.want)
+			}
+		}
+		if e := rs.Lookup("clone3"); e == nil || e.Errno != merge.ENOSYS {
+			t.Errorf("%s: clone3 %+v, want refused with ENOSYS", fam, e)
 		}
 		if again, _ := OwnProfileJSON(fam); string(again) != string(data) {
 			t.Errorf("%s: not deterministic", fam)
