@@ -99,13 +99,18 @@ nspawn-tree:
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
 
+# Every fuzz target, PACKAGE:TARGET. A target that does not exist (moved,
+# renamed) fails here: go test -fuzz that matches nothing passes silently.
+FUZZ_TARGETS := ./api:FuzzParse ./merge:FuzzMerge ./api/report:FuzzRead ./api/report:FuzzReadStream \
+	./api/violation:FuzzRead ./internal/auditlog:FuzzParseRecord ./recommend:FuzzRecommend
+
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./api
-	$(GO) test -run='^$$' -fuzz='^FuzzMerge$$' -fuzztime=$(FUZZTIME) ./merge
-	$(GO) test -run='^$$' -fuzz='^FuzzRead$$' -fuzztime=$(FUZZTIME) ./api/report
-	$(GO) test -run='^$$' -fuzz='^FuzzRead$$' -fuzztime=$(FUZZTIME) ./api/violation
-	$(GO) test -run='^$$' -fuzz='^FuzzParseRecord$$' -fuzztime=$(FUZZTIME) ./discover/violations
-	$(GO) test -run='^$$' -fuzz='^FuzzRecommend$$' -fuzztime=$(FUZZTIME) ./recommend
+	@set -e; for pt in $(FUZZ_TARGETS); do \
+		pkg=$${pt%%:*}; target=$${pt##*:}; \
+		$(GO) test -list "^$$target$$" $$pkg | grep -qx "$$target" || { echo "make fuzz: no $$target in $$pkg" >&2; exit 1; }; \
+		echo "$(GO) test -run='^$$' -fuzz='^$$target$$' -fuzztime=$(FUZZTIME) $$pkg"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./merge/...
