@@ -2,13 +2,14 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
+
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
@@ -144,7 +145,7 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 		// under, which comes from the policy built into kscmp.
 		c.refuse(key, "the name of the agent's own policy, which is built into kscmp and installed by the agent's init container: its profile would overwrite "+OwnProfile+"; rename the policy")
 		p = nil
-	} else if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
+	} else if err := fromUnstructured(u, p); err != nil {
 		c.refuse(key, err.Error())
 		p = nil
 	} else if errs := api.Validate(p); len(errs) > 0 {
@@ -197,4 +198,18 @@ func (c *PolicyCache) refuse(key, why string) {
 		c.invalid[key] = why
 		c.log.Warn("policy refused", "policy", key, "reason", why)
 	}
+}
+
+// fromUnstructured converts a policy as the API server sent it through its
+// JSON form, so that the types' own UnmarshalJSON decide: an argument
+// value is stored as an integer or a string (api.ArgValue), which
+// runtime.DefaultUnstructuredConverter cannot put into a string type
+// ("cannot convert int64 to api.ArgValue": every policy with a numeric
+// condition was refused). Once per policy generation.
+func fromUnstructured(u *unstructured.Unstructured, p *api.KubeArmorSeccompPolicy) error {
+	data, err := u.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, p)
 }

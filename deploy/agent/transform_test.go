@@ -64,3 +64,28 @@ func TestPolicyCacheTransform(t *testing.T) {
 		t.Fatalf("the parse was not found again: %+v", p)
 	}
 }
+
+// TestPolicyCacheArgs: a policy with argument conditions as the API server
+// sends it (a numeric value is an int64, a symbolic one a string) is
+// parsed, not refused; unstructured conversion refused every numeric one.
+func TestPolicyCacheArgs(t *testing.T) {
+	c := NewPolicyCache(nil, nil)
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorSeccompPolicy",
+		"metadata": map[string]any{"name": "web", "namespace": "shop", "generation": int64(1), "uid": "u1", "resourceVersion": "5"},
+		"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+			"seccomp": map[string]any{"rules": []any{
+				map[string]any{"syscalls": []any{"read"}, "action": "Allow"},
+				map[string]any{"syscalls": []any{"prctl"}, "action": "Allow",
+					"args": []any{map[string]any{"index": int64(0), "operator": "Equal", "value": int64(15)}}},
+				map[string]any{"syscalls": []any{"clone"}, "action": "Allow",
+					"args": []any{map[string]any{"index": int64(0), "operator": "MaskedEqual", "mask": "CLONE_NEWUSER|CLONE_NEWNET", "value": int64(0)}}},
+			}}}}}
+	p := c.parse(u)
+	if p == nil {
+		t.Fatalf("refused: %v", c.invalid)
+	}
+	r := p.Spec.Seccomp.Rules
+	if len(r) != 3 || r[1].Args[0].Value != "15" || r[2].Args[0].Mask != "CLONE_NEWUSER|CLONE_NEWNET" || r[2].Args[0].Value != "0" {
+		t.Fatalf("conditions parsed as %+v", r)
+	}
+}
