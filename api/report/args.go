@@ -231,6 +231,12 @@ func fieldNames(bits int) []string {
 // mergeArgs unions o's recorded arguments into w's, before their Syscalls
 // are merged: a call one side made without recorded arguments (any) makes
 // the union unrecorded too; a call only one side made keeps that side's.
+// MergeArgs merges o's recorded arguments into w's as Add does: call it
+// before w's Syscalls take o's, since a call one side made without
+// recorded arguments leaves it unrecorded (any arguments). For collectors
+// that keep their own index of workloads (discover/cluster's union).
+func (w *Workload) MergeArgs(o Workload) { w.mergeArgs(o) }
+
 func (w *Workload) mergeArgs(o Workload) {
 	abis := map[string]bool{}
 	for abi := range w.Args {

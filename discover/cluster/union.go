@@ -68,10 +68,13 @@ func (u *Union) add(node string, w report.Workload) {
 			// container instance.
 			id.Pod, id.PodUID, id.ContainerID, id.Cgroup, id.Exe = "", "", "", "", ""
 		}
-		e = &entry{w: report.Workload{Identity: id, Syscalls: map[string][]string{}, FirstSeen: w.FirstSeen, LastSeen: w.LastSeen},
+		e = &entry{w: report.Workload{Identity: id, Syscalls: map[string][]string{}, Args: w.Args, FirstSeen: w.FirstSeen, LastSeen: w.LastSeen},
 			nodes: map[string]bool{}, pods: map[string]bool{}}
 		u.idx[key] = e
 	} else {
+		// Before the calls: a call one side made without recorded
+		// arguments makes the union's "any arguments".
+		e.w.MergeArgs(w)
 		e.w.Identity.Labels = common(e.w.Identity.Labels, id.Labels)
 		if e.w.Identity.Runtime != id.Runtime {
 			e.w.Identity.Runtime = ""

@@ -72,3 +72,38 @@ func TestUnion(t *testing.T) {
 		t.Errorf("the union depends on the order of the nodes:\n%s\n%s", a, b)
 	}
 }
+
+// TestUnionArgs: the recorded arguments of the replicas are unioned too
+// (the cluster report lost them, so recommend wrote no conditions from a
+// cluster recording); a replica that made a call without recorded
+// arguments makes the union's "any arguments" for it.
+func TestUnionArgs(t *testing.T) {
+	pod := func(name string, calls []string, args map[string]report.CallArgs) report.Workload {
+		return report.Workload{Identity: report.Identity{Kind: report.KindPod, Namespace: "shop", Pod: name, Container: "app",
+			Owner: &report.Owner{Kind: "Deployment", Name: "web"}},
+			Syscalls: map[string][]string{"x86_64": calls}, Args: map[string]map[string]report.CallArgs{"x86_64": args}}
+	}
+	n1, n2, n3 := report.New(), report.New(), report.New()
+	n1.Workloads = []report.Workload{pod("web-1", []string{"clone", "socket"}, map[string]report.CallArgs{"clone": {}, "socket": {Families: []string{"AF_INET"}}})}
+	n2.Workloads = []report.Workload{pod("web-2", []string{"socket", "prctl"}, map[string]report.CallArgs{"socket": {Families: []string{"AF_UNIX"}}, "prctl": {Options: []string{"PR_SET_NAME"}}})}
+	u := cluster.NewUnion("r")
+	u.Add("n1", n1)
+	u.Add("n2", n2)
+	r := u.Report(nil)
+	if len(r.Workloads) != 1 {
+		t.Fatalf("%d workloads, want 1", len(r.Workloads))
+	}
+	args := r.Workloads[0].Args["x86_64"]
+	if fam := args["socket"].Families; !slices.Equal(fam, []string{"AF_INET", "AF_UNIX"}) {
+		t.Errorf("socket families %v, want both replicas'", fam)
+	}
+	if _, ok := args["clone"]; !ok || !slices.Equal(args["prctl"].Options, []string{"PR_SET_NAME"}) {
+		t.Errorf("args %+v: clone (no namespaces) or prctl lost", args)
+	}
+	// A third replica made socket with its arguments unrecorded.
+	n3.Workloads = []report.Workload{pod("web-3", []string{"socket"}, nil)}
+	u.Add("n3", n3)
+	if _, ok := u.Report(nil).Workloads[0].Args["x86_64"]["socket"]; ok {
+		t.Error("socket keeps conditions though one replica's arguments were not recorded")
+	}
+}
