@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/dynamic"
@@ -19,6 +25,10 @@ func newAgentCmd() *cobra.Command {
 		mode, node, kubeletRoot, kubecfg, rt, family string
 		workers                                      int
 		restartWorkloads                             bool
+		watchViolations                              bool
+		violationInterval                            time.Duration
+		maxEvents                                    int
+		metricsAddr                                  string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --mode enforce",
@@ -63,8 +73,20 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 			}
 			n := nodeName(node)
 			slog.Info("agent starting", "node", n, "kubelet_root", root, "found_by", src, "runtime", r)
-			a, err := agent.New(kube, dyn, agent.Options{Node: n, SeccompDir: filepath.Join(root, "seccomp"),
-				Family: api.Family(family), Runtime: r, Workers: workers, RestartWorkloads: restartWorkloads})
+			opts := agent.Options{Node: n, SeccompDir: filepath.Join(root, "seccomp"),
+				Family: api.Family(family), Runtime: r, Workers: workers, RestartWorkloads: restartWorkloads}
+			if watchViolations {
+				opts.Violations = &agent.ViolationOptions{Interval: violationInterval, MaxEvents: maxEvents}
+			}
+			if metricsAddr != "" {
+				opts.Metrics = agent.NewMetrics(opts.SeccompDir, 0)
+				// Metrics are an add-on: a taken port is logged, and the
+				// profiles, the agent's job, still install.
+				if err := serveMetrics(cmd.Context(), metricsAddr, opts.Metrics); err != nil {
+					slog.Error("agent: metrics not served", "error", err)
+				}
+			}
+			a, err := agent.New(kube, dyn, opts)
 			if err != nil {
 				return err
 			}
@@ -80,8 +102,37 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringVar(&family, "arch-family", defaultFamily(), "the node's architecture family: amd64 or arm64")
 	f.IntVar(&workers, "workers", 2, "namespaces reconciled at once")
 	f.BoolVar(&restartWorkloads, "restart-workloads", false, "roll the Deployment, StatefulSet or DaemonSet of a pod here that runs with a profile the policies no longer give (a running container keeps the filter it started with)")
+	f.BoolVar(&watchViolations, "violations", true, "watch what seccomp refuses or logs in this node's pods (audit records; needs CAP_AUDIT_READ): Events on the pods and metrics")
+	f.DurationVar(&violationInterval, "violation-interval", agent.DefaultViolationInterval, "one Event per pod container, call and action per interval, with the count")
+	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9090", "address to serve Prometheus /metrics on (plain HTTP); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
 	return cmd
+}
+
+// serveMetrics listens on addr now (a taken port is an error here, not in
+// a goroutine later) and serves /metrics until ctx is done.
+func serveMetrics(ctx context.Context, addr string, m *agent.Metrics) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %q: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("agent: metrics server", "addr", addr, "error", err)
+		}
+	}()
+	slog.Info("agent: serving metrics", "addr", ln.Addr().String())
+	return nil
 }
 
 func newAgentInstallProfileCmd() *cobra.Command {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,7 +38,12 @@ type Options struct {
 	// RestartWorkloads rolls the Deployment, StatefulSet or DaemonSet of a
 	// pod on this node that runs with a profile the policies no longer give.
 	RestartWorkloads bool
-	Logger           *slog.Logger
+	// Violations, when set, watches what seccomp refuses or logs in this
+	// node's pods: Events on the pods, metrics, ViolationSummary.
+	Violations *ViolationOptions
+	// Metrics, when set, records reconciles and violations.
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Agent keeps the node's profiles equal to the merge of the current
@@ -53,7 +59,8 @@ type Agent struct {
 	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string]
 	memo     Memo
-	rep      *reporter // used by the status worker alone
+	rep      *reporter       // used by the status worker alone
+	viol     *violationWatch // nil when violations are not watched
 	stopRep  func()
 
 	// Status goes through its own queue, so that API round trips for the
@@ -89,6 +96,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	}
 	a := &Agent{kube: kube, opts: opts, policies: NewPolicyCache(dyn, opts.Logger)}
 	a.rep, a.stopRep = newReporter(kube, dyn, opts.Node)
+	a.viol = newViolationWatch(kube, opts)
 	a.statusQ = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "kscmp-agent-status"})
 	a.pending = map[string]statusSnapshot{}
 	a.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -147,6 +155,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.opts.Logger.Error("agent: initial reconcile", "error", err)
 	}
 	var wg sync.WaitGroup
+	if err := a.startViolations(ctx, &wg); err != nil {
+		a.opts.Logger.Error("agent: violations not watched", "error", err)
+	}
 	for range a.opts.Workers {
 		wg.Go(func() { a.runWorker(ctx) })
 	}
@@ -177,7 +188,10 @@ func (a *Agent) processNextNamespace(ctx context.Context) bool {
 		return false
 	}
 	defer a.queue.Done(ns)
-	if err := a.reconcile(ctx, ns); err != nil {
+	start := time.Now()
+	err := a.reconcile(ctx, ns)
+	a.opts.Metrics.ObserveReconcile(time.Since(start), err)
+	if err != nil {
 		a.opts.Logger.Error("agent: reconcile", "namespace", ns, "error", err)
 		a.queue.AddRateLimited(ns)
 		return true

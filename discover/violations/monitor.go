@@ -61,6 +61,11 @@ type Options struct {
 	// every Interval (1s if 0), for --follow.
 	Interval time.Duration
 	Update   func(*violation.Report)
+	// Reset makes every Update get only what was counted since the
+	// previous one (entries and lost counters start again after it): a
+	// consumer that runs for weeks (the agent) keeps its memory bounded
+	// and its interval counts without subtracting.
+	Reset bool
 	// Ready, when set, is called once the socket is subscribed: records
 	// from then on are seen.
 	Ready  func()
@@ -176,7 +181,7 @@ func (m *monitor) wait(ctx context.Context, done <-chan error) error {
 			return fmt.Errorf("audit reader stopped: %w", err)
 		case <-tick.C:
 			if m.opts.Update != nil {
-				m.opts.Update(m.report())
+				m.opts.Update(m.take(m.opts.Reset))
 			}
 		}
 	}
@@ -320,7 +325,12 @@ func zombie(dir string) bool {
 const pfExiting = 0x4
 
 // report is the report of what was counted so far.
-func (m *monitor) report() *violation.Report {
+func (m *monitor) report() *violation.Report { return m.take(false) }
+
+// take is the report of what was counted so far; with reset the entries
+// and lost counters start again at once, under the same lock, so that no
+// record falls between two reports.
+func (m *monitor) take(reset bool) *violation.Report {
 	r := violation.New()
 	r.Source = "audit"
 	r.Node, _ = os.Hostname()
@@ -329,13 +339,19 @@ func (m *monitor) report() *violation.Report {
 		r.Kernel = unix.ByteSliceToString(u.Release[:])
 		r.Arch = unix.ByteSliceToString(u.Machine[:])
 	}
-	r.Start, r.End = m.start.UTC(), time.Now().UTC()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := time.Now()
+	r.Start, r.End = m.start.UTC(), now.UTC()
 	for _, e := range m.entries {
 		r.Violations = append(r.Violations, *e) // distinct keys: no merge
 	}
 	r.Lost = m.lost
+	if reset {
+		m.entries = map[entryKey]*violation.Violation{}
+		m.lost = violation.Lost{}
+		m.start = now
+	}
 	r.Sort()
 	return r
 }
