@@ -293,3 +293,58 @@ func (a *Agent) ViolationSummary(namespace string) []ViolationCount {
 	}
 	return a.viol.summaryOf(namespace)
 }
+
+// MaxPolicyViolations bounds the lines ViolationsByPolicy gives a policy:
+// a status is read by people and stored in etcd.
+const MaxPolicyViolations = 10
+
+// PolicyViolationCount is one line of a policy's violation summary on this
+// node: a call and action, summed over the containers whose profile the
+// policy is part of.
+type PolicyViolationCount struct {
+	Syscall, Action string
+	Count           uint64
+	LastSeen        time.Time
+}
+
+// ViolationsByPolicy attributes the node summary to policies, for the
+// policies' status: a violation in a container whose profile (the pod's
+// Localhost profile) is one the agent assigned counts for every policy that
+// profile is made of. Per policy the MaxPolicyViolations largest counts,
+// sorted by count, then call and action. Violations under a profile the
+// agent did not write (runtime/default, another tool's) belong to no
+// policy and are left out.
+func ViolationsByPolicy(summary []ViolationCount, assigned []Assignment) map[string][]PolicyViolationCount {
+	policiesOf := map[string][]string{} // "localhost/<path>" → policy keys
+	for _, as := range assigned {
+		policiesOf["localhost/"+as.Path] = as.Policies
+	}
+	sums := map[string]map[[2]string]*PolicyViolationCount{}
+	for _, v := range summary {
+		for _, p := range policiesOf[v.Profile] {
+			if sums[p] == nil {
+				sums[p] = map[[2]string]*PolicyViolationCount{}
+			}
+			k := [2]string{v.Syscall, v.Action}
+			c := sums[p][k]
+			if c == nil {
+				c = &PolicyViolationCount{Syscall: v.Syscall, Action: v.Action}
+				sums[p][k] = c
+			}
+			c.Count += v.Count
+			c.LastSeen = maxTime(c.LastSeen, v.LastSeen)
+		}
+	}
+	out := make(map[string][]PolicyViolationCount, len(sums))
+	for p, m := range sums {
+		var lines []PolicyViolationCount
+		for _, c := range m {
+			lines = append(lines, *c)
+		}
+		slices.SortFunc(lines, func(a, b PolicyViolationCount) int {
+			return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Syscall, b.Syscall), cmp.Compare(a.Action, b.Action))
+		})
+		out[p] = lines[:min(len(lines), MaxPolicyViolations)]
+	}
+	return out
+}

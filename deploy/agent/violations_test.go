@@ -2,9 +2,12 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +159,39 @@ func TestEventMessage(t *testing.T) {
 		if got := EventMessage(c.v); got != c.want {
 			t.Errorf("EventMessage: %q, want %q", got, c.want)
 		}
+	}
+}
+
+// TestViolationsByPolicy: a container's violations count for every policy
+// its profile is made of, summed over containers; a profile the agent did
+// not assign belongs to none; each policy keeps its largest lines only.
+func TestViolationsByPolicy(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	assigned := []Assignment{
+		{Pod: "web-1", Container: "bb", Path: "kubearmor/shop/a.json", Policies: []string{"shop/base", "shop/web"}},
+		{Pod: "web-2", Container: "bb", Path: "kubearmor/shop/a.json", Policies: []string{"shop/base", "shop/web"}},
+		{Pod: "db-1", Container: "db", Path: "kubearmor/shop/b.json", Policies: []string{"shop/base"}},
+	}
+	sum := []ViolationCount{
+		{Namespace: "shop", Pod: "web-1", Container: "bb", Profile: "localhost/kubearmor/shop/a.json", Syscall: "mkdir", Action: "Block", Count: 2, LastSeen: t0},
+		{Namespace: "shop", Pod: "web-2", Container: "bb", Profile: "localhost/kubearmor/shop/a.json", Syscall: "mkdir", Action: "Block", Count: 3, LastSeen: t0.Add(time.Second)},
+		{Namespace: "shop", Pod: "db-1", Container: "db", Profile: "localhost/kubearmor/shop/b.json", Syscall: "ptrace", Action: "Audit", Count: 1, LastSeen: t0},
+		{Namespace: "shop", Pod: "x", Container: "x", Profile: "runtime/default", Syscall: "mount", Action: "Block", Count: 9},
+	}
+	for i := range MaxPolicyViolations + 5 {
+		sum = append(sum, ViolationCount{Namespace: "shop", Pod: "db-1", Container: "db", Profile: "localhost/kubearmor/shop/b.json",
+			Syscall: fmt.Sprintf("call%02d", i), Action: "Audit", Count: 100})
+	}
+	got := ViolationsByPolicy(sum, assigned)
+	web := got["shop/web"]
+	if len(web) != 1 || web[0] != (PolicyViolationCount{Syscall: "mkdir", Action: "Block", Count: 5, LastSeen: t0.Add(time.Second)}) {
+		t.Errorf("shop/web: %+v", web)
+	}
+	base := got["shop/base"]
+	if len(base) != MaxPolicyViolations || base[0].Syscall != "call00" || base[0].Count != 100 {
+		t.Errorf("shop/base: %d lines %+v", len(base), base)
+	}
+	if len(got) != 2 {
+		t.Errorf("policies %v, want shop/web and shop/base only", slices.Collect(maps.Keys(got)))
 	}
 }
