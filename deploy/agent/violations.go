@@ -250,7 +250,9 @@ func fieldPath(container string) string {
 
 // startViolations starts the violations watch when the options ask for
 // it: its own pod watcher (discover's, which indexes pods by container id
-// for the monitor's identities) and the monitor, until ctx is done.
+// for the monitor's identities) and the monitor, until ctx is done. The
+// watcher's first list is waited for in the watch's goroutine: the
+// reconcilers never wait for it.
 func (a *Agent) startViolations(ctx context.Context, wg *sync.WaitGroup) error {
 	if a.viol == nil {
 		return nil
@@ -259,10 +261,13 @@ func (a *Agent) startViolations(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	if err := pw.Start(ctx, 2*time.Minute); err != nil {
-		return err
-	}
-	wg.Go(func() { a.viol.run(ctx, pw) })
+	wg.Go(func() {
+		if err := pw.Start(ctx, 2*time.Minute); err != nil {
+			a.opts.Logger.Error("agent: violations not watched", "error", err)
+			return
+		}
+		a.viol.run(ctx, pw)
+	})
 	return nil
 }
 
