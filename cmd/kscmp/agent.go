@@ -105,7 +105,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.BoolVar(&watchViolations, "violations", true, "watch what seccomp refuses or logs in this node's pods (audit records; needs CAP_AUDIT_READ): Events on the pods and metrics")
 	f.DurationVar(&violationInterval, "violation-interval", agent.DefaultViolationInterval, "one Event per pod container, call and action per interval, with the count")
 	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
-	f.StringVar(&metricsAddr, "metrics-addr", ":9090", "address to serve Prometheus /metrics on (plain HTTP); \"\" for none")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
 	return cmd
 }
