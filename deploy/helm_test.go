@@ -411,3 +411,36 @@ func stringsOf(v any) []string {
 	}
 	return out
 }
+
+// TestHelmServiceMonitor: the agents' metrics Service is always rendered;
+// the ServiceMonitor only with agent.serviceMonitor.enabled, with its
+// labels and interval, selecting that Service's port.
+func TestHelmServiceMonitor(t *testing.T) {
+	count := func(us []*unstructured.Unstructured, kind string) int {
+		n := 0
+		for _, u := range us {
+			if u.GetKind() == kind {
+				n++
+			}
+		}
+		return n
+	}
+	def := renderChart(t, "kscmp-system", nil)
+	if count(def, "ServiceMonitor") != 0 || count(def, "Service") != 2 {
+		t.Errorf("defaults: %d ServiceMonitors, %d Services; want 0 and 2 (webhook, agent metrics)", count(def, "ServiceMonitor"), count(def, "Service"))
+	}
+	got := renderChart(t, "kscmp-other", map[string]any{"agent": map[string]any{"serviceMonitor": map[string]any{
+		"enabled": true, "interval": "15s", "labels": map[string]any{"release": "prom"}}}})
+	for _, u := range got {
+		if u.GetKind() != "ServiceMonitor" {
+			continue
+		}
+		wantField(t, u, u.GetLabels()["release"], "prom", "labels.release")
+		wantField(t, u, u.GetNamespace(), "kscmp-other", "namespace")
+		eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+		wantField(t, u, eps, []any{map[string]any{"port": "metrics", "path": "/metrics", "interval": "15s"}}, "endpoints")
+	}
+	if count(got, "ServiceMonitor") != 1 {
+		t.Errorf("serviceMonitor.enabled: %d ServiceMonitors, want 1", count(got, "ServiceMonitor"))
+	}
+}

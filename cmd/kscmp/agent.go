@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/dynamic"
@@ -20,6 +26,10 @@ func newAgentCmd() *cobra.Command {
 		workers                                      int
 		restartWorkloads, aggregate                  bool
 		leaseNamespace                               string
+		watchViolations                              bool
+		violationInterval                            time.Duration
+		maxEvents                                    int
+		metricsAddr                                  string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --mode enforce",
@@ -64,9 +74,21 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 			}
 			n := nodeName(node)
 			slog.Info("agent starting", "node", n, "kubelet_root", root, "found_by", src, "runtime", r)
-			a, err := agent.New(kube, dyn, agent.Options{Node: n, SeccompDir: filepath.Join(root, "seccomp"),
+			opts := agent.Options{Node: n, SeccompDir: filepath.Join(root, "seccomp"),
 				Family: api.Family(family), Runtime: r, Workers: workers, RestartWorkloads: restartWorkloads,
-				Aggregate: aggregate, LeaseNamespace: envDefault(leaseNamespace, "POD_NAMESPACE", "default")})
+				Aggregate: aggregate, LeaseNamespace: envDefault(leaseNamespace, "POD_NAMESPACE", "default")}
+			if watchViolations {
+				opts.Violations = &agent.ViolationOptions{Interval: violationInterval, MaxEvents: maxEvents}
+			}
+			if metricsAddr != "" {
+				opts.Metrics = agent.NewMetrics(opts.SeccompDir, 0)
+				// Metrics are an add-on: a taken port is logged, and the
+				// profiles, the agent's job, still install.
+				if err := serveMetrics(cmd.Context(), metricsAddr, opts.Metrics); err != nil {
+					slog.Error("agent: metrics not served", "error", err)
+				}
+			}
+			a, err := agent.New(kube, dyn, opts)
 			if err != nil {
 				return err
 			}
@@ -84,8 +106,37 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.BoolVar(&restartWorkloads, "restart-workloads", false, "roll the Deployment, StatefulSet or DaemonSet of a pod here that runs with a profile the policies no longer give (a running container keeps the filter it started with)")
 	f.BoolVar(&aggregate, "aggregate", true, "also summarise every node's status into the policies' status (leader-elected; the DaemonSet sets false: the webhook Deployment does it)")
 	f.StringVar(&leaseNamespace, "lease-namespace", "", "with --aggregate: the namespace of the leader-election Lease; default $POD_NAMESPACE, else default")
+	f.BoolVar(&watchViolations, "violations", true, "watch what seccomp refuses or logs in this node's pods (audit records; needs CAP_AUDIT_READ): Events on the pods and metrics")
+	f.DurationVar(&violationInterval, "violation-interval", agent.DefaultViolationInterval, "one Event per pod container, call and action per interval, with the count")
+	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
 	return cmd
+}
+
+// serveMetrics listens on addr now (a taken port is an error here, not in
+// a goroutine later) and serves /metrics until ctx is done.
+func serveMetrics(ctx context.Context, addr string, m *agent.Metrics) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %q: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("agent: metrics server", "addr", addr, "error", err)
+		}
+	}()
+	slog.Info("agent: serving metrics", "addr", ln.Addr().String())
+	return nil
 }
 
 func newAgentInstallProfileCmd() *cobra.Command {

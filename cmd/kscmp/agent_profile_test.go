@@ -476,13 +476,16 @@ func TestAgentOwnProfileUnderRuntimes(t *testing.T) {
 				Args: []string{"/kscmp", "agent", "--mode", "enforce", "--kubeconfig", "/kubeconfig", "--node", "node-a", "--kubelet-root", "/var/lib/kubelet"},
 				// The DaemonSet's securityContext.
 				NoNewPrivileges: true, ReadonlyRootfs: true,
-				Capabilities: []string{"CAP_DAC_OVERRIDE", "CAP_CHOWN", "CAP_FOWNER"},
+				Capabilities: []string{"CAP_DAC_OVERRIDE", "CAP_CHOWN", "CAP_FOWNER", "CAP_AUDIT_READ", "CAP_AUDIT_CONTROL"},
 				Mounts: []specs.Mount{
 					{Destination: "/var/lib/kubelet/seccomp", Type: "bind", Source: seccompDir, Options: []string{"rbind", "rw"}},
 					{Destination: "/kubeconfig", Type: "bind", Source: kubeconfig, Options: []string{"bind", "ro"}},
 				},
 				Adjust: func(s *specs.Spec) {
-					s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.NetworkNamespace })
+					// hostPID, as the DaemonSet (the violations monitor).
+					s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool {
+						return n.Type == specs.NetworkNamespace || n.Type == specs.PIDNamespace
+					})
 				},
 			}
 			rctx, stop := context.WithCancel(ctx)

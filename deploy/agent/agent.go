@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,7 +45,12 @@ type Options struct {
 	// otherwise runs it.
 	Aggregate      bool
 	LeaseNamespace string
-	Logger         *slog.Logger
+	// Violations, when set, watches what seccomp refuses or logs in this
+	// node's pods: Events on the pods, metrics, ViolationSummary.
+	Violations *ViolationOptions
+	// Metrics, when set, records reconciles and violations.
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Agent keeps the node's profiles equal to the merge of the current
@@ -60,7 +66,8 @@ type Agent struct {
 	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string]
 	memo     Memo
-	rep      *reporter // used by the status worker alone
+	rep      *reporter       // used by the status worker alone
+	viol     *violationWatch // nil when violations are not watched
 	stopRep  func()
 	dyn      dynamic.Interface
 
@@ -107,6 +114,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	}
 	a := &Agent{kube: kube, dyn: dyn, opts: opts, policies: NewPolicyCache(dyn, opts.Logger)}
 	a.rep, a.stopRep = newReporter(kube, dyn, opts.Node)
+	a.viol = newViolationWatch(kube, opts)
 	a.statusQ = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kscmp-agent-status"})
 	a.pending = map[string]statusSnapshot{}
@@ -205,6 +213,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.opts.Logger.Error("agent: initial reconcile", "error", err)
 	}
 	var wg sync.WaitGroup
+	if err := a.startViolations(ctx, &wg); err != nil {
+		a.opts.Logger.Error("agent: violations not watched", "error", err)
+	}
 	for range a.opts.Workers {
 		wg.Go(func() { a.runWorker(ctx) })
 	}
@@ -240,7 +251,10 @@ func (a *Agent) processNextNamespace(ctx context.Context) bool {
 		return false
 	}
 	defer a.queue.Done(ns)
-	if err := a.reconcile(ctx, ns); err != nil {
+	start := time.Now()
+	err := a.reconcile(ctx, ns)
+	a.opts.Metrics.ObserveReconcile(time.Since(start), err)
+	if err != nil {
 		a.opts.Logger.Error("agent: reconcile", "namespace", ns, "error", err)
 		a.queue.AddRateLimited(ns)
 		return true

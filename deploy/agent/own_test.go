@@ -66,7 +66,8 @@ func TestOwnProfile(t *testing.T) {
 		}
 		// The conditions: threads but no namespaces (clone3, whose flags
 		// cannot be read, refused with ENOSYS for glibc to fall back to
-		// clone), TCP but no netlink or packet sockets.
+		// clone), TCP and the audit netlink socket of the violations
+		// monitor (AF_NETLINK) but no unix or packet sockets.
 		const sigchld, threadFlags, newUser, newNet = 17, 0x3d0f00, 0x10000000, 0x40000000
 		for _, c := range []struct {
 			call string
@@ -76,7 +77,8 @@ func TestOwnProfile(t *testing.T) {
 			{"clone", threadFlags, api.ActionAllow}, {"clone", sigchld, api.ActionAllow},
 			{"clone", newUser | sigchld, api.ActionBlock}, {"clone", newNet, api.ActionBlock},
 			{"socket", 2, api.ActionAllow}, {"socket", 10, api.ActionAllow},
-			{"socket", 1, api.ActionBlock}, {"socket", 16, api.ActionBlock}, {"socket", 17, api.ActionBlock},
+			{"socket", 16, api.ActionAllow},
+			{"socket", 1, api.ActionBlock}, {"socket", 17, api.ActionBlock},
 			{"clone3", 0, api.ActionBlock}, {"unshare", 0, api.ActionBlock},
 		} {
 			if got := rs.Decide(c.call, [6]uint64{c.arg0}); got != c.want {

@@ -131,7 +131,7 @@ func TestScaleBench(t *testing.T) {
 	time.Sleep(3 * time.Second) // writes still trailing (Events, a last status)
 	after := scrape(ctx, t, kube)
 	ev1, by1 := totals(agents)
-	report(t, m, p, before, after, float64(ev1-ev0)/float64(m), float64(by1-by0)/float64(m), converge)
+	printScale(t, m, p, before, after, float64(ev1-ev0)/float64(m), float64(by1-by0)/float64(m), converge)
 }
 
 // benchAgent is one simulated node's counters.
@@ -332,8 +332,8 @@ func scrape(ctx context.Context, t *testing.T, kube kubernetes.Interface) server
 	return out
 }
 
-// report prints the window's requests by verb and resource, and the line.
-func report(t *testing.T, m, p int, before, after serverMetrics, events, bytes float64, converge time.Duration) {
+// printScale prints the window's requests by verb and resource, and the line.
+func printScale(t *testing.T, m, p int, before, after serverMetrics, events, bytes float64, converge time.Duration) {
 	writes := 0.0
 	var rows []string
 	for _, k := range slices.Sorted(maps.Keys(after.requests)) {

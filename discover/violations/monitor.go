@@ -75,6 +75,12 @@ type Options struct {
 	// cgroup this source lists. Off (nil) by default: it sits on every
 	// system call of the node (BENCHMARKS.md, "exit-errors").
 	ExitErrors WatchSource
+	// Reset makes every Update get only what was counted since the
+	// previous one (entries and lost counters start again after it): a
+	// consumer that runs for weeks (the agent) keeps its memory bounded
+	// and its interval counts without subtracting. The exit-errors counts
+	// (ExitErrors) are the kernel's and stay cumulative.
+	Reset bool
 	// Ready, when set, is called once the socket is subscribed (and the
 	// exit-errors program attached): records from then on are seen.
 	Ready  func()
@@ -206,7 +212,7 @@ func (m *monitor) wait(ctx context.Context, done <-chan error) error {
 		case <-tick.C:
 			m.pollExits()
 			if m.opts.Update != nil {
-				m.opts.Update(m.report())
+				m.opts.Update(m.take(m.opts.Reset))
 			}
 		}
 	}
@@ -350,7 +356,12 @@ func zombie(dir string) bool {
 const pfExiting = 0x4
 
 // report is the report of what was counted so far.
-func (m *monitor) report() *violation.Report {
+func (m *monitor) report() *violation.Report { return m.take(false) }
+
+// take is the report of what was counted so far; with reset the entries
+// and lost counters start again at once, under the same lock, so that no
+// record falls between two reports.
+func (m *monitor) take(reset bool) *violation.Report {
 	r := violation.New()
 	r.Source = "audit"
 	if m.ex != nil {
@@ -362,14 +373,20 @@ func (m *monitor) report() *violation.Report {
 		r.Kernel = unix.ByteSliceToString(u.Release[:])
 		r.Arch = unix.ByteSliceToString(u.Machine[:])
 	}
-	r.Start, r.End = m.start.UTC(), time.Now().UTC()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := time.Now()
+	r.Start, r.End = m.start.UTC(), now.UTC()
 	for _, e := range m.entries {
 		r.Violations = append(r.Violations, *e) // distinct keys: no merge
 	}
 	r.Lost = m.lost
 	m.mergeExits(r)
+	if reset {
+		m.entries = map[entryKey]*violation.Violation{}
+		m.lost = violation.Lost{}
+		m.start = now
+	}
 	r.Sort()
 	return r
 }

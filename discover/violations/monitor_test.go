@@ -55,3 +55,27 @@ func TestFilterAndGone(t *testing.T) {
 		t.Errorf("got %+v lost %+v", r.Violations, r.Lost)
 	}
 }
+
+// TestTakeReset: with reset, a report holds the interval's counts only and
+// the next starts empty (the agent's per-interval Events); without, the
+// counts go on.
+func TestTakeReset(t *testing.T) {
+	m := &monitor{opts: Options{}.withDefaults(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
+	now := time.Now()
+	rec := auditlog.Record{Time: now, PID: 1 << 30, Exe: "/gone", ABI: "x86_64", Number: 83, Code: 0x50000}
+	m.addRecord(rec, now)
+	m.addRecord(rec, now)
+	if r := m.take(false); len(r.Violations) != 1 || r.Violations[0].Count != 2 {
+		t.Fatalf("take(false): %+v", r.Violations)
+	}
+	if r := m.take(true); len(r.Violations) != 1 || r.Violations[0].Count != 2 || r.Lost.Unattributed != 1 {
+		t.Fatalf("take(true): %+v %+v", r.Violations, r.Lost)
+	}
+	m.addRecord(rec, now)
+	if r := m.take(true); len(r.Violations) != 1 || r.Violations[0].Count != 1 || r.Lost.Unattributed != 0 {
+		t.Errorf("after reset: %+v %+v, want the one new call", r.Violations, r.Lost)
+	}
+	if r := m.take(true); len(r.Violations) != 0 {
+		t.Errorf("empty interval: %+v", r.Violations)
+	}
+}

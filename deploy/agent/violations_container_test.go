@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/kubearmor/kscmp/internal/apitest"
+	"github.com/kubearmor/kscmp/internal/ocitest"
+	"github.com/kubearmor/kscmp/internal/testenv"
+)
+
+// TestAgentViolationEvents runs the agent with its violations watch against
+// a real API server, and a real container under a profile standing for a
+// pod of this node (the pod's status names the container's id, as the
+// kubelet publishes it): its mkdir calls become Events on that pod naming
+// the call, the count, the container and the pod's profile, and the
+// metrics count them under the pod. crun takes SECCOMP_FILTER_FLAG_LOG, so
+// a Block is seen; runc 1.1.5 does not, so it runs the complain-mode
+// profile (SCMP_ACT_LOG), whose calls run and are logged.
+func TestAgentViolationEvents(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		testenv.Missing(t, "an amd64 machine (the test program is x86-64 code)")
+	}
+	srv := apitest.Start(t)
+	srv.InstallPolicyCRD(t)
+	srv.CreateNamespace(t, "shop")
+	for _, c := range []struct {
+		runtime, action string
+		profile         string
+		want            string
+	}{
+		{"crun", "Block", `{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG"],"syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}`, "kscmp refused mkdir"},
+		{"runc", "Audit", `{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_LOG"}]}`, "kscmp logged (complain mode) mkdir"},
+	} {
+		t.Run(c.runtime, func(t *testing.T) {
+			bin := ocitest.Require(t, c.runtime)
+			agentViolationEvents(t, srv, bin, c.runtime, c.action, []byte(c.profile), c.want)
+		})
+	}
+}
+
+func agentViolationEvents(t *testing.T, srv *apitest.Server, bin, rt, action string, profile []byte, want string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const calls = 3
+	id := "kscmp-agentviol-" + rt
+	node, pod := "node-"+rt, "web-"+rt
+	prof := "kubearmor/shop/web.json"
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: "shop"},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "bb", Image: "busybox",
+			SecurityContext: &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &prof}}}}}}
+	p, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "bb", Image: "busybox", ImageID: "busybox", ContainerID: rt + "://" + id,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}
+	if _, err := srv.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	m := NewMetrics(t.TempDir(), 0)
+	ready := make(chan struct{})
+	a, err := New(srv.Client, dynamic.NewForConfigOrDie(srv.Config), Options{Node: node, SeccompDir: t.TempDir(), Metrics: m,
+		Violations: &ViolationOptions{Interval: 500 * time.Millisecond, Ready: func() { close(ready) }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		t.Fatal("the violations monitor did not subscribe")
+	}
+
+	rootfs := ocitest.BusyboxRootfs(t)
+	if err := os.WriteFile(filepath.Join(rootfs, "prog"), ocitest.LoopProgram(83, calls, 1), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ocitest.Run(ctx, t, ocitest.Container{Runtime: bin, ID: id, Rootfs: rootfs, Args: []string{"/prog"}, Seccomp: profile})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("container: %+v %v", res, err)
+	}
+
+	// The calls may fall into two intervals: the Events' counts add up.
+	msg := regexp.MustCompile(`^` + regexp.QuoteMeta(want) + ` (once|(\d+) times) in container bb \(profile localhost/` + regexp.QuoteMeta(prof) + `\)$`)
+	var seen []string
+	waitFor(ctx, t, "Events with "+strconv.Itoa(calls)+" mkdir calls on pod "+pod, func() bool {
+		evs, err := srv.Client.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+		if err != nil {
+			return false
+		}
+		total := 0
+		seen = seen[:0]
+		for _, e := range evs.Items {
+			seen = append(seen, e.Reason+": "+e.Message)
+			sm := msg.FindStringSubmatch(e.Message)
+			if sm == nil || e.Reason != "Seccomp"+action || e.Source.Component != EventComponent {
+				t.Fatalf("event on %s: %s %q", pod, e.Reason, e.Message)
+			}
+			n := 1
+			if sm[2] != "" {
+				n, _ = strconv.Atoi(sm[2])
+			}
+			if int(e.Count) != n {
+				t.Errorf("event %q has count %d", e.Message, e.Count)
+			}
+			total += n
+		}
+		return total == calls
+	})
+	t.Logf("events: %s", strings.Join(seen, "; "))
+	text := scrapeMetrics(t, m)
+	series := `kscmp_agent_violations_total{action="` + action + `",namespace="shop",syscall="mkdir",workload="Pod/` + pod + `"} ` + strconv.Itoa(calls)
+	if !strings.Contains(text, series) {
+		t.Errorf("metrics lack %s:\n%s", series, grepKscmp(text))
+	}
+	if sum := a.ViolationSummary("shop"); !containsCount(sum, pod, "mkdir", action, calls) {
+		t.Errorf("summary %+v", sum)
+	}
+}
+
+func containsCount(sum []ViolationCount, pod, syscall, action string, n int) bool {
+	for _, c := range sum {
+		if c.Pod == pod && c.Syscall == syscall && c.Action == action && c.Count == uint64(n) && c.Profile != "" {
+			return true
+		}
+	}
+	return false
+}
