@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
-	"slices"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/internal/fsutil"
@@ -70,24 +69,7 @@ func CompileRecorderProfile(family api.Family) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	arches, err := family.Arches()
-	if err != nil {
-		return nil, err
-	}
-	rules := p.Spec.Seccomp.AllRules()
-	for i := range rules {
-		rules[i].Syscalls = slices.DeleteFunc(slices.Clone(rules[i].Syscalls), func(s string) bool { return !api.SyscallKnown(s, arches) })
-	}
-	p.Spec.Seccomp = api.SeccompSpec{Arch: p.Spec.Seccomp.Arch, Rules: rules}
-	rs, err := merge.Merge([]*api.KubeArmorSeccompPolicy{p}, merge.Target{Namespace: RecorderNamespace,
-		Labels: p.Spec.Selector.MatchLabels, Container: RecorderContainer, Family: family, Runtime: merge.RuntimeAny})
-	if err != nil {
-		return nil, fmt.Errorf("the recorder's own profile (%s): %w", family, err)
-	}
-	if len(rs.Policies) != 1 || !rs.AllowList() {
-		return nil, fmt.Errorf("the recorder's own profile (%s): the policy does not select the recorder's container", family)
-	}
-	return rs.MarshalOCI()
+	return merge.ComponentProfile(p, family, RecorderContainer, "the recorder")
 }
 
 // RecorderProfileJSON returns the embedded profile of the family.

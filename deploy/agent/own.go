@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"fmt"
 	"path/filepath"
-	"slices"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/internal/fsutil"
@@ -61,24 +60,7 @@ func OwnProfileJSON(family api.Family) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	arches, err := family.Arches()
-	if err != nil {
-		return nil, err
-	}
-	rules := p.Spec.Seccomp.AllRules()
-	for i := range rules {
-		rules[i].Syscalls = slices.DeleteFunc(slices.Clone(rules[i].Syscalls), func(s string) bool { return !api.SyscallKnown(s, arches) })
-	}
-	p.Spec.Seccomp = api.SeccompSpec{Arch: p.Spec.Seccomp.Arch, Rules: rules}
-	rs, err := merge.Merge([]*api.KubeArmorSeccompPolicy{p}, merge.Target{Namespace: OwnNamespace,
-		Labels: p.Spec.Selector.MatchLabels, Container: "agent", Family: family, Runtime: merge.RuntimeAny})
-	if err != nil {
-		return nil, fmt.Errorf("the agent's own profile: %w", err)
-	}
-	if len(rs.Policies) != 1 || !rs.AllowList() {
-		return nil, fmt.Errorf("the agent's own profile: the policy does not select the agent's container")
-	}
-	return rs.MarshalOCI()
+	return merge.ComponentProfile(p, family, "agent", "the agent")
 }
 
 // InstallOwnProfile writes the agent's own profile to
