@@ -13,19 +13,48 @@ import (
 	"syscall"
 
 	"github.com/kubearmor/kscmp/api"
-	"github.com/kubearmor/kscmp/internal/fsutil"
+	"github.com/kubearmor/kscmp/internal/safepath"
 )
 
 // Write writes the files under dir, each atomically and only when changed,
-// and returns how many changed.
+// and returns how many changed. The files are managed files confined to
+// dir: their paths are resolved inside it (safepath: a link in the tree,
+// such as a namespace directory linked to /etc, is followed as if dir were
+// "/", never out of it), only a regular file is replaced (a FIFO or device
+// placed where a policy goes is refused, never opened), and the temporary
+// files a killed earlier run left beside them are removed.
 func (r *Result) Write(dir string) (changed int, err error) {
+	return r.writeIn(dir, "")
+}
+
+// writeIn is Write into the directory sub of the root dir, resolved inside
+// dir: Commit confines a checkout's policies to the checkout, so that a
+// link committed for sub cannot lead the writes out of it.
+func (r *Result) writeIn(dir, sub string) (changed int, err error) {
+	root, err := safepath.OpenOrCreate(dir)
+	if err != nil {
+		return 0, fmt.Errorf("recommend: %w", err)
+	}
+	defer root.Close()
+	ours := map[string]map[string]bool{} // directory → the file names written there
 	for _, f := range r.Files {
-		c, err := fsutil.WriteFile(filepath.Join(dir, filepath.FromSlash(f.Path)), f.Data, 0o644)
+		rel := filepath.Join(sub, filepath.FromSlash(f.Path))
+		c, err := root.WriteFile(rel, f.Data, 0o644)
 		if err != nil {
 			return changed, fmt.Errorf("recommend: %w", err)
 		}
 		if c {
 			changed++
+		}
+		d, name := filepath.Split(rel)
+		if ours[d] == nil {
+			ours[d] = map[string]bool{}
+		}
+		ours[d][name] = true
+	}
+	for d, names := range ours {
+		if _, err := root.RemoveTemps(d, func(name string) bool { return names[name] }); err != nil {
+			return changed, fmt.Errorf("recommend: %w", err)
 		}
 	}
 	return changed, nil
@@ -69,7 +98,7 @@ func (r *Result) Commit(ctx context.Context, repo, dir, branch string) (string, 
 		}
 		return "", err
 	}
-	if _, err := r.Write(filepath.Join(repo, dir)); err != nil {
+	if _, err := r.writeIn(repo, dir); err != nil {
 		return fail(err)
 	}
 	if _, err := g.run("add", "--", dir); err != nil {
