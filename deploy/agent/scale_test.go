@@ -93,6 +93,11 @@ func TestScaleBench(t *testing.T) {
 			UpdateFunc: func(_, _ any) { b.events.Add(1) }, DeleteFunc: func(any) { b.events.Add(1) }}
 		a.pods.AddEventHandler(count)
 		a.policies.informer.AddEventHandler(count)
+		a.policies.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(_, obj any) {
+			if u, ok := obj.(*unstructured.Unstructured); ok && u.GetName() == benchName(0) && u.GetGeneration() == 2 {
+				b.received.CompareAndSwap(0, time.Now().UnixNano())
+			}
+		}})
 		agents[i] = b
 		wg.Go(func() { a.Run(actx) })
 	}
@@ -125,8 +130,14 @@ func TestScaleBench(t *testing.T) {
 	if err := benchPolicy(ctx, dyn, 0, "flock"); err != nil {
 		t.Fatal(err)
 	}
-	waitLong(ctx, t, "every node has the changed profile", func() bool { return allHave(agents, p, "flock") })
-	converge := time.Since(start)
+	// Polled every 100 ms, reading M files: polling often would take the
+	// CPU the agents need (5 ms polls of 200 files did). The time is the
+	// newest profile's mtime instead: when the last node wrote it.
+	waitEvery(ctx, t, 100*time.Millisecond, "every node has the changed profile", func() bool { return allHave(agents, p, "flock") })
+	last, received := lastWritten(t, agents, p), slowestReceived(agents)
+	converge := last.Sub(start)
+	t.Logf("the changed policy reached every agent's informer after %s; the last profile was written after %s",
+		received.Sub(start).Round(time.Millisecond), converge.Round(time.Millisecond))
 	waitLong(ctx, t, "status of generation 2 on every node", func() bool { return statusSays(agg.policies, 2, m) })
 	time.Sleep(3 * time.Second) // writes still trailing (Events, a last status)
 	after := scrape(ctx, t, kube)
@@ -139,7 +150,10 @@ type benchAgent struct {
 	dir    string
 	pod    int
 	events atomic.Int64 // informer adds, updates, deletes
-	bytes  atomic.Int64 // response bytes read (watch streams included)
+	// received is when the changed policy (p0000, generation 2) reached
+	// this agent's informer, in Unix nanoseconds; 0 before.
+	received atomic.Int64
+	bytes    atomic.Int64 // response bytes read (watch streams included)
 }
 
 func benchNode(i int) string { return fmt.Sprintf("node-%04d", i) }
@@ -281,13 +295,46 @@ func parallel(ctx context.Context, t *testing.T, n int, f func(int) error) {
 
 func waitLong(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	waitEvery(ctx, t, 5*time.Millisecond, what, cond)
+}
+
+// waitEvery is waitLong polling every interval.
+func waitEvery(ctx context.Context, t *testing.T, interval time.Duration, what string, cond func() bool) {
+	t.Helper()
 	for !cond() {
 		select {
 		case <-ctx.Done():
 			t.Fatalf("%s: %v", what, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
+}
+
+// lastWritten is the newest modification time of the agents' profiles
+// that allHave reads.
+func lastWritten(t *testing.T, agents []*benchAgent, p int) time.Time {
+	var last time.Time
+	for _, b := range agents {
+		path := ProfilePath("bench", ProfileName([]string{"bench/" + benchName(0), "bench/" + benchName(1+b.pod%(p-1))}))
+		fi, err := os.Stat(filepath.Join(b.dir, filepath.FromSlash(path)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.ModTime().After(last) {
+			last = fi.ModTime()
+		}
+	}
+	return last
+}
+
+// slowestReceived is when the last agent's informer received the changed
+// policy.
+func slowestReceived(agents []*benchAgent) time.Time {
+	var last int64
+	for _, b := range agents {
+		last = max(last, b.received.Load())
+	}
+	return time.Unix(0, last)
 }
 
 // serverMetrics are the API server's counters that the bench reads.
