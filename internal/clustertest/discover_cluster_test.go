@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -78,23 +77,7 @@ func testDiscoverCluster(t *testing.T, c *Cluster) {
 	checkClusterReport(t, rep, pods)
 	noRunLeft(t, c)
 
-	policies := filepath.Join(dir, "policies")
-	c.run(t, time.Minute, kscmp, "recommend", "--from", rep, "-o", policies, "--summary", filepath.Join(dir, "summary.md"))
-	files, _ := filepath.Glob(filepath.Join(policies, spreadNS, "*.yaml"))
-	if len(files) != 1 {
-		t.Fatalf("kscmp recommend: policies for namespace %s: %v, want one (the Deployment's)", spreadNS, files)
-	}
-	data, _ := os.ReadFile(files[0])
-	t.Logf("recommended %s:\n%s", files[0], data)
-	c.MustKubectl(t, time.Minute, "label", "namespace", spreadNS, "kscmp.kubearmor.com/enforce=true")
-	c.MustKubectl(t, time.Minute, "apply", "-f", files[0])
-	profile := "kubearmor/" + spreadNS + "/" + strings.TrimSuffix(filepath.Base(files[0]), ".yaml") + ".json"
-	for _, node := range Nodes() {
-		waitFile(t, filepath.Join(c.KubeletSeccompDirOn(node), profile))
-	}
-	waitBoundIn(t, c, spreadNS, "web", profile)
-	c.MustKubectl(t, time.Minute, "-n", spreadNS, "rollout", "restart", "deployment/web")
-	c.MustKubectl(t, 2*time.Minute, "-n", spreadNS, "rollout", "status", "deployment/web", "--timeout", "2m")
+	profile := applyRecommended(t, c, kscmp, rep, dir, spreadNS, "web", Nodes())
 	rolled := spreadPods(t, c, func(p *corev1.Pod) bool { return localhostProfile(p) == profile })
 	for _, p := range rolled {
 		out, err := c.KubectlOutput(time.Minute, "-n", spreadNS, "exec", p.Name, "--", "sh", "-c", smokeTest)

@@ -51,21 +51,7 @@ func testLoop(t *testing.T, c *Cluster) {
 	pod = discover(t, c, kscmp, rep, pod)
 	checkReport(t, rep, pod)
 
-	policies := filepath.Join(dir, "policies")
-	c.run(t, time.Minute, kscmp, "recommend", "--from", rep, "-o", policies, "--summary", filepath.Join(dir, "summary.md"))
-	files, _ := filepath.Glob(filepath.Join(policies, loopNS, "*.yaml"))
-	if len(files) != 1 {
-		t.Fatalf("kscmp recommend: policies for namespace %s: %v, want one (the Deployment's)", loopNS, files)
-	}
-	data, _ := os.ReadFile(files[0])
-	t.Logf("recommended %s:\n%s", files[0], data)
-	c.MustKubectl(t, time.Minute, "label", "namespace", loopNS, "kscmp.kubearmor.com/enforce=true")
-	c.MustKubectl(t, time.Minute, "apply", "-f", files[0])
-	profile := "kubearmor/" + loopNS + "/" + strings.TrimSuffix(filepath.Base(files[0]), ".yaml") + ".json"
-	waitFile(t, filepath.Join(c.KubeletSeccompDir(), profile))
-	waitBoundIn(t, c, loopNS, "busybox-demo", profile)
-	c.MustKubectl(t, time.Minute, "-n", loopNS, "rollout", "restart", "deployment/busybox-demo")
-	c.MustKubectl(t, 2*time.Minute, "-n", loopNS, "rollout", "status", "deployment/busybox-demo", "--timeout", "2m")
+	profile := applyRecommended(t, c, kscmp, rep, dir, loopNS, "busybox-demo", []string{NodeName})
 	rolled := waitBoundPod(t, c, loopNS, profile, pod)
 
 	pid, status := nodeProcess(t, string(rolled.UID), "sleep 100000")
@@ -76,6 +62,34 @@ func testLoop(t *testing.T, c *Cluster) {
 	if err != nil || !strings.Contains(string(out), smokeOutput) {
 		t.Errorf("%s pod %s under the recommended policy: ls, echo and sleep: %v\n%s", loopNS, rolled.Name, err, out)
 	}
+}
+
+// applyRecommended is the loop's second half as a person types it:
+// kscmp recommend from the report rep into dir/policies; the one policy of
+// namespace ns (the Deployment deploy's) applied with the namespace opted
+// in; its profile waited for in the kubelet seccomp directory of each of
+// nodes and bound to deploy's pods by the webhook; deploy restarted and
+// rolled out. It returns the profile's path below the seccomp directory.
+func applyRecommended(t *testing.T, c *Cluster, kscmp, rep, dir, ns, deploy string, nodes []string) string {
+	t.Helper()
+	policies := filepath.Join(dir, "policies")
+	c.run(t, time.Minute, kscmp, "recommend", "--from", rep, "-o", policies, "--summary", filepath.Join(dir, "summary.md"))
+	files, _ := filepath.Glob(filepath.Join(policies, ns, "*.yaml"))
+	if len(files) != 1 {
+		t.Fatalf("kscmp recommend: policies for namespace %s: %v, want one (the Deployment's)", ns, files)
+	}
+	data, _ := os.ReadFile(files[0])
+	t.Logf("recommended %s:\n%s", files[0], data)
+	c.MustKubectl(t, time.Minute, "label", "namespace", ns, "kscmp.kubearmor.com/enforce=true")
+	c.MustKubectl(t, time.Minute, "apply", "-f", files[0])
+	profile := "kubearmor/" + ns + "/" + strings.TrimSuffix(filepath.Base(files[0]), ".yaml") + ".json"
+	for _, node := range nodes {
+		waitFile(t, filepath.Join(c.KubeletSeccompDirOn(node), profile))
+	}
+	waitBoundIn(t, c, ns, deploy, profile)
+	c.MustKubectl(t, time.Minute, "-n", ns, "rollout", "restart", "deployment/"+deploy)
+	c.MustKubectl(t, 2*time.Minute, "-n", ns, "rollout", "status", "deployment/"+deploy, "--timeout", "2m")
+	return profile
 }
 
 // discover runs kscmp discover on the node, namespace loopNS, as a person
