@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,7 +16,7 @@ import (
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/discover"
-	"github.com/kubearmor/kscmp/recommend"
+	"github.com/kubearmor/kscmp/internal/stracetest"
 )
 
 // TestAgentSyscalls measures which system calls `kscmp agent --mode
@@ -48,10 +44,6 @@ func TestAgentSyscalls(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (strace of the agent, the eBPF recorder, a cgroup)")
 	}
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cgoBin := buildKscmp(t)
 	staticBin := filepath.Join(t.TempDir(), "kscmp-static")
 	build := exec.Command("go", "build", "-o", staticBin, ".")
@@ -63,15 +55,11 @@ func TestAgentSyscalls(t *testing.T) {
 	sets := map[string][]string{}
 	for _, c := range []struct{ name, bin string }{{"strace, cgo", cgoBin}, {"strace, static", staticBin}} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			n := 0
+			tr := stracetest.New(t)
 			agentJob(t, c.bin, func(t *testing.T, args []string) *agentProc {
-				n++
-				cmd := exec.Command(strace, append([]string{"-f", "-qq", "-o", filepath.Join(dir, fmt.Sprintf("trace.%d", n)), "--", c.bin}, args...)...)
-				cmd.Env = append(os.Environ(), "GOGC=5")
-				return startAgentProc(t, cmd, func(cmd *exec.Cmd) int { return childOf(t, cmd.Process.Pid) })
+				return startAgentProc(t, tr.Command(c.bin, args, nil), func(cmd *exec.Cmd) int { return stracetest.Child(t, cmd.Process.Pid, c.bin) })
 			})
-			set, err := straceCalls(dir)
+			set, err := tr.Calls()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,59 +115,11 @@ func TestAgentSyscalls(t *testing.T) {
 		sets["discover"] = slices.Compact(set)
 	})
 
-	var union []string
-	for name, set := range sets {
-		t.Logf("%s (%d): %s", name, len(set), strings.Join(set, " "))
-		union = append(union, set...)
-	}
-	slices.Sort(union)
-	union = slices.Compact(union)
-	t.Logf("union (%d): %s", len(union), strings.Join(union, " "))
-	for name, set := range sets {
-		var only []string
-		for _, s := range set {
-			n := 0
-			for _, other := range sets {
-				if slices.Contains(other, s) {
-					n++
-				}
-			}
-			if n == 1 {
-				only = append(only, s)
-			}
-		}
-		t.Logf("only %s: %s", name, strings.Join(only, " "))
-	}
-	eq, none := recommend.Equivalents(api.ArchX86_64, api.ArchAARCH64, union)
-	var adds []string
-	for _, e := range eq {
-		if !slices.Contains(union, e.Name) {
-			adds = append(adds, fmt.Sprintf("%s (for %s)", e.Name, e.For))
-		}
-	}
-	t.Logf("for arm64: %s; none there: %s", strings.Join(adds, ", "), strings.Join(none, " "))
-
 	p, err := agent.OwnPolicy()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var allowed []string
-	for _, r := range p.Spec.Seccomp.AllRules() {
-		allowed = append(allowed, r.Syscalls...)
-	}
-	var missing []string
-	for _, s := range union {
-		if why, ok := leftOut[s]; ok && !slices.Contains(allowed, s) {
-			t.Logf("left out of the policy: %s: %s", s, why)
-			continue
-		}
-		if !slices.Contains(allowed, s) {
-			missing = append(missing, s)
-		}
-	}
-	if len(missing) > 0 {
-		t.Errorf("the agent's own policy lacks: %s", strings.Join(missing, " "))
-	}
+	stracetest.Check(t, sets, p, leftOut)
 }
 
 // leftOut are calls the measurement sees that the agent's own policy leaves
@@ -188,69 +128,6 @@ var leftOut = map[string]string{
 	"bpf":    "cilium/ebpf's rlimit init probes BPF_MAP_CREATE; the agent never uses eBPF and takes EPERM",
 	"dup3":   "Go's fork child in the test, before the agent's execve (seen by the recorder only)",
 	"clone3": "glibc's threads; refused with ENOSYS since clone's namespace flags are conditioned, and glibc falls back to clone",
-}
-
-// straceLine finds the system call of a line of `strace -f -o`: "PID
-// name(args) = ret", "PID <... name resumed>...", never signals or exits.
-var straceLine = regexp.MustCompile(`^\d+\s+(?:<\.\.\. )?([a-z0-9_]+)(?:\(| resumed>)`)
-
-// straceCalls returns the system calls in every strace output file in dir.
-func straceCalls(dir string) ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "trace.*"))
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("no strace output in %s: %v", dir, err)
-	}
-	seen := map[string]bool{}
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if m := straceLine.FindStringSubmatch(sc.Text()); m != nil {
-				seen[m[1]] = true
-			}
-		}
-		fh.Close()
-		if err := sc.Err(); err != nil {
-			return nil, err
-		}
-	}
-	var out []string
-	for s := range seen {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-// childOf waits for pid's first child and returns it.
-func childOf(t *testing.T, pid int) int {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			child, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-			if err != nil {
-				continue
-			}
-			// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-			rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
-			if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-				return child
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("process %d started no child", pid)
-	return 0
 }
 
 // measureCgroup makes an empty cgroup v2 for the agent and returns its
