@@ -2,10 +2,13 @@ package discover
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // TestFeatureProbes checks that each kernel feature probe answers once per
@@ -51,7 +54,7 @@ func TestFeatureProbes(t *testing.T) {
 func TestHookVariants(t *testing.T) {
 	requireKernel(t)
 	if err := haveTpBtf(); err != nil {
-		t.Skipf("no tp_btf here: %v", err)
+		testenv.Missing(t, fmt.Sprintf("a kernel with tp_btf programs (%v)", err))
 	}
 	memo := haveTaskFree() == nil
 	_, currentErr := directCurrentTask()

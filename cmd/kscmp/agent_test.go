@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,19 +94,21 @@ func TestAgentCommand(t *testing.T) {
 	}
 
 	// Each agent is killed as soon as a write of it is under way (a
-	// temporary file shows); a kill counts as one that hit a write when
-	// the temporary file is still there after the agent died.
+	// temporary file shows that an earlier agent did not leave); a kill
+	// counts as one that hit a write when such a file is still there
+	// after the agent died.
 	const kills = 8
 	hits := 0
 	for gen := range kills {
+		left := tempFiles(filepath.Join(root, "seccomp"))
 		a := start()
 		for i := range 20 {
 			setPolicy(i, gen)
 		}
-		awaitWrite(filepath.Join(root, "seccomp"), 10*time.Second)
+		awaitWrite(filepath.Join(root, "seccomp"), left, 10*time.Second)
 		a.Process.Signal(syscall.SIGKILL)
 		a.Wait()
-		if len(tempFiles(filepath.Join(root, "seccomp"))) > 0 {
+		if len(newTempFiles(filepath.Join(root, "seccomp"), left)) > 0 {
 			hits++
 		}
 		checkWhole()
@@ -154,11 +157,17 @@ func tempFiles(dir string) []string {
 	return tmp
 }
 
+// newTempFiles returns the temporary files below dir that are not in old
+// (what an earlier, killed run left), sorted.
+func newTempFiles(dir string, old []string) []string {
+	return slices.DeleteFunc(tempFiles(dir), func(p string) bool { return slices.Contains(old, p) })
+}
+
 // awaitWrite returns as soon as a write below dir is under way (a
-// temporary file is there), or after timeout; it reports which.
-func awaitWrite(dir string, timeout time.Duration) bool {
+// temporary file not in old is there), or after timeout; it reports which.
+func awaitWrite(dir string, old []string, timeout time.Duration) bool {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Microsecond) {
-		if len(tempFiles(dir)) > 0 {
+		if len(newTempFiles(dir, old)) > 0 {
 			return true
 		}
 	}

@@ -32,11 +32,14 @@ type inMachineResult struct {
 	Rejected bool     `json:"rejected"` // errors.Is(err, ErrRejected): the pre-write check refused it
 }
 
-// realUnit is the service the drop-ins are for. badUnit is a unit the
-// running systemd refuses to load (a relative ExecStart= path:
-// LoadState=bad-setting).
+// realUnit is the service the drop-ins are for; the test keeps it running,
+// as the services kscmp confines are, so systemd holds it in memory: an
+// inactive unit nothing refers to is unloaded and read again from disk on
+// the next query, which would hide a roll-back that forgets to reload.
+// badUnit is a unit the running systemd refuses to load (a relative
+// ExecStart= path: LoadState=bad-setting).
 const (
-	realUnit = "[Unit]\nDescription=kscmp post-write check\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n"
+	realUnit = "[Unit]\nDescription=kscmp post-write check\n\n[Service]\nExecStart=/bin/sleep infinity\n"
 	badUnit  = "[Unit]\nDescription=a unit systemd refuses\n\n[Service]\nType=oneshot\nExecStart=bin/true\n"
 )
 
@@ -53,10 +56,11 @@ const overrideConf = "[Service]\nSystemCallFilter=~@privileged\n"
 // the pre-write check but that the running systemd does not load as
 // written:
 //
-//   - demo.service has the override.conf an admin's `systemctl edit` leaves
-//     (SystemCallFilter=~@privileged): the drop-in loads, but the unit's
-//     filter does not allow setuid, which the policy allows ("does not
-//     allow"), both for a new drop-in and for an update of kscmp's own;
+//   - demo.service, running, has the override.conf an admin's `systemctl
+//     edit` leaves (SystemCallFilter=~@privileged): the drop-in loads, but
+//     the unit's filter does not allow setuid, which the policy allows
+//     ("does not allow"), both for a new drop-in and for an update of
+//     kscmp's own;
 //   - bad.service has a setting this systemd refuses (LoadState=bad-setting)
 //     and ghost.service is not installed (LoadState=not-found): systemd
 //     loads no drop-in for them ("did not load").
@@ -64,7 +68,7 @@ const overrideConf = "[Service]\nSystemCallFilter=~@privileged\n"
 // Each time Apply must fail without ErrRejected (the pre-write check passed)
 // and roll back: /etc/systemd/system byte for byte as before (entries,
 // modes, contents, link targets), and systemd's view of the unit
-// (`systemctl cat`, its drop-ins and filter) as before.
+// (`systemctl cat`, its drop-ins and filter, NeedDaemonReload) as before.
 //
 // No system call name is among these cases: every name libseccomp 2.5.4
 // knows comes back from this systemd's SystemCallFilter property as written
@@ -120,16 +124,20 @@ func TestSystemdPostWriteCheckRealSystemd(t *testing.T) {
 		return fmt.Sprintf("exit %d\n%s", code, out)
 	}
 	systemctl("daemon-reload")
-	// view is systemd's view of a unit: its files, load state, drop-ins and
-	// filter.
+	if out := systemctl("start", "demo.service"); !strings.HasPrefix(out, "exit 0\n") {
+		t.Fatalf("systemctl start demo.service: %s", out)
+	}
+	// view is systemd's view of a unit: its files, load and active state,
+	// drop-ins and filter, and whether its files changed since systemd
+	// loaded them (NeedDaemonReload).
 	view := func(unit string) string {
-		return systemctl("cat", unit) + systemctl("show", "-p", "LoadState,DropInPaths,SystemCallFilter", unit)
+		return systemctl("cat", unit) + systemctl("show", "-p", "LoadState,ActiveState,NeedDaemonReload,DropInPaths,SystemCallFilter", unit)
 	}
 	if v := view("bad.service"); !strings.Contains(v, "LoadState=bad-setting") {
 		t.Fatalf("bad.service is not refused by this systemd:\n%s", v)
 	}
-	if v := view("demo.service"); !strings.Contains(v, "override.conf") {
-		t.Fatalf("demo.service without the admin's override:\n%s", v)
+	if v := view("demo.service"); !strings.Contains(v, "override.conf") || !strings.Contains(v, "ActiveState=active") {
+		t.Fatalf("demo.service not running with the admin's override:\n%s", v)
 	}
 
 	n := 0

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // identity is what a rewrite changes: an atomic write makes a new inode, an
@@ -121,7 +123,7 @@ func mustKind(t *testing.T, path string, typ fs.FileMode) {
 // without opening them.
 func TestSpecialFiles(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for mknod") // the tests run as root here
+		testenv.Missing(t, "root (for mknod)")
 	}
 	dir := t.TempDir()
 	data := []byte("{\"report\": 1}\n")

@@ -2,6 +2,7 @@ package ocitest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -198,16 +199,46 @@ func TestKubernetesLikeDefaults(t *testing.T) {
 	}
 }
 
+// TestCancel cancels Run once the workload runs (it made /tmp/running in
+// the rootfs), not after a guessed delay: the kill must land on the
+// running workload, which then ends by SIGKILL and leaves no process, and
+// Run must return the cancellation.
 func TestCancel(t *testing.T) {
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
 			t.Parallel()
 			bin := Require(t, rt)
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			rootfs := BusyboxRootfs(t)
+			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			res, err := Run(ctx, t, Container{Runtime: bin, Rootfs: BusyboxRootfs(t), Args: []string{"sleep", "60"}})
-			if err == nil || ctx.Err() == nil {
-				t.Fatalf("Run returned %v with result %+v; want the context's error", err, res)
+			running := make(chan struct{})
+			go func() {
+				for {
+					if _, err := os.Stat(filepath.Join(rootfs, "tmp", "running")); err == nil {
+						close(running)
+						cancel()
+						return
+					}
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+			}()
+			id, err := newID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := Run(ctx, t, Container{Runtime: bin, ID: id, Rootfs: rootfs, Args: []string{"sh", "-c", "touch /tmp/running && exec sleep 60"},
+				Env: []string{"OCITEST_CANCEL=" + id}})
+			select {
+			case <-running:
+			default:
+				t.Fatalf("Run returned (%v, %+v) before the workload ran", err, res)
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run returned %v with result %+v; want the cancellation", err, res)
 			}
 			if strings.Contains(err.Error(), "deleting") {
 				t.Errorf("cleanup failed: %v", err)
@@ -215,6 +246,10 @@ func TestCancel(t *testing.T) {
 			// The workload was killed by SIGKILL: 128+9.
 			if res.ExitCode != 137 {
 				t.Errorf("exit code %d, want 137", res.ExitCode)
+			}
+			// And it is gone, not only the runtime that ran it.
+			if procs := processesWith(id, 10*time.Second); len(procs) > 0 {
+				t.Errorf("processes of container %s left behind:\n%s", id, strings.Join(procs, "\n"))
 			}
 		})
 	}
