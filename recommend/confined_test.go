@@ -136,3 +136,34 @@ func TestCommitConfined(t *testing.T) {
 		t.Errorf("--git wrote outside the checkout through a committed link:\n%s", diff)
 	}
 }
+
+// TestWriteAllOrNothing: when one policy's place is taken by something
+// that is not a regular file, recommend -o writes none of the policies (a
+// person reviews the set as a whole; a half-written set reads as if the
+// other workloads had nothing recommended). Before the check, the files
+// before the FIFO were written.
+func TestWriteAllOrNothing(t *testing.T) {
+	res, err := Recommend([]report.Source{reportOf("a",
+		pod("ns", "p", "c", map[string]string{"app": "x"}, nil, "read"),
+		pod("ns", "q", "c", map[string]string{"app": "y"}, nil, "write"))}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Files) != 2 {
+		t.Fatalf("want two files, got %d", len(res.Files))
+	}
+	dir := t.TempDir()
+	last := filepath.Join(dir, filepath.FromSlash(res.Files[1].Path))
+	if err := os.MkdirAll(filepath.Dir(last), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(last, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Write(dir); !errors.Is(err, fsutil.ErrNotRegular) {
+		t.Fatalf("want an error wrapping ErrNotRegular, got %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(res.Files[0].Path))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s was written although %s could not be: %v", res.Files[0].Path, res.Files[1].Path, err)
+	}
+}

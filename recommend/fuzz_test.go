@@ -128,26 +128,7 @@ func FuzzRecommend(f *testing.F) {
 		if n := len(res.Files) + len(res.Skipped); n != len(rep.Workloads) {
 			t.Fatalf("%d files and %d skipped for %d workloads: %v %q", len(res.Files), len(res.Skipped), len(rep.Workloads), paths(res), res.Skipped)
 		}
-		// What a policy may allow: what was observed, and with portable
-		// the equivalents of it for the other family.
-		may := map[string]bool{}
-		for _, w := range rep.Workloads {
-			for abi, names := range w.Syscalls {
-				for _, n := range names {
-					may[n] = true
-					// clone for clone3, whose ENOSYS falls back to it
-					// (clone3Fallback).
-					may["clone"] = may["clone"] || n == "clone3"
-				}
-				from, _ := report.ArchOf(abi)
-				if to, ok := otherFamily(from); ok && portable {
-					eq, _ := Equivalents(from, to, names)
-					for _, e := range eq {
-						may[e.Name] = true
-					}
-				}
-			}
-		}
+		may := mayAllow(rep.Workloads, portable)
 		seen := map[string]bool{}
 		for _, file := range res.Files {
 			if seen[file.Path] || seen[file.Policy.Key()] {
@@ -171,7 +152,71 @@ func FuzzRecommend(f *testing.F) {
 				t.Fatalf("%s is not in the directory of namespace %s", file.Path, file.Policy.Namespace)
 			}
 		}
+		// Per workload: each written policy is what its workload alone
+		// gives, and that allows only what this workload made (not what
+		// another workload of the report made).
+		alone := map[string]bool{} // the rules each workload alone gives, as JSON
+		for _, w := range rep.Workloads {
+			one := *rep
+			one.Workloads = []report.Workload{w}
+			r1, err := Recommend([]report.Source{{Name: name, Report: &one}}, Options{Portable: portable, Complain: complain})
+			if err != nil {
+				t.Fatalf("recommend of one workload: %v", err)
+			}
+			mine := mayAllow(one.Workloads, portable)
+			for _, file := range r1.Files {
+				for _, r := range file.Policy.Spec.Seccomp.AllRules() {
+					for _, n := range r.Syscalls {
+						if !mine[n] {
+							t.Fatalf("%s allows %s, which its workload %s did not make and is no portable equivalent", file.Path, n, w.Identity)
+						}
+						if len(r.Args) > 0 {
+							checkCondition(t, &one, file.Path, n, r.Args[0].Resolve())
+						}
+					}
+				}
+				alone[rulesJSON(t, file)] = true
+			}
+		}
+		for _, file := range res.Files {
+			if !alone[rulesJSON(t, file)] {
+				t.Fatalf("%s allows other calls than any one workload alone gives", file.Path)
+			}
+		}
 	})
+}
+
+// mayAllow is what a policy recommended for ws may allow: what ws made,
+// and with portable the equivalents of it for the other family.
+func mayAllow(ws []report.Workload, portable bool) map[string]bool {
+	may := map[string]bool{}
+	for _, w := range ws {
+		for abi, names := range w.Syscalls {
+			for _, n := range names {
+				may[n] = true
+				// clone for clone3, whose ENOSYS falls back to it
+				// (clone3Fallback).
+				may["clone"] = may["clone"] || n == "clone3"
+			}
+			from, _ := report.ArchOf(abi)
+			if to, ok := otherFamily(from); ok && portable {
+				eq, _ := Equivalents(from, to, names)
+				for _, e := range eq {
+					may[e.Name] = true
+				}
+			}
+		}
+	}
+	return may
+}
+
+// rulesJSON is a file's seccomp section, for comparing what two files allow.
+func rulesJSON(t *testing.T, f File) string {
+	b, err := json.Marshal(f.Policy.Spec.Seccomp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // checkCondition: a recommended condition on call allows only arguments

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/kubearmor/kscmp/api"
+	"github.com/kubearmor/kscmp/internal/fsutil"
 	"github.com/kubearmor/kscmp/internal/safepath"
 )
 
@@ -36,6 +37,9 @@ func (r *Result) writeIn(dir, sub string) (changed int, err error) {
 		return 0, fmt.Errorf("recommend: %w", err)
 	}
 	defer root.Close()
+	if err := r.check(root, sub); err != nil {
+		return 0, fmt.Errorf("recommend: nothing written: %w", err)
+	}
 	ours := map[string]map[string]bool{} // directory → the file names written there
 	for _, f := range r.Files {
 		rel := filepath.Join(sub, filepath.FromSlash(f.Path))
@@ -58,6 +62,29 @@ func (r *Result) writeIn(dir, sub string) (changed int, err error) {
 		}
 	}
 	return changed, nil
+}
+
+// check refuses, before anything is written, what would stop a write
+// half-way: a directory that cannot be made (a file or a link leading
+// nowhere inside the root in its place) or a policy's place taken by
+// anything but a regular file. The directories are made here.
+func (r *Result) check(root *safepath.Root, sub string) error {
+	for _, f := range r.Files {
+		rel := filepath.Join(sub, filepath.FromSlash(f.Path))
+		d, err := root.MkdirAll(filepath.Dir(rel))
+		if err != nil {
+			return err
+		}
+		d.Close()
+		m, err := root.Lstat(rel)
+		if err == nil && !m.IsRegular() {
+			return fsutil.NotRegular(root.Join(rel), m, "written")
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // Commit writes the result into the git checkout repo, under dir (relative
