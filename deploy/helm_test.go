@@ -175,8 +175,9 @@ var podFields = [][]string{
 }
 
 // containerFields are each container's security fields; args hold the
-// kubelet root and --restart-workloads, image the code that runs.
-var containerFields = []string{"securityContext", "volumeMounts", "args", "image", "imagePullPolicy"}
+// kubelet root, --restart-workloads and the address /metrics listens on,
+// env what the args' $(VAR)s expand to, image the code that runs.
+var containerFields = []string{"securityContext", "volumeMounts", "args", "env", "image", "imagePullPolicy"}
 
 // diffSecurity returns one line per security-relevant field on which got
 // differs from want, and per object only one of them has.
@@ -442,5 +443,46 @@ func TestHelmServiceMonitor(t *testing.T) {
 	}
 	if count(got, "ServiceMonitor") != 1 {
 		t.Errorf("serviceMonitor.enabled: %d ServiceMonitors, want 1", count(got, "ServiceMonitor"))
+	}
+}
+
+// TestAgentMetricsOnNodeIP: the agent listens for /metrics on its node's IP
+// (the downward API's status.hostIP), not on every address of the host
+// network: two nodes on one host (the test cluster) would compete for
+// :9476. Both the manifests and the chart, whatever the values.
+func TestAgentMetricsOnNodeIP(t *testing.T) {
+	for name, objs := range map[string][]*unstructured.Unstructured{
+		"deploy/manifests":      manifests(t),
+		"chart, defaults":       renderChart(t, "kscmp-system", nil),
+		"chart, every override": renderChart(t, "kscmp-other", overrides),
+	} {
+		n := 0
+		for _, u := range objs {
+			if u.GetKind() != "DaemonSet" {
+				continue
+			}
+			n++
+			c := allContainers(u)[1]
+			args := stringsOf(c["args"])
+			if i := slices.Index(args, "--metrics-addr"); i < 0 || i+1 >= len(args) || args[i+1] != "$(HOST_IP):9476" {
+				t.Errorf("%s: agent args %v, want --metrics-addr $(HOST_IP):9476", name, args)
+			}
+			env, _ := c["env"].([]any)
+			found := false
+			for _, e := range env {
+				e, _ := e.(map[string]any)
+				if e["name"] != "HOST_IP" {
+					continue
+				}
+				path, _, _ := unstructured.NestedString(e, "valueFrom", "fieldRef", "fieldPath")
+				found = path == "status.hostIP"
+			}
+			if !found {
+				t.Errorf("%s: agent env %v lacks HOST_IP from status.hostIP", name, env)
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d DaemonSets, want 1", name, n)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -109,7 +110,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.BoolVar(&watchViolations, "violations", true, "watch what seccomp refuses or logs in this node's pods (audit records; needs CAP_AUDIT_READ): Events on the pods and metrics")
 	f.DurationVar(&violationInterval, "violation-interval", agent.DefaultViolationInterval, "one Event per pod container, call and action per interval, with the count")
 	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
-	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP); \"\" for none")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP; HOST:PORT, an IPv6 host with or without brackets); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
 	return cmd
 }
@@ -117,7 +118,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 // serveMetrics listens on addr now (a taken port is an error here, not in
 // a goroutine later) and serves /metrics until ctx is done.
 func serveMetrics(ctx context.Context, addr string, m *agent.Metrics) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", listenAddr(addr))
 	if err != nil {
 		return fmt.Errorf("--metrics-addr %q: %w", addr, err)
 	}
@@ -137,6 +138,23 @@ func serveMetrics(ctx context.Context, addr string, m *agent.Metrics) error {
 	}()
 	slog.Info("agent: serving metrics", "addr", ln.Addr().String())
 	return nil
+}
+
+// listenAddr brackets an IPv6 host in HOST:PORT: the DaemonSet gives
+// "$(HOST_IP):9476", and the node's IP may be an IPv6 address, which
+// net.Listen takes only as [IP]:PORT. Anything else is returned as given.
+func listenAddr(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return addr
+	}
+	if ip := net.ParseIP(addr[:i]); ip != nil && ip.To4() == nil {
+		return net.JoinHostPort(addr[:i], addr[i+1:])
+	}
+	return addr
 }
 
 func newAgentInstallProfileCmd() *cobra.Command {
