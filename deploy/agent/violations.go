@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/discover"
@@ -70,6 +71,10 @@ type violationWatch struct {
 
 	mu      sync.Mutex
 	summary map[[5]string]*ViolationCount // (ns, pod, container, syscall, action); bounded by maxSummary
+
+	// handled, when set, is called after each interval's report: the
+	// agent then puts the summary into the node status.
+	handled func()
 }
 
 // maxSummary bounds the node summary's lines; past it, counts go to the
@@ -129,6 +134,9 @@ func (w *violationWatch) handle(ctx context.Context, r *violation.Report) {
 	w.metrics.droppedEvents(dropped)
 	if dropped > 0 {
 		w.log.Warn("agent: violation Events over the interval's bound; counted in metrics only", "dropped", dropped, "max", w.opts.MaxEvents)
+	}
+	if w.handled != nil {
+		w.handled()
 	}
 }
 
@@ -301,7 +309,7 @@ func (a *Agent) ViolationSummary(namespace string) []ViolationCount {
 
 // MaxPolicyViolations bounds the lines ViolationsByPolicy gives a policy:
 // a status is read by people and stored in etcd.
-const MaxPolicyViolations = 10
+const MaxPolicyViolations = api.MaxViolations
 
 // PolicyViolationCount is one line of a policy's violation summary on this
 // node: a call and action, summed over the containers whose profile the
