@@ -18,6 +18,7 @@ import (
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy"
 	"github.com/kubearmor/kscmp/deploy/agent"
+	"github.com/kubearmor/kscmp/discover/violations"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -27,7 +28,8 @@ func newAgentCmd() *cobra.Command {
 		workers                                      int
 		restartWorkloads, aggregate                  bool
 		leaseNamespace                               string
-		watchViolations                              bool
+		watchViolations, exitErrors                  bool
+		runtimeRoots                                 []string
 		violationInterval                            time.Duration
 		maxEvents                                    int
 		metricsAddr                                  string
@@ -80,6 +82,11 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 				Aggregate: aggregate, LeaseNamespace: envDefault(leaseNamespace, "POD_NAMESPACE", "default")}
 			if watchViolations {
 				opts.Violations = &agent.ViolationOptions{Interval: violationInterval, MaxEvents: maxEvents}
+				if exitErrors {
+					opts.Violations.ExitErrors = violations.RuntimeWatches(runtimeRoots)
+				}
+			} else if exitErrors {
+				return usageErr("--exit-errors needs --violations")
 			}
 			if metricsAddr != "" {
 				opts.Metrics = agent.NewMetrics(opts.SeccompDir, 0)
@@ -109,6 +116,8 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringVar(&leaseNamespace, "lease-namespace", "", "with --aggregate: the namespace of the leader-election Lease; default $POD_NAMESPACE, else default")
 	f.BoolVar(&watchViolations, "violations", true, "watch what seccomp refuses or logs in this node's pods (audit records; needs CAP_AUDIT_READ): Events on the pods and metrics")
 	f.DurationVar(&violationInterval, "violation-interval", agent.DefaultViolationInterval, "one Event per pod container, call and action per interval, with the count")
+	f.BoolVar(&exitErrors, "exit-errors", false, "also count EPERM refusals of runc containers at system call exit (eBPF on sys_exit, every call of the node: off by default, cost in BENCHMARKS.md; needs CAP_BPF, CAP_PERFMON, the runtime state directories and the host's cgroup tree); runc cannot log them to audit")
+	f.StringSliceVar(&runtimeRoots, "runtime-root", violations.DefaultRuntimeRoots, "with --exit-errors: runc state directories (globs) to find containers and their profiles in")
 	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
 	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP; HOST:PORT, an IPv6 host with or without brackets); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
@@ -176,6 +185,10 @@ The profile is compiled from the agent's own policy (built into kscmp; the
 system calls 'kscmp agent --mode enforce' was measured to make) with the
 shared merger, plus the start-up calls of both runc and crun. The agent never
 removes this file, and refuses a policy that would overwrite it.
+
+Beside it goes <kubelet-root>/seccomp/` + agent.OwnExitErrorsProfile + `:
+the same plus bpf, for an agent run with --exit-errors (the chart's
+agent.exitErrors names it); the default profile keeps bpf out.
 
 The kubelet's root directory is found as for 'kscmp agent'.`,
 		Example: `  kscmp agent install-profile --kubelet-root /var/lib/kubelet

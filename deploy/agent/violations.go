@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,12 @@ type ViolationOptions struct {
 	// counts first; the rest are counted in the metrics and logged
 	// (DefaultMaxEvents if 0).
 	MaxEvents int
+	// ExitErrors, when set, also counts the EPERM refusals that audit
+	// does not see (runc cannot log SCMP_ACT_ERRNO): the monitor's eBPF
+	// program on sys_exit (violations.Options.ExitErrors; off by
+	// default, BENCHMARKS.md). When the node cannot load it, the watch
+	// goes on with audit records alone.
+	ExitErrors violations.WatchSource
 	// Monitor, when set, replaces the audit monitor (tests).
 	Monitor func(context.Context, violations.Options) (*violation.Report, error)
 	// Ready, when set, is called once the monitor is subscribed (tests).
@@ -89,11 +96,19 @@ func (w *violationWatch) run(ctx context.Context, pods discover.PodLookup) {
 	if monitor == nil {
 		monitor = violations.Monitor
 	}
+	exitErrors := w.opts.ExitErrors
 	for ctx.Err() == nil {
-		_, err := monitor(ctx, violations.Options{Pods: pods, Interval: w.opts.Interval, Reset: true,
+		_, err := monitor(ctx, violations.Options{Pods: pods, Interval: w.opts.Interval, Reset: true, ExitErrors: exitErrors,
 			Update: func(r *violation.Report) { w.handle(ctx, r) }, Ready: w.opts.Ready, Logger: w.log})
 		if err == nil || ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, violations.ErrUnsupported) && exitErrors != nil && strings.Contains(err.Error(), "exit-errors") {
+			// The audit records may still come: the refusals under runc
+			// are then not seen, as without the option.
+			w.log.Error("agent: --exit-errors not available on this node (needs CAP_BPF, CAP_PERFMON and a kernel with BTF); watching audit records only", "error", err)
+			exitErrors = nil
+			continue
 		}
 		if errors.Is(err, violations.ErrUnsupported) {
 			w.log.Error("agent: violations not watched on this node (needs CAP_AUDIT_READ and CAP_AUDIT_CONTROL)", "error", err)
