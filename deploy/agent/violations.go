@@ -98,8 +98,14 @@ func (w *violationWatch) run(ctx context.Context, pods discover.PodLookup) {
 	}
 	exitErrors := w.opts.ExitErrors
 	for ctx.Err() == nil {
+		ready := func() {
+			w.log.Info("agent: violations watched", "audit", true, "exit_errors", exitErrors != nil, "interval", w.opts.Interval)
+			if w.opts.Ready != nil {
+				w.opts.Ready()
+			}
+		}
 		_, err := monitor(ctx, violations.Options{Pods: pods, Interval: w.opts.Interval, Reset: true, ExitErrors: exitErrors,
-			Update: func(r *violation.Report) { w.handle(ctx, r) }, Ready: w.opts.Ready, Logger: w.log})
+			Update: func(r *violation.Report) { w.handle(ctx, r) }, Ready: ready, Logger: w.log})
 		if err == nil || ctx.Err() != nil {
 			return
 		}
