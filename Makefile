@@ -65,7 +65,9 @@ cluster-down:
 # fails with EPERM in its pod; a namespace that did not opt in is untouched;
 # the policy narrowed -> the agent (--restart-workloads) rolls the Deployment
 # and the new pod is refused the removed call; the policy and the Deployment
-# deleted -> the profile file goes.
+# deleted -> the profile file goes; complain mode (defaultAction: Audit):
+# mkdir runs, and the pod's Event, the agent's /metrics and the policy's
+# status.violations name it; switched to enforce -> rolled, mkdir EPERM.
 test-cluster: deps image
 	hack/testbin.sh cluster >/dev/null
 	KSCMP_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 15m -v -run '^TestCluster$$' ./internal/clustertest/

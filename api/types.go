@@ -222,10 +222,42 @@ type PolicyStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Violations are the system calls that containers under the policy's
+	// profiles made and that seccomp refused (Block, Kill) or logged
+	// (Audit, complain mode), summed over the nodes since their agents
+	// started: at most MaxViolations lines, the largest counts first
+	// (then by call and action). Written at most once per violation
+	// interval.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	Violations []PolicyViolation `json:"violations,omitempty"`
 }
 
 // MaxFailures bounds the lists of node names in a policy's status.
 const MaxFailures = 10
+
+// MaxViolations bounds the violation lines of a policy's status and of a
+// policy's entry in a node status.
+const MaxViolations = 10
+
+// PolicyViolation is one system call and action seccomp took on it, under
+// the profiles a policy is part of.
+type PolicyViolation struct {
+	// Syscall is the system call's name.
+	Syscall string `json:"syscall"`
+	// Action is what seccomp did: Block, Kill or Audit (logged and run).
+	Action string `json:"action"`
+	// Count is how many times, summed over the nodes.
+	Count int64 `json:"count"`
+	// LastSeen is the latest time one was seen, on any node.
+	// +optional
+	LastSeen metav1.Time `json:"lastSeen,omitempty"`
+	// Nodes is the number of nodes it was seen on (absent in a node
+	// status).
+	// +optional
+	Nodes int32 `json:"nodes,omitempty"`
+}
 
 // NodeFailure is one node on which a policy's profiles could not be
 // installed.
@@ -280,6 +312,14 @@ type NodePolicy struct {
 	// could not.
 	// +optional
 	Error string `json:"error,omitempty"`
+	// Violations are the calls refused or logged on this node under the
+	// profiles the policy is part of, since the agent started: at most
+	// MaxViolations lines, the largest counts first. Updated at most once
+	// per violation interval.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	Violations []PolicyViolation `json:"violations,omitempty"`
 }
 
 // KubeArmorSeccompNodeStatusList is a list of node statuses.

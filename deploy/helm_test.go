@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/internal/apitest"
 )
 
@@ -90,6 +91,7 @@ var overrides = map[string]any{
 	"kubeletRoot":      "/var/snap/microk8s/common/var/lib/kubelet",
 	"restartWorkloads": true,
 	"agent": map[string]any{
+		"exitErrors":   true,
 		"resources":    map[string]any{"limits": map[string]any{"memory": "256Mi"}},
 		"tolerations":  []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}},
 		"nodeSelector": map[string]any{"kubernetes.io/os": "linux"},
@@ -175,8 +177,9 @@ var podFields = [][]string{
 }
 
 // containerFields are each container's security fields; args hold the
-// kubelet root and --restart-workloads, image the code that runs.
-var containerFields = []string{"securityContext", "volumeMounts", "args", "image", "imagePullPolicy"}
+// kubelet root, --restart-workloads and the address /metrics listens on,
+// env what the args' $(VAR)s expand to, image the code that runs.
+var containerFields = []string{"securityContext", "volumeMounts", "args", "env", "image", "imagePullPolicy"}
 
 // diffSecurity returns one line per security-relevant field on which got
 // differs from want, and per object only one of them has.
@@ -364,8 +367,8 @@ func TestHelmValues(t *testing.T) {
 func checkKubeletRoot(t *testing.T, u *unstructured.Unstructured, root string) {
 	t.Helper()
 	vols, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "volumes")
-	if len(vols) != 1 {
-		t.Fatalf("%s: volumes %v, want one", key(u), vols)
+	if len(vols) == 0 || vols[0].(map[string]any)["name"] != "seccomp" {
+		t.Fatalf("%s: volumes %v, want seccomp first", key(u), vols)
 	}
 	p, _, _ := unstructured.NestedString(vols[0].(map[string]any), "hostPath", "path")
 	wantField(t, u, p, root+"/seccomp", "hostPath")
@@ -376,8 +379,8 @@ func checkKubeletRoot(t *testing.T, u *unstructured.Unstructured, root string) {
 			t.Errorf("%s %s: args %v, want --kubelet-root %s", key(u), c["name"], args, root)
 		}
 		mounts, _ := c["volumeMounts"].([]any)
-		if len(mounts) != 1 || mounts[0].(map[string]any)["mountPath"] != root+"/seccomp" {
-			t.Errorf("%s %s: mounts %v, want %s/seccomp", key(u), c["name"], mounts, root)
+		if len(mounts) == 0 || mounts[0].(map[string]any)["mountPath"] != root+"/seccomp" {
+			t.Errorf("%s %s: mounts %v, want %s/seccomp first", key(u), c["name"], mounts, root)
 		}
 	}
 }
@@ -442,5 +445,108 @@ func TestHelmServiceMonitor(t *testing.T) {
 	}
 	if count(got, "ServiceMonitor") != 1 {
 		t.Errorf("serviceMonitor.enabled: %d ServiceMonitors, want 1", count(got, "ServiceMonitor"))
+	}
+}
+
+// TestAgentMetricsOnNodeIP: the agent listens for /metrics on its node's IP
+// (the downward API's status.hostIP), not on every address of the host
+// network: two nodes on one host (the test cluster) would compete for
+// :9476. Both the manifests and the chart, whatever the values.
+func TestAgentMetricsOnNodeIP(t *testing.T) {
+	for name, objs := range map[string][]*unstructured.Unstructured{
+		"deploy/manifests":      manifests(t),
+		"chart, defaults":       renderChart(t, "kscmp-system", nil),
+		"chart, every override": renderChart(t, "kscmp-other", overrides),
+	} {
+		n := 0
+		for _, u := range objs {
+			if u.GetKind() != "DaemonSet" {
+				continue
+			}
+			n++
+			c := allContainers(u)[1]
+			args := stringsOf(c["args"])
+			if i := slices.Index(args, "--metrics-addr"); i < 0 || i+1 >= len(args) || args[i+1] != "$(HOST_IP):9476" {
+				t.Errorf("%s: agent args %v, want --metrics-addr $(HOST_IP):9476", name, args)
+			}
+			env, _ := c["env"].([]any)
+			found := false
+			for _, e := range env {
+				e, _ := e.(map[string]any)
+				if e["name"] != "HOST_IP" {
+					continue
+				}
+				path, _, _ := unstructured.NestedString(e, "valueFrom", "fieldRef", "fieldPath")
+				found = path == "status.hostIP"
+			}
+			if !found {
+				t.Errorf("%s: agent env %v lacks HOST_IP from status.hostIP", name, env)
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d DaemonSets, want 1", name, n)
+		}
+	}
+}
+
+// TestHelmExitErrors: agent.exitErrors (off by default, as in
+// deploy/manifests) gives the agent --exit-errors and what its eBPF program
+// needs, and nothing more: CAP_BPF and CAP_PERFMON, its own profile plus
+// bpf, read-only mounts of the runtime state and the cgroup tree (never
+// containerd's socket directory). Off, none of it is there.
+func TestHelmExitErrors(t *testing.T) {
+	agentOf := func(objs []*unstructured.Unstructured) (map[string]any, []any) {
+		for _, u := range objs {
+			if u.GetKind() == "DaemonSet" {
+				vols, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "volumes")
+				return allContainers(u)[1], vols
+			}
+		}
+		t.Fatal("no DaemonSet")
+		return nil, nil
+	}
+	caps := func(c map[string]any) []string {
+		add, _, _ := unstructured.NestedSlice(c, "securityContext", "capabilities", "add")
+		return stringsOf(add)
+	}
+	profile := func(c map[string]any) string {
+		p, _, _ := unstructured.NestedString(c, "securityContext", "seccompProfile", "localhostProfile")
+		return p
+	}
+	for name, objs := range map[string][]*unstructured.Unstructured{"manifests": manifests(t), "chart defaults": renderChart(t, "kscmp-system", nil)} {
+		c, vols := agentOf(objs)
+		if slices.Contains(stringsOf(c["args"]), "--exit-errors") || slices.Contains(caps(c), "BPF") || slices.Contains(caps(c), "PERFMON") ||
+			profile(c) != agent.OwnProfile || len(vols) != 1 {
+			t.Errorf("%s: exit-errors is on or half on: args %v, caps %v, profile %s, %d volumes", name, c["args"], caps(c), profile(c), len(vols))
+		}
+	}
+	c, vols := agentOf(renderChart(t, "kscmp-system", map[string]any{"agent": map[string]any{"exitErrors": true}}))
+	if !slices.Contains(stringsOf(c["args"]), "--exit-errors") {
+		t.Errorf("args %v lack --exit-errors", c["args"])
+	}
+	want := []string{"DAC_OVERRIDE", "CHOWN", "FOWNER", "AUDIT_READ", "AUDIT_CONTROL", "BPF", "PERFMON"}
+	if !slices.Equal(caps(c), want) {
+		t.Errorf("capabilities %v, want %v", caps(c), want)
+	}
+	if profile(c) != agent.OwnExitErrorsProfile {
+		t.Errorf("profile %s, want %s", profile(c), agent.OwnExitErrorsProfile)
+	}
+	mounts, _ := c["volumeMounts"].([]any)
+	paths := map[string]string{}
+	for _, v := range vols[1:] {
+		v := v.(map[string]any)
+		p, _, _ := unstructured.NestedString(v, "hostPath", "path")
+		paths[v["name"].(string)] = p
+	}
+	var got []string
+	for _, m := range mounts[1:] {
+		m := m.(map[string]any)
+		if m["readOnly"] != true || paths[m["name"].(string)] != m["mountPath"] {
+			t.Errorf("mount %v: want read-only, at its host path %s", m, paths[m["name"].(string)])
+		}
+		got = append(got, m["mountPath"].(string))
+	}
+	if wantMounts := []string{"/run/runc", "/run/containerd/runc", "/run/containerd/io.containerd.runtime.v2.task", "/sys/fs/cgroup"}; !slices.Equal(got, wantMounts) {
+		t.Errorf("mounts %v, want %v", got, wantMounts)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ import (
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy"
 	"github.com/kubearmor/kscmp/deploy/agent"
+	"github.com/kubearmor/kscmp/discover/violations"
 	"github.com/kubearmor/kscmp/merge"
 )
 
@@ -26,7 +28,8 @@ func newAgentCmd() *cobra.Command {
 		workers                                      int
 		restartWorkloads, aggregate                  bool
 		leaseNamespace                               string
-		watchViolations                              bool
+		watchViolations, exitErrors                  bool
+		runtimeRoots                                 []string
 		violationInterval                            time.Duration
 		maxEvents                                    int
 		metricsAddr                                  string
@@ -79,6 +82,11 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 				Aggregate: aggregate, LeaseNamespace: envDefault(leaseNamespace, "POD_NAMESPACE", "default")}
 			if watchViolations {
 				opts.Violations = &agent.ViolationOptions{Interval: violationInterval, MaxEvents: maxEvents}
+				if exitErrors {
+					opts.Violations.ExitErrors = violations.RuntimeWatches(runtimeRoots)
+				}
+			} else if exitErrors {
+				return usageErr("--exit-errors needs --violations")
 			}
 			if metricsAddr != "" {
 				opts.Metrics = agent.NewMetrics(opts.SeccompDir, 0)
@@ -108,8 +116,10 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringVar(&leaseNamespace, "lease-namespace", "", "with --aggregate: the namespace of the leader-election Lease; default $POD_NAMESPACE, else default")
 	f.BoolVar(&watchViolations, "violations", true, "watch what seccomp refuses or logs in this node's pods (audit records; needs CAP_AUDIT_READ): Events on the pods and metrics")
 	f.DurationVar(&violationInterval, "violation-interval", agent.DefaultViolationInterval, "one Event per pod container, call and action per interval, with the count")
+	f.BoolVar(&exitErrors, "exit-errors", false, "also count EPERM refusals of runc containers at system call exit (eBPF on sys_exit, every call of the node: off by default, cost in BENCHMARKS.md; needs CAP_BPF, CAP_PERFMON, the runtime state directories and the host's cgroup tree); runc cannot log them to audit")
+	f.StringSliceVar(&runtimeRoots, "runtime-root", violations.DefaultRuntimeRoots, "with --exit-errors: runc state directories (globs) to find containers and their profiles in")
 	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
-	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP); \"\" for none")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP; HOST:PORT, an IPv6 host with or without brackets); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
 	return cmd
 }
@@ -117,7 +127,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 // serveMetrics listens on addr now (a taken port is an error here, not in
 // a goroutine later) and serves /metrics until ctx is done.
 func serveMetrics(ctx context.Context, addr string, m *agent.Metrics) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", listenAddr(addr))
 	if err != nil {
 		return fmt.Errorf("--metrics-addr %q: %w", addr, err)
 	}
@@ -139,6 +149,23 @@ func serveMetrics(ctx context.Context, addr string, m *agent.Metrics) error {
 	return nil
 }
 
+// listenAddr brackets an IPv6 host in HOST:PORT: the DaemonSet gives
+// "$(HOST_IP):9476", and the node's IP may be an IPv6 address, which
+// net.Listen takes only as [IP]:PORT. Anything else is returned as given.
+func listenAddr(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return addr
+	}
+	if ip := net.ParseIP(addr[:i]); ip != nil && ip.To4() == nil {
+		return net.JoinHostPort(addr[:i], addr[i+1:])
+	}
+	return addr
+}
+
 func newAgentInstallProfileCmd() *cobra.Command {
 	var (
 		kubeletRoot, family string
@@ -158,6 +185,10 @@ The profile is compiled from the agent's own policy (built into kscmp; the
 system calls 'kscmp agent --mode enforce' was measured to make) with the
 shared merger, plus the start-up calls of both runc and crun. The agent never
 removes this file, and refuses a policy that would overwrite it.
+
+Beside it goes <kubelet-root>/seccomp/` + agent.OwnExitErrorsProfile + `:
+the same plus bpf, for an agent run with --exit-errors (the chart's
+agent.exitErrors names it); the default profile keeps bpf out.
 
 The kubelet's root directory is found as for 'kscmp agent'.`,
 		Example: `  kscmp agent install-profile --kubelet-root /var/lib/kubelet

@@ -173,3 +173,20 @@ func awaitWrite(dir string, old []string, timeout time.Duration) bool {
 	}
 	return false
 }
+
+// TestListenAddr: the DaemonSet's "$(HOST_IP):9476" listens on an IPv6
+// node IP too; other addresses are left as given.
+func TestListenAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.244.0.1:9476": "10.244.0.1:9476",
+		"fd00::1:9476":    "[fd00::1]:9476",
+		"[fd00::1]:9476":  "[fd00::1]:9476",
+		":9476":           ":9476",
+		"localhost:9476":  "localhost:9476",
+		"not an address":  "not an address",
+	} {
+		if got := listenAddr(in); got != want {
+			t.Errorf("listenAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -87,13 +87,18 @@ type Agent struct {
 }
 
 type statusSnapshot struct {
-	objs      []*unstructured.Unstructured
-	installed map[string]bool
-	err       error
+	objs     []*unstructured.Unstructured
+	assigned []Assignment
+	err      error
 }
 
-// flushKey is the status queue's item that retries a failed status write.
-const flushKey = "\x00flush"
+// flushKey is the status queue's item that retries a failed status write;
+// violationsKey hands the status worker the violation summary of the
+// interval that just ended.
+const (
+	flushKey      = "\x00flush"
+	violationsKey = "\x00violations"
+)
 
 // New makes an agent; Run starts it.
 func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent, error) {
@@ -117,6 +122,11 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	a.viol = newViolationWatch(kube, opts)
 	a.statusQ = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kscmp-agent-status"})
+	if a.viol != nil {
+		// Once per violation interval: the policies' violation counts in
+		// the node status change at most that often.
+		a.viol.handled = func() { a.statusQ.Add(violationsKey) }
+	}
 	a.pending = map[string]statusSnapshot{}
 	a.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
@@ -223,8 +233,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	// shared, and status writes are ordered per node.
 	wg.Go(func() { a.runStatusWorker(ctx) })
 	if a.opts.Aggregate {
-		agg := NewAggregator(a.kube, a.dyn, a.policies, AggregatorOptions{Namespace: a.opts.LeaseNamespace,
-			Identity: a.opts.Node, Logger: a.opts.Logger})
+		ao := AggregatorOptions{Namespace: a.opts.LeaseNamespace, Identity: a.opts.Node, Logger: a.opts.Logger}
+		if a.viol != nil {
+			ao.ViolationInterval = a.viol.opts.Interval
+		}
+		agg := NewAggregator(a.kube, a.dyn, a.policies, ao)
 		wg.Go(func() { agg.Run(ctx) })
 	}
 	<-ctx.Done()
@@ -274,7 +287,7 @@ func (a *Agent) reconcileAll() error {
 	}
 	a.memo.forget(ProfileDir+"/", files)
 	res, err := Sync(a.opts.SeccompDir, files, InUse(pods))
-	a.queueStatus("", statusSnapshot{a.policies.Objects(""), installedPolicies(assigned), err})
+	a.queueStatus("", statusSnapshot{a.policies.Objects(""), assigned, err})
 	a.opts.Logger.Info("agent: reconciled all", "profiles", len(files), "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	return err
 }
@@ -293,7 +306,7 @@ func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 	}
 	a.memo.forget(ProfileDir+"/"+namespace+"/", files)
 	res, err := SyncNamespace(a.opts.SeccompDir, namespace, files, InUse(pods))
-	a.queueStatus(namespace, statusSnapshot{a.policies.Objects(namespace), installedPolicies(assigned), err})
+	a.queueStatus(namespace, statusSnapshot{a.policies.Objects(namespace), assigned, err})
 	if err != nil {
 		return err
 	}
@@ -363,7 +376,10 @@ func (a *Agent) processNextStatus(ctx context.Context) bool {
 	delete(a.pending, ns)
 	a.smu.Unlock()
 	if ok {
-		a.rep.update(ns, s.objs, s.installed, s.err)
+		a.rep.update(ns, s.objs, s.assigned, s.err)
+	}
+	if ns == violationsKey {
+		a.rep.setViolations(a.viol.summaryOf(""))
 	}
 	if a.statusQ.Len() > 0 {
 		return true

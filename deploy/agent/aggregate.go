@@ -40,7 +40,11 @@ type AggregatorOptions struct {
 	Namespace string        // of the Lease; "default" if empty
 	Identity  string        // this candidate's name, stable across restarts (a restarted leader takes its Lease back at once); the host name and a random suffix if empty
 	Interval  time.Duration // a policy's status is written at most once per Interval; 1 s if 0
-	Logger    *slog.Logger
+	// ViolationInterval: a policy's status whose only change is grown
+	// violation counts is written at most once per ViolationInterval
+	// (DefaultViolationInterval if 0).
+	ViolationInterval time.Duration
+	Logger            *slog.Logger
 }
 
 // Aggregator summarises the agents' per-node statuses into each policy's
@@ -75,6 +79,9 @@ func NewAggregator(kube kubernetes.Interface, dyn dynamic.Interface, policies *P
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
+	}
+	if opts.ViolationInterval <= 0 {
+		opts.ViolationInterval = DefaultViolationInterval
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

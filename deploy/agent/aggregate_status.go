@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -44,6 +46,7 @@ func Summarize(entries map[string]api.NodePolicy, gen int64, refused string) api
 	if len(installed) <= api.MaxFailures {
 		st.InstalledNodes = append(st.InstalledNodes, installed...)
 	}
+	st.Violations = sumViolations(entries)
 	accepted := metav1.Condition{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Valid", Message: "the policy is valid"}
 	if refused != "" {
 		accepted = metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse, Reason: ReasonRefused, Message: truncate(refused)}
@@ -64,6 +67,42 @@ func Summarize(entries map[string]api.NodePolicy, gen int64, refused string) api
 		st.Conditions = append(st.Conditions, c)
 	}
 	return st
+}
+
+// sumViolations sums the nodes' violation lines of one policy per call
+// and action: counts added, the latest lastSeen, the nodes counted; the
+// api.MaxViolations largest counts, then by call and action. A node's
+// lines are its largest only, so a call spread thin over many nodes may be
+// missing: the list says what is most refused, not everything.
+func sumViolations(entries map[string]api.NodePolicy) []api.PolicyViolation {
+	sums := map[[2]string]*api.PolicyViolation{}
+	for _, e := range entries {
+		for _, v := range e.Violations {
+			k := [2]string{v.Syscall, v.Action}
+			s := sums[k]
+			if s == nil {
+				s = &api.PolicyViolation{Syscall: v.Syscall, Action: v.Action}
+				sums[k] = s
+			}
+			if s.Count > math.MaxInt64-v.Count {
+				s.Count = math.MaxInt64
+			} else {
+				s.Count += v.Count
+			}
+			s.Nodes++
+			if t := v.LastSeen.UTC().Truncate(time.Second); t.After(s.LastSeen.Time) {
+				s.LastSeen = metav1.NewTime(t)
+			}
+		}
+	}
+	out := make([]api.PolicyViolation, 0, len(sums))
+	for _, s := range sums {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b api.PolicyViolation) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Syscall, b.Syscall), cmp.Compare(a.Action, b.Action))
+	})
+	return out[:min(len(out), api.MaxViolations)]
 }
 
 // write brings one policy's status up to date, or raises its Deleted Event
@@ -107,11 +146,15 @@ func (g *Aggregator) write(ctx context.Context, key string) error {
 	if equality.Semantic.DeepEqual(want, cur) {
 		return nil
 	}
-	if pendingAgain(cur, want) {
+	if pendingAgain(cur, want) || violationsAgain(cur, want) {
+		wait := progressInterval
+		if !pendingAgain(cur, want) {
+			wait = g.opts.ViolationInterval
+		}
 		g.mu.Lock()
 		last := g.written[key]
 		g.mu.Unlock()
-		if time.Since(last) < progressInterval {
+		if time.Since(last) < wait {
 			return errDeferred
 		}
 	}
@@ -135,7 +178,7 @@ func (g *Aggregator) apply(ctx context.Context, u *unstructured.Unstructured, st
 		return err
 	}
 	m["nodes"], m["selectedNodes"], m["failedNodes"] = int64(st.Nodes), int64(st.SelectedNodes), int64(st.FailedNodes)
-	for _, f := range []string{"installedNodes", "failures"} {
+	for _, f := range []string{"installedNodes", "failures", "violations"} {
 		if _, ok := m[f]; !ok {
 			m[f] = []any{}
 		}
@@ -199,6 +242,20 @@ func pendingAgain(cur, want api.PolicyStatus) bool {
 	return c != nil && w != nil && c.Reason == "Pending" && w.Reason == "Pending" &&
 		cur.ObservedGeneration == want.ObservedGeneration && cur.FailedNodes == want.FailedNodes &&
 		cur.SelectedNodes == want.SelectedNodes
+}
+
+// violationsAgain: the statuses differ only in their violations, and the
+// current one already has some: a count that grew waits for the
+// aggregator's ViolationInterval (the first violations are written at
+// once). Each node's agent updates its counts once per its interval; with
+// many nodes, the policy's status would otherwise follow every one.
+func violationsAgain(cur, want api.PolicyStatus) bool {
+	if len(cur.Violations) == 0 || equality.Semantic.DeepEqual(cur.Violations, want.Violations) {
+		return false
+	}
+	c, w := cur, want
+	c.Violations, w.Violations = nil, nil
+	return equality.Semantic.DeepEqual(c, w)
 }
 
 func findCondition(cs []metav1.Condition, t string) *metav1.Condition {

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"encoding/json"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -190,5 +192,70 @@ func TestOwnProfileKept(t *testing.T) {
 	u.SetName("kscmp-agent-extra")
 	if c.parse(u) == nil {
 		t.Errorf("another policy in %s was refused: %v", OwnNamespace, c.Refused())
+	}
+}
+
+// TestOwnExitErrorsProfile: the agent's own profile for --exit-errors is
+// the default one plus bpf, and only that; install-profile writes both,
+// the agent keeps both, and a policy named like the variant is refused.
+func TestOwnExitErrorsProfile(t *testing.T) {
+	allowed := func(data []byte) map[string]int {
+		var prof struct {
+			Syscalls []struct {
+				Names  []string `json:"names"`
+				Action string   `json:"action"`
+			} `json:"syscalls"`
+		}
+		if err := json.Unmarshal(data, &prof); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for _, s := range prof.Syscalls {
+			if s.Action == "SCMP_ACT_ALLOW" {
+				for _, n := range s.Names {
+					out[n]++
+				}
+			}
+		}
+		return out
+	}
+	for _, fam := range []api.Family{api.FamilyAMD64, api.FamilyARM64} {
+		def, err := OwnProfileJSON(fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ee, err := OwnExitErrorsProfileJSON(fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := allowed(def), allowed(ee)
+		if a["bpf"] != 0 || b["bpf"] == 0 {
+			t.Errorf("%s: bpf allowed %d times in the default profile, %d in the exit-errors one; want 0 and some", fam, a["bpf"], b["bpf"])
+		}
+		delete(b, "bpf")
+		if !maps.Equal(a, b) {
+			t.Errorf("%s: the exit-errors profile differs from the default one beyond bpf", fam)
+		}
+	}
+	if OwnExitErrorsProfile != ProfilePath(OwnNamespace, OwnExitErrorsName) || !IsOwnProfile(OwnExitErrorsProfile) || !IsOwnProfile(OwnProfile) {
+		t.Errorf("OwnExitErrorsProfile %q", OwnExitErrorsProfile)
+	}
+	dir := t.TempDir()
+	if _, changed, err := InstallOwnProfile(dir, api.FamilyAMD64); err != nil || !changed {
+		t.Fatalf("install: %v %v", changed, err)
+	}
+	if _, err := Sync(dir, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{OwnProfile, OwnExitErrorsProfile} {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel))); err != nil {
+			t.Errorf("%s: %v", rel, err)
+		}
+	}
+	c := &PolicyCache{log: slog.New(slog.DiscardHandler), invalid: map[string]string{}, parsed: map[string]parsed{}}
+	u := &unstructured.Unstructured{}
+	yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: "+OwnExitErrorsName+", namespace: "+OwnNamespace+", resourceVersion: '1'}\nspec: {selector: {matchLabels: {app.kubernetes.io/name: kscmp-agent}}, seccomp: {syscalls: [read], action: Allow}}\n"), &u.Object)
+	if c.parse(u) != nil || !strings.Contains(c.Refused()[OwnNamespace+"/"+OwnExitErrorsName], OwnExitErrorsProfile) {
+		t.Errorf("a policy named like the agent's exit-errors profile was accepted: %v", c.Refused())
 	}
 }

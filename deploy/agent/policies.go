@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -140,10 +141,11 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 		return prev.policy
 	}
 	p := &api.KubeArmorSeccompPolicy{}
-	if key == OwnNamespace+"/"+OwnName {
-		// Its profile would be OwnProfile, the file the agent itself runs
-		// under, which comes from the policy built into kscmp.
-		c.refuse(key, "the name of the agent's own policy, which is built into kscmp and installed by the agent's init container: its profile would overwrite "+OwnProfile+"; rename the policy")
+	if key == OwnNamespace+"/"+OwnName || key == OwnNamespace+"/"+OwnExitErrorsName {
+		// Its profile would be OwnProfile (or OwnExitErrorsProfile), the
+		// file the agent itself runs under, which comes from the policy
+		// built into kscmp.
+		c.refuse(key, "the name of the agent's own policy, which is built into kscmp and installed by the agent's init container: its profile would overwrite "+ProfilePath(OwnNamespace, strings.TrimPrefix(key, OwnNamespace+"/"))+"; rename the policy")
 		p = nil
 	} else if err := fromUnstructured(u, p); err != nil {
 		c.refuse(key, err.Error())

@@ -52,7 +52,7 @@ func restartTargets(pods []*corev1.Pod, assigned []Assignment, files map[string]
 				parts = append(parts, c.Name+":unbound")
 				continue
 			}
-			if running == "" || !strings.HasPrefix(running, ProfileDir+"/") || running == OwnProfile {
+			if running == "" || !strings.HasPrefix(running, ProfileDir+"/") || IsOwnProfile(running) {
 				continue // not bound by kscmp (or set by the user, or the agent's own): not ours to roll
 			}
 			if running != path || slices.Contains(changed, running) {

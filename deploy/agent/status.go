@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,21 +52,37 @@ type reporter struct {
 	state    map[string]api.NodePolicy // policy key → this node's entry
 	written  string                    // the last object applied (JSON), "" before the first
 	failed   map[string]string         // namespace → sync error last raised as an Event
+
+	// profiles maps each profile path some container here is assigned to
+	// the policies it is made of, from the reconciles; violations is the
+	// node's violation summary as of the violation watch's last interval.
+	// The two make the entries' violations, so that their counts change
+	// at most once per violation interval whatever the reconciles do.
+	profiles   map[string][]string
+	violations []ViolationCount
 }
 
 func newReporter(kube kubernetes.Interface, dyn dynamic.Interface, node string) (*reporter, func()) {
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kscmp-agent", Host: node}) // pods: typed; node statuses: unstructured
-	return &reporter{dyn: dyn, node: node, recorder: rec, state: map[string]api.NodePolicy{}, failed: map[string]string{}}, b.Shutdown
+	return &reporter{dyn: dyn, node: node, recorder: rec, state: map[string]api.NodePolicy{}, failed: map[string]string{},
+		profiles: map[string][]string{}}, b.Shutdown
 }
 
 // update replaces the entries of the namespace's policies (all namespaces
 // for "") with what this node has installed now. It talks to nobody:
 // flush writes.
-func (r *reporter) update(namespace string, objs []*unstructured.Unstructured, installed map[string]bool, syncErr error) {
+func (r *reporter) update(namespace string, objs []*unstructured.Unstructured, assigned []Assignment, syncErr error) {
 	inScope := func(k string) bool { return namespace == "" || strings.HasPrefix(k, namespace+"/") }
 	maps.DeleteFunc(r.state, func(k string, _ api.NodePolicy) bool { return inScope(k) })
+	maps.DeleteFunc(r.profiles, func(path string, _ []string) bool {
+		return namespace == "" || strings.HasPrefix(path, ProfileDir+"/"+namespace+"/")
+	})
+	for _, as := range assigned {
+		r.profiles[as.Path] = as.Policies
+	}
+	installed := installedPolicies(assigned)
 	gen := make(map[string]int64, len(objs))
 	for _, u := range objs {
 		gen[u.GetNamespace()+"/"+u.GetName()] = u.GetGeneration()
@@ -97,6 +115,26 @@ func (r *reporter) object() *unstructured.Unstructured {
 	return u
 }
 
+// setViolations takes the node's violation summary of the interval that
+// just ended (ViolationSummary): the next flush attributes it to the
+// policies.
+func (r *reporter) setViolations(summary []ViolationCount) {
+	r.violations = summary
+}
+
+// policyViolations attributes the violation summary to the policies
+// through the current assignments (ViolationsByPolicy).
+func (r *reporter) policyViolations() map[string][]PolicyViolationCount {
+	if len(r.violations) == 0 {
+		return nil
+	}
+	assigned := make([]Assignment, 0, len(r.profiles))
+	for path, ps := range r.profiles {
+		assigned = append(assigned, Assignment{Path: path, Policies: ps})
+	}
+	return ViolationsByPolicy(r.violations, assigned)
+}
+
 // flush applies this node's status object when it differs from what was
 // last applied. The whole state goes in every apply: entries left out are
 // removed by server-side apply, since this field manager owned them.
@@ -104,6 +142,7 @@ func (r *reporter) flush(ctx context.Context) error {
 	keys := slices.Sorted(maps.Keys(r.state))
 	policies := make([]any, 0, len(keys))
 	ok := int64(0)
+	viol := r.policyViolations()
 	for _, k := range keys {
 		e := r.state[k]
 		m := map[string]any{"policy": e.Policy, "generation": e.Generation}
@@ -111,6 +150,17 @@ func (r *reporter) flush(ctx context.Context) error {
 			m["error"] = e.Error
 		} else {
 			ok++
+		}
+		if vs := viol[k]; len(vs) > 0 {
+			lines := make([]any, 0, len(vs))
+			for _, v := range vs {
+				l := map[string]any{"syscall": v.Syscall, "action": v.Action, "count": int64(min(v.Count, math.MaxInt64))}
+				if !v.LastSeen.IsZero() {
+					l["lastSeen"] = v.LastSeen.UTC().Truncate(time.Second).Format(time.RFC3339)
+				}
+				lines = append(lines, l)
+			}
+			m["violations"] = lines
 		}
 		policies = append(policies, m)
 	}

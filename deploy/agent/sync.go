@@ -47,7 +47,7 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 		if !strings.HasPrefix(path, prefix) || !filepath.IsLocal(strings.TrimPrefix(path, ProfileDir+"/")) {
 			return res, fmt.Errorf("sync: %q is not a path under %s", path, prefix)
 		}
-		if path == OwnProfile {
+		if IsOwnProfile(path) {
 			return res, fmt.Errorf("sync: %s is the agent's own profile, not made from policies", path)
 		}
 		full := filepath.Join(base, filepath.FromSlash(strings.TrimPrefix(path, ProfileDir+"/")))
@@ -79,7 +79,7 @@ func SyncNamespace(seccompDir, namespace string, desired map[string][]byte, inUs
 		rel = filepath.ToSlash(rel)
 		switch {
 		case desired[rel] != nil:
-		case rel == OwnProfile:
+		case IsOwnProfile(rel):
 			// The agent's own: installed by its init container, needed
 			// whenever its container (re)starts.
 			res.KeptInUse++

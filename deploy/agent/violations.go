@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/discover"
@@ -42,6 +44,12 @@ type ViolationOptions struct {
 	// counts first; the rest are counted in the metrics and logged
 	// (DefaultMaxEvents if 0).
 	MaxEvents int
+	// ExitErrors, when set, also counts the EPERM refusals that audit
+	// does not see (runc cannot log SCMP_ACT_ERRNO): the monitor's eBPF
+	// program on sys_exit (violations.Options.ExitErrors; off by
+	// default, BENCHMARKS.md). When the node cannot load it, the watch
+	// goes on with audit records alone.
+	ExitErrors violations.WatchSource
 	// Monitor, when set, replaces the audit monitor (tests).
 	Monitor func(context.Context, violations.Options) (*violation.Report, error)
 	// Ready, when set, is called once the monitor is subscribed (tests).
@@ -70,6 +78,10 @@ type violationWatch struct {
 
 	mu      sync.Mutex
 	summary map[[5]string]*ViolationCount // (ns, pod, container, syscall, action); bounded by maxSummary
+
+	// handled, when set, is called after each interval's report: the
+	// agent then puts the summary into the node status.
+	handled func()
 }
 
 // maxSummary bounds the node summary's lines; past it, counts go to the
@@ -84,11 +96,25 @@ func (w *violationWatch) run(ctx context.Context, pods discover.PodLookup) {
 	if monitor == nil {
 		monitor = violations.Monitor
 	}
+	exitErrors := w.opts.ExitErrors
 	for ctx.Err() == nil {
-		_, err := monitor(ctx, violations.Options{Pods: pods, Interval: w.opts.Interval, Reset: true,
-			Update: func(r *violation.Report) { w.handle(ctx, r) }, Ready: w.opts.Ready, Logger: w.log})
+		ready := func() {
+			w.log.Info("agent: violations watched", "audit", true, "exit_errors", exitErrors != nil, "interval", w.opts.Interval)
+			if w.opts.Ready != nil {
+				w.opts.Ready()
+			}
+		}
+		_, err := monitor(ctx, violations.Options{Pods: pods, Interval: w.opts.Interval, Reset: true, ExitErrors: exitErrors,
+			Update: func(r *violation.Report) { w.handle(ctx, r) }, Ready: ready, Logger: w.log})
 		if err == nil || ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, violations.ErrUnsupported) && exitErrors != nil && strings.Contains(err.Error(), "exit-errors") {
+			// The audit records may still come: the refusals under runc
+			// are then not seen, as without the option.
+			w.log.Error("agent: --exit-errors not available on this node (needs CAP_BPF, CAP_PERFMON and a kernel with BTF); watching audit records only", "error", err)
+			exitErrors = nil
+			continue
 		}
 		if errors.Is(err, violations.ErrUnsupported) {
 			w.log.Error("agent: violations not watched on this node (needs CAP_AUDIT_READ and CAP_AUDIT_CONTROL)", "error", err)
@@ -129,6 +155,9 @@ func (w *violationWatch) handle(ctx context.Context, r *violation.Report) {
 	w.metrics.droppedEvents(dropped)
 	if dropped > 0 {
 		w.log.Warn("agent: violation Events over the interval's bound; counted in metrics only", "dropped", dropped, "max", w.opts.MaxEvents)
+	}
+	if w.handled != nil {
+		w.handled()
 	}
 }
 
@@ -301,7 +330,7 @@ func (a *Agent) ViolationSummary(namespace string) []ViolationCount {
 
 // MaxPolicyViolations bounds the lines ViolationsByPolicy gives a policy:
 // a status is read by people and stored in etcd.
-const MaxPolicyViolations = 10
+const MaxPolicyViolations = api.MaxViolations
 
 // PolicyViolationCount is one line of a policy's violation summary on this
 // node: a call and action, summed over the containers whose profile the

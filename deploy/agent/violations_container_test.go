@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/kubearmor/kscmp/discover/violations"
 	"github.com/kubearmor/kscmp/internal/apitest"
 	"github.com/kubearmor/kscmp/internal/ocitest"
 	"github.com/kubearmor/kscmp/internal/testenv"
@@ -146,4 +147,123 @@ func containsCount(sum []ViolationCount, pod, syscall, action string, n int) boo
 		}
 	}
 	return false
+}
+
+// TestAgentExitErrors: runc 1.1.5 cannot set SECCOMP_FILTER_FLAG_LOG, so a
+// runc container's refused mkdir (SCMP_ACT_ERRNO) never reaches audit. The
+// agent reports it, as a SeccompBlock Event on the pod, only with
+// ViolationOptions.ExitErrors (kscmp agent --exit-errors). Without it the
+// same container's logged call (chdir, SCMP_ACT_LOG, made after the mkdir)
+// is reported and the refusal is not: nothing but the exit-errors program
+// could report it later.
+func TestAgentExitErrors(t *testing.T) {
+	srv := apitest.Start(t)
+	srv.InstallPolicyCRD(t)
+	srv.CreateNamespace(t, "shop")
+	bin := ocitest.Require(t, "runc")
+	for _, on := range []bool{false, true} {
+		name := map[bool]string{false: "off", true: "on"}[on]
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			id := "kscmp-agentexit-" + name
+			node, pod := "node-exit-"+name, "web-exit-"+name
+			prof := "kubearmor/shop/web.json"
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: "shop"},
+				Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "bb", Image: "busybox",
+					SecurityContext: &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &prof}}}}}}
+			p, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "bb", Image: "busybox", ImageID: "busybox", ContainerID: "runc://" + id,
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}
+			if _, err := srv.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			vo := &ViolationOptions{Interval: 500 * time.Millisecond}
+			ready := make(chan struct{})
+			vo.Ready = func() { close(ready) }
+			if on {
+				// ocitest keeps each run's runc state beside this test's
+				// temporary directory.
+				vo.ExitErrors = violations.RuntimeWatches([]string{filepath.Join(filepath.Dir(t.TempDir()), "*", "state")})
+			}
+			a, err := New(srv.Client, dynamic.NewForConfigOrDie(srv.Config), Options{Node: node, SeccompDir: t.TempDir(), Violations: vo})
+			if err != nil {
+				t.Fatal(err)
+			}
+			actx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- a.Run(actx) }()
+			defer func() {
+				stop()
+				if err := <-done; err != nil {
+					t.Errorf("agent: %v", err)
+				}
+			}()
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				t.Fatal("the violations monitor did not subscribe")
+			}
+			// The container waits a second: the monitor's next interval
+			// watches its cgroup before it calls. The logged call is the
+			// shell's own (cd: chdir), and the shell stays a second after:
+			// a record's pid is named when it is read, and a forked
+			// applet's is gone by then.
+			res, err := ocitest.Run(ctx, t, ocitest.Container{Runtime: bin, ID: id, Rootfs: ocitest.BusyboxRootfs(t),
+				Seccomp: []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"},{"names":["chdir"],"action":"SCMP_ACT_LOG"}]}`),
+				Args:    []string{"sh", "-c", "sleep 1; mkdir /tmp/refused; cd /tmp; sleep 1; exit 0"}})
+			if err != nil || res.ExitCode != 0 || !strings.Contains(res.Stderr, "Operation not permitted") {
+				t.Fatalf("container: want mkdir refused with EPERM: %+v %v", res, err)
+			}
+			var got []corev1.Event
+			defer func() {
+				if t.Failed() {
+					for _, e := range got {
+						t.Logf("event %s: %s", e.Reason, e.Message)
+					}
+					t.Logf("summary: %+v", a.ViolationSummary(""))
+				}
+			}()
+			waitFor(ctx, t, "the logged chdir's Event", func() bool {
+				evs, err := srv.Client.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+				if err != nil {
+					return false
+				}
+				got = evs.Items
+				for _, e := range got {
+					if e.Reason == "SeccompAudit" && strings.Contains(e.Message, " chdir ") {
+						return true
+					}
+				}
+				return false
+			})
+			if !on {
+				for _, e := range got {
+					if e.Reason == "SeccompBlock" {
+						t.Errorf("without exit-errors a runc refusal was reported: %q", e.Message)
+					}
+				}
+				return
+			}
+			want := "kscmp refused mkdir once in container bb (profile localhost/" + prof + ")"
+			waitFor(ctx, t, "the refused mkdir's Event", func() bool {
+				evs, err := srv.Client.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+				if err != nil {
+					return false
+				}
+				for _, e := range evs.Items {
+					if e.Reason == "SeccompBlock" && e.Message == want {
+						return true
+					}
+				}
+				return false
+			})
+			if sum := a.ViolationSummary("shop"); !containsCount(sum, pod, "mkdir", "Block", 1) {
+				t.Errorf("summary %+v, want mkdir Block once", sum)
+			}
+		})
+	}
 }

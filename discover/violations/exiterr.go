@@ -228,8 +228,11 @@ func (m *monitor) pollExits() {
 // entries and bound: a refusal both paths saw (a profile with the log
 // flag) is one entry with the larger count, a new entry past MaxEntries
 // is counted as overflow, as are the kernel's pairs that found its map
-// full. The caller holds mu.
-func (m *monitor) mergeExits(r *violation.Report) {
+// full. The kernel's counts are cumulative; with reset (Options.Reset)
+// r gets what was counted since the previous reset, as the audit path's
+// entries are, and a pair with nothing new is left out. The caller holds
+// mu.
+func (m *monitor) mergeExits(r *violation.Report, reset bool) {
 	if m.ex == nil {
 		return
 	}
@@ -238,8 +241,24 @@ func (m *monitor) mergeExits(r *violation.Report) {
 		at[entryKey{id: v.Identity.Key(), abi: v.ABI, action: v.Action, nr: v.Number}] = i
 	}
 	a, _ := report.ArchOf(m.ex.abi)
+	if m.exitBase == nil {
+		m.exitBase = map[entryKey]uint64{}
+	}
 	for _, c := range m.exits {
 		k := entryKey{id: c.id.Key(), abi: m.ex.abi, action: c.action, nr: c.nr}
+		cum := c.count
+		if base := m.exitBase[k]; base > 0 && base <= cum {
+			// Counted before the last reset: only the rest is new, since
+			// the interval began.
+			c.count = cum - base
+			c.first = maxTime(c.first, r.Start)
+		}
+		if reset {
+			m.exitBase[k] = cum
+		}
+		if c.count == 0 {
+			continue
+		}
 		if i, ok := at[k]; ok {
 			v := &r.Violations[i]
 			v.Count = max(v.Count, c.count)
@@ -258,5 +277,10 @@ func (m *monitor) mergeExits(r *violation.Report) {
 		at[k] = len(r.Violations)
 		r.Violations = append(r.Violations, v)
 	}
-	r.Lost.Overflow += m.exitLost
+	if m.exitLost >= m.exitLostBase {
+		r.Lost.Overflow += m.exitLost - m.exitLostBase
+	}
+	if reset {
+		m.exitLostBase = m.exitLost
+	}
 }

@@ -79,7 +79,8 @@ type Options struct {
 	// previous one (entries and lost counters start again after it): a
 	// consumer that runs for weeks (the agent) keeps its memory bounded
 	// and its interval counts without subtracting. The exit-errors counts
-	// (ExitErrors) are the kernel's and stay cumulative.
+	// (ExitErrors) are the kernel's, cumulative: the monitor subtracts
+	// what it reported before the reset.
 	Reset bool
 	// Ready, when set, is called once the socket is subscribed (and the
 	// exit-errors program attached): records from then on are seen.
@@ -102,6 +103,10 @@ type monitor struct {
 	ex       *exitErrors
 	exits    []counted
 	exitLost uint64
+	// exitBase and exitLostBase are the kernel's counts at the last
+	// reset: with Options.Reset a report gets only what is new since.
+	exitBase     map[entryKey]uint64
+	exitLostBase uint64
 }
 
 type entryKey struct {
@@ -381,7 +386,7 @@ func (m *monitor) take(reset bool) *violation.Report {
 		r.Violations = append(r.Violations, *e) // distinct keys: no merge
 	}
 	r.Lost = m.lost
-	m.mergeExits(r)
+	m.mergeExits(r, reset)
 	if reset {
 		m.entries = map[entryKey]*violation.Violation{}
 		m.lost = violation.Lost{}

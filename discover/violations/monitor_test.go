@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
 	"github.com/kubearmor/kscmp/discover"
 	"github.com/kubearmor/kscmp/internal/auditlog"
@@ -77,5 +78,53 @@ func TestTakeReset(t *testing.T) {
 	}
 	if r := m.take(true); len(r.Violations) != 0 {
 		t.Errorf("empty interval: %+v", r.Violations)
+	}
+}
+
+// TestTakeResetExits: the exit-errors counts are the kernel's, cumulative;
+// with reset each report gets only what is new since the previous one (the
+// agent adds every report to its counts and Events), a pair with nothing
+// new is left out, and so is overflow counted before; without reset the
+// cumulative count stays.
+func TestTakeResetExits(t *testing.T) {
+	m := &monitor{opts: Options{}.withDefaults(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{},
+		ex: &exitErrors{abi: "x86_64"}}
+	t0 := time.Now().Add(-time.Minute)
+	id := report.Identity{Kind: report.KindContainer, ContainerID: "c1", Container: "c1"}
+	kernel := func(n uint64, lost uint64) {
+		m.exits = []counted{{id: id, nr: 83, count: n, first: t0, last: time.Now(), action: violation.ActionBlock}}
+		m.exitLost = lost
+	}
+	count := func(r *violation.Report) uint64 {
+		if len(r.Violations) == 0 {
+			return 0
+		}
+		if len(r.Violations) != 1 || r.Violations[0].Syscall != "mkdir" {
+			t.Fatalf("violations %+v", r.Violations)
+		}
+		return r.Violations[0].Count
+	}
+	kernel(3, 1)
+	if r := m.take(true); count(r) != 3 || r.Lost.Overflow != 1 {
+		t.Fatalf("first interval: %d, overflow %d; want 3, 1", count(r), r.Lost.Overflow)
+	}
+	kernel(5, 1)
+	if r := m.take(true); count(r) != 2 || r.Lost.Overflow != 0 || r.Violations[0].FirstSeen.Before(r.Start) {
+		t.Fatalf("second interval: %+v, overflow %d; want 2 new since %v, 0", r.Violations, r.Lost.Overflow, r.Start)
+	}
+	if r := m.take(true); count(r) != 0 || r.Lost.Overflow != 0 {
+		t.Fatalf("nothing new: %+v", r.Violations)
+	}
+	kernel(6, 2)
+	if r := m.take(false); count(r) != 1 || r.Lost.Overflow != 1 {
+		t.Fatalf("take(false) after reset: %d, overflow %d; want 1, 1", count(r), r.Lost.Overflow)
+	}
+	m2 := &monitor{opts: Options{}.withDefaults(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{},
+		ex: &exitErrors{abi: "x86_64"}}
+	m2.exits = []counted{{id: id, nr: 83, count: 4, first: t0, last: time.Now(), action: violation.ActionBlock}}
+	for range 2 {
+		if r := m2.take(false); count(r) != 4 {
+			t.Fatalf("without reset: %d, want the cumulative 4", count(r))
+		}
 	}
 }

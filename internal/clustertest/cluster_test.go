@@ -17,7 +17,7 @@ import (
 
 // TestCluster brings the real node up (opt-in: KSCMP_CLUSTER_TEST=1, about
 // a minute warm) and checks, on it, what issue #14 asks of the cluster and
-// of kscmp's enforce mode.
+// of kscmp's enforce mode, and issue #16's complain mode and violations.
 func TestCluster(t *testing.T) {
 	if os.Getenv("KSCMP_CLUSTER_TEST") != "1" {
 		t.Skip("opt-in: KSCMP_CLUSTER_TEST=1 (make test-cluster) starts a real kubelet + containerd node as root")
@@ -26,6 +26,7 @@ func TestCluster(t *testing.T) {
 	t.Run("BusyboxPod", func(t *testing.T) { testBusyboxPod(t, c) })
 	t.Run("Nodes", func(t *testing.T) { testNodes(t, c) })
 	t.Run("Enforce", func(t *testing.T) { testEnforce(t, c) })
+	t.Run("Complain", func(t *testing.T) { testComplain(t, c) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, c) })
 	t.Run("Loop", func(t *testing.T) { testLoop(t, c) })
 	t.Run("DiscoverCluster", func(t *testing.T) { testDiscoverCluster(t, c) })

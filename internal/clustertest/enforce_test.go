@@ -175,11 +175,17 @@ func testNarrow(t *testing.T, c *Cluster, dir string) {
 // and returns it.
 func waitRolled(t *testing.T, c *Cluster, old *corev1.Pod) *corev1.Pod {
 	t.Helper()
+	return waitRolledIn(t, c, "demo", old)
+}
+
+// waitRolledIn is waitRolled for the busybox-demo Deployment of ns.
+func waitRolledIn(t *testing.T, c *Cluster, ns string, old *corev1.Pod) *corev1.Pod {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var last []corev1.Pod
 	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		pods, err := c.Client.CoreV1().Pods("demo").List(ctx, metav1.ListOptions{LabelSelector: "app=busybox-demo"})
+		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=busybox-demo"})
 		if err != nil {
 			return false, nil
 		}
@@ -187,7 +193,7 @@ func waitRolled(t *testing.T, c *Cluster, old *corev1.Pod) *corev1.Pod {
 		return len(pods.Items) == 1 && pods.Items[0].UID != old.UID && pods.Items[0].Status.Phase == corev1.PodRunning, nil
 	})
 	if err != nil {
-		t.Fatalf("demo's Deployment not rolled after the policy was narrowed: %v; pods: %d", err, len(last))
+		t.Fatalf("%s's Deployment not rolled after its policy changed: %v; pods: %d", ns, err, len(last))
 	}
 	return &last[0]
 }

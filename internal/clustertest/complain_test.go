@@ -1,0 +1,167 @@
+package clustertest
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// complainNS is the opted-in namespace of testComplain.
+const complainNS = "complain"
+
+// complainPolicy is workload's policy in complainNS without its Block rule,
+// with the default action given: Audit (complain mode: what it does not
+// allow, mkdir among it, runs and is logged) or Block (enforce).
+func complainPolicy(defaultAction string) string {
+	p := policyYAML(complainNS, `{kscmp.kubearmor.com/enforce: "true"}`, true)
+	p = p[:strings.Index(p, "      - action: Block")]
+	return strings.Replace(p, "  seccomp:\n    rules:\n", "  seccomp:\n    defaultAction: "+defaultAction+"\n    rules:\n", 1)
+}
+
+// testComplain: issue #16's proof on the real cluster. A Deployment under a
+// complain-mode policy (defaultAction: Audit) runs mkdir, which its
+// allow-list lacks, successfully; the agent of its node names the call in
+// an Event on the pod, in its /metrics (on the node's IP, port 9476) and,
+// through its node status and the aggregator, in the policy's
+// status.violations. Then the policy is switched to enforce: the agent
+// (--restart-workloads) rolls the Deployment and the new pod's mkdir fails
+// with EPERM. The cluster's agents sum violations every 5 s
+// (hack/cluster.sh: --violation-interval).
+func testComplain(t *testing.T, c *Cluster) {
+	start := time.Now()
+	dir := filepath.Join(c.Dir, "test")
+	// Idempotent: Enforce applied them already when it ran.
+	c.MustKubectl(t, time.Minute, "apply", "-k", filepath.Join(c.Dir, "manifests"))
+	c.MustKubectl(t, 2*time.Minute, "-n", "kscmp-system", "rollout", "status", "daemonset/kscmp-agent", "--timeout", "2m")
+	c.MustKubectl(t, 2*time.Minute, "-n", "kscmp-system", "rollout", "status", "deployment/kscmp-webhook", "--timeout", "2m")
+	profile := "kubearmor/" + complainNS + "/busybox-demo.json"
+	// Gone, its profile file too, before the next subtest (Faults compares
+	// the kubelet directory's files before and after each fault).
+	defer func() {
+		c.MustKubectl(t, 2*time.Minute, "delete", "namespace", complainNS, "--wait", "--timeout", "2m")
+		waitGone(t, filepath.Join(c.KubeletSeccompDir(), profile))
+	}()
+
+	apply := func(name, body string) {
+		f := filepath.Join(dir, name)
+		write(t, f, body)
+		c.MustKubectl(t, time.Minute, "apply", "-f", f)
+	}
+	apply("complain.yaml", complainPolicy("Audit"))
+	waitBoundIn(t, c, complainNS, "busybox-demo", profile)
+	apply("complain-deployment.yaml", strings.ReplaceAll(deployment, "{{NS}}", complainNS))
+	c.MustKubectl(t, 2*time.Minute, "-n", complainNS, "rollout", "status", "deployment/busybox-demo", "--timeout", "2m")
+	pod := onePod(t, c, complainNS, "app=busybox-demo")
+	if got := localhostProfile(pod); got != profile {
+		t.Fatalf("pod %s: Localhost profile %q, want %q", pod.Name, got, profile)
+	}
+	out, err := c.KubectlOutput(time.Minute, "-n", complainNS, "exec", pod.Name, "--", "sh", "-c", "mkdir /tmp/made && echo made")
+	if err != nil || !strings.Contains(string(out), "made") {
+		t.Fatalf("pod %s: mkdir in complain mode: %v %q, want it made", pod.Name, err, out)
+	}
+
+	// The three places people look, all naming mkdir.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var event, series, status string
+	err = wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		if event == "" {
+			event = auditEvent(ctx, c, pod.Name, "mkdir")
+		}
+		if series == "" {
+			series = metricsLine(ctx, `namespace="`+complainNS+`"`, `syscall="mkdir"`, `action="Audit"`)
+		}
+		if status == "" {
+			out, err := c.KubectlOutput(time.Minute, "-n", complainNS, "get", "kscmp", "busybox-demo", "-o",
+				`jsonpath={range .status.violations[*]}{.syscall}/{.action}/{.count}/{.nodes} {end}`)
+			if err == nil && strings.Contains(" "+string(out), " mkdir/Audit/") {
+				status = strings.TrimSpace(string(out))
+			}
+		}
+		return event != "" && series != "" && status != "", nil
+	})
+	if err != nil {
+		t.Fatalf("complain mode's mkdir: Event %q, metrics %q, policy status.violations %q: %v", event, series, status, err)
+	}
+	t.Logf("Event: %s; metrics: %s; status.violations: %s", event, series, status)
+
+	// Enforce: the profile file changes, the agent rolls the Deployment,
+	// the new pod runs under the refusing profile.
+	apply("complain-enforce.yaml", complainPolicy("Block"))
+	rolled := waitRolledIn(t, c, complainNS, pod)
+	out, _ = c.KubectlOutput(time.Minute, "-n", complainNS, "exec", rolled.Name, "--", "sh", "-c", "mkdir /tmp/made && echo made")
+	if !strings.Contains(string(out), "Operation not permitted") {
+		t.Errorf("rolled pod %s: mkdir under the enforcing profile: %q, want EPERM", rolled.Name, out)
+	}
+	t.Logf("complain → enforce on the cluster: %s", time.Since(start).Round(time.Second))
+}
+
+// auditEvent is the message of the agent's SeccompAudit Event on pod (in
+// complainNS) naming call, "" when there is none yet.
+func auditEvent(ctx context.Context, c *Cluster, pod, call string) string {
+	evs, err := c.Client.CoreV1().Events(complainNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+	if err != nil {
+		return ""
+	}
+	for _, e := range evs.Items {
+		if e.Reason == "SeccompAudit" && e.Source.Component == "kscmp-agent" && e.Type == corev1.EventTypeNormal &&
+			strings.Contains(e.Message, " "+call+" ") {
+			return e.Message
+		}
+	}
+	return ""
+}
+
+// metricsLine is the line of the first node's agent /metrics (on its node
+// IP) counting violations with every one of labels, "" when there is none.
+func metricsLine(ctx context.Context, labels ...string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+NodeIP+":9476/metrics", nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(l, "kscmp_agent_violations_total{") {
+			continue
+		}
+		all := true
+		for _, want := range labels {
+			all = all && strings.Contains(l, want)
+		}
+		if all {
+			return l
+		}
+	}
+	return ""
+}
+
+// waitGone waits until path does not exist.
+func waitGone(t *testing.T, path string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(path)
+		return os.IsNotExist(err), nil
+	})
+	if err != nil {
+		t.Errorf("%s still there: %v", path, err)
+	}
+}
