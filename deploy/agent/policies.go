@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"unique"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -166,6 +167,9 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 		c.refuse(key, errs.Error())
 		p = nil
 	}
+	if p != nil {
+		compact(p)
+	}
 	c.mu.Lock()
 	c.parsed[key] = parsed{version: version, policy: p}
 	if p != nil {
@@ -211,6 +215,32 @@ func (c *PolicyCache) refuse(key, why string) {
 	if c.invalid[key] != why {
 		c.invalid[key] = why
 		c.log.Warn("policy refused", "policy", key, "reason", why)
+	}
+}
+
+// compact makes a parsed policy's system call names the one copy of each
+// name the process holds (unique.Make), in lists of their exact length: a
+// cache of 10,000 policies of ~50 calls kept half a million strings of its
+// own and the slack of each list's last growth, a third of the webhook's
+// heap (BENCHMARKS.md, make bench-webhook). It drops the status, which
+// nothing reads from the parse (the aggregator reads the informer's copy).
+func compact(p *api.KubeArmorSeccompPolicy) {
+	p.Status = api.PolicyStatus{}
+	p.ManagedFields = nil
+	intern := func(names []string) []string {
+		if names == nil {
+			return nil
+		}
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = unique.Make(n).Value()
+		}
+		return out
+	}
+	s := &p.Spec.Seccomp
+	s.Syscalls = intern(s.Syscalls)
+	for i := range s.Rules {
+		s.Rules[i].Syscalls = intern(s.Rules[i].Syscalls)
 	}
 }
 

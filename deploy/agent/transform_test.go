@@ -2,6 +2,7 @@ package agent
 
 import (
 	"testing"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -117,5 +118,30 @@ func TestPolicyCacheChanges(t *testing.T) {
 		if got := c.Changes() != before; got != tc.change {
 			t.Errorf("%s: changed %v, want %v", tc.name, got, tc.change)
 		}
+	}
+}
+
+// TestPolicyCacheCompact: two policies' parses share each system call
+// name's bytes, and keep no status (nothing reads it from the parse).
+func TestPolicyCacheCompact(t *testing.T) {
+	c := NewPolicyCache(nil, nil)
+	mk := func(name string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorSeccompPolicy",
+			"metadata": map[string]any{"name": name, "namespace": "shop", "generation": int64(1), "uid": name, "resourceVersion": "5"},
+			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+				"seccomp": map[string]any{"syscalls": []any{"read", "write"}, "action": "Allow"}},
+			"status": map[string]any{"observedGeneration": int64(1), "selectedNodes": int64(1)}}}
+	}
+	a, b := c.parse(mk("a")), c.parse(mk("b"))
+	if a == nil || b == nil {
+		t.Fatalf("refused: %v", c.Refused())
+	}
+	for i := range a.Spec.Seccomp.Syscalls {
+		if x, y := a.Spec.Seccomp.Syscalls[i], b.Spec.Seccomp.Syscalls[i]; x != y || unsafe.StringData(x) != unsafe.StringData(y) {
+			t.Errorf("syscall %d: %q and %q are two copies", i, x, y)
+		}
+	}
+	if a.Status.ObservedGeneration != 0 || a.Status.SelectedNodes != 0 {
+		t.Errorf("status kept in the parse: %+v", a.Status)
 	}
 }
