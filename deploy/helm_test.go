@@ -175,8 +175,9 @@ var podFields = [][]string{
 }
 
 // containerFields are each container's security fields; args hold the
-// kubelet root and --restart-workloads, image the code that runs.
-var containerFields = []string{"securityContext", "volumeMounts", "args", "image", "imagePullPolicy"}
+// kubelet root and --restart-workloads, image the code that runs, env the
+// GOMEMLIMIT that keeps the process under its memory limit.
+var containerFields = []string{"securityContext", "volumeMounts", "args", "image", "imagePullPolicy", "env"}
 
 // diffSecurity returns one line per security-relevant field on which got
 // differs from want, and per object only one of them has.
