@@ -19,7 +19,7 @@ IMAGE_FLAGS = -version $(VERSION) -revision "$(REVISION)" -created $(SOURCE_DATE
 # per target on this VM. Longer runs: make fuzz FUZZTIME=2000000x (or 10m).
 FUZZTIME ?= 40000x
 
-.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-scale bench-admission bench-cluster-collect lint generate verify-generated demo demo-host demo-cluster deps testbin nspawn-tree clean
+.PHONY: build image image-push cluster cluster-down test-cluster test unit e2e fuzz bench bench-overhead bench-agent bench-webhook bench-scale bench-admission bench-cluster-collect lint generate verify-generated demo demo-host demo-cluster deps testbin nspawn-tree clean
 
 # A static binary (no cgo), as the image holds it. With cgo, the Go runtime
 # starts threads through glibc's pthread_create, which calls rseq and
@@ -125,6 +125,12 @@ bench-overhead:
 # The agent with 1,000 policies and 500 pods on a real API server (make testbin).
 bench-agent:
 	$(GO) test -count=1 -run='^$$' -bench=Agent -benchtime=3x ./cmd/kscmp/
+
+# The webhook as the Deployment runs it (with the aggregator) under the same
+# load: start, a burst of one AdmissionReview per pod, every policy's status
+# written; peak RSS (make testbin). KSCMP_BENCH_POLICIES=10000 for 10,000.
+bench-webhook:
+	$(GO) test -count=1 -timeout 20m -run='^$$' -bench=Webhook -benchtime=1x ./cmd/kscmp/
 
 # Status, watch traffic and convergence as the cluster grows (issue #17):
 # AGENTS simulated nodes (agents with real informers and clients, one

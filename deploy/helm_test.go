@@ -178,7 +178,8 @@ var podFields = [][]string{
 
 // containerFields are each container's security fields; args hold the
 // kubelet root, --restart-workloads and the address /metrics listens on,
-// env what the args' $(VAR)s expand to, image the code that runs.
+// env what the args' $(VAR)s expand to and the GOMEMLIMIT that keeps the
+// process under its memory limit, image the code that runs.
 var containerFields = []string{"securityContext", "volumeMounts", "args", "env", "image", "imagePullPolicy"}
 
 // diffSecurity returns one line per security-relevant field on which got

@@ -2,112 +2,33 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy/agent"
-	"github.com/kubearmor/kscmp/internal/apitest"
 )
 
 // BenchmarkAgent is the load: one agent (the built binary), 1,000
 // policies (~50 syscalls each) and 500 pods on its node, 4 policies selecting
-// each pod. Per op: a cold start until every profile is on disk, then one
+// each pod (newBenchLoad). Per op: a cold start until every profile is on disk, then one
 // policy change until its file changes. Reported: converge-ms, change-ms,
 // rss-MiB (the agent's peak resident memory). KSCMP_BENCH_POLICIES=10000
 // adds policies that select no pod (the informer and parse cost of many
 // policies); the agent runs as in the DaemonSet (--aggregate=false).
 func BenchmarkAgent(b *testing.B) {
-	srv := apitest.Start(b)
-	srv.InstallPolicyCRD(b)
-	srv.CreateNamespace(b, "bench")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	dyn := dynamic.NewForConfigOrDie(srv.Config)
-	policies := dyn.Resource(agent.PolicyResource).Namespace("bench")
-	const nPods, nApps = 500, 250
-	nPolicies := 1000
-	if n, _ := strconv.Atoi(os.Getenv("KSCMP_BENCH_POLICIES")); n > nPolicies {
-		nPolicies = n
-	}
-
-	var names []string
-	for n := range api.ArchX86_64.Table().SyscallNames {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	r := rand.New(rand.NewPCG(1, 1))
-	app := func(i int) string {
-		if i >= 1000 {
-			return fmt.Sprintf("idle%d", i)
-		}
-		return fmt.Sprintf("a%d", i%nApps)
-	}
-	mkPolicy := func(i int, extra string) *unstructured.Unstructured {
-		calls := []any{}
-		for _, j := range r.Perm(len(names))[:50] {
-			calls = append(calls, names[j])
-		}
-		if extra != "" {
-			calls = append(calls, extra)
-		}
-		return &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": api.APIVersion, "kind": api.Kind,
-			"metadata": map[string]any{"name": fmt.Sprintf("p%d", i), "namespace": "bench"},
-			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": app(i)}},
-				"seccomp": map[string]any{"syscalls": calls, "action": "Allow"}},
-		}}
-	}
-	parallel := func(n int, fn func(i int) error) {
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		sem := make(chan struct{}, 16)
-		for i := range n {
-			wg.Go(func() {
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				if err := fn(i); err != nil {
-					errs <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			b.Fatal(err)
-		}
-	}
-	var mu sync.Mutex
-	parallel(nPolicies, func(i int) error {
-		mu.Lock()
-		u := mkPolicy(i, "")
-		mu.Unlock()
-		_, err := policies.Create(ctx, u, metav1.CreateOptions{})
-		return err
-	})
-	parallel(nPods, func(i int) error {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%d", i), Namespace: "bench", Labels: map[string]string{"app": fmt.Sprintf("a%d", i%nApps)}},
-			Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}
-		_, err := srv.Client.CoreV1().Pods("bench").Create(ctx, p, metav1.CreateOptions{})
-		return err
-	})
+	env := newBenchLoad(b)
+	srv, ctx, policies, mkPolicy, mu := env.srv, env.ctx, env.policies, env.mkPolicy, &env.mu
+	const nApps = benchApps
 	bin := buildKscmp(b)
 	kubeconfig := srv.Kubeconfig(b)
 	count := func(dir string) int {
