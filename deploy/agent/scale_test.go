@@ -138,6 +138,7 @@ func TestScaleBench(t *testing.T) {
 	converge := last.Sub(start)
 	t.Logf("the changed policy reached every agent's informer after %s; the last profile was written after %s",
 		received.Sub(start).Round(time.Millisecond), converge.Round(time.Millisecond))
+	t.Logf("received by the agents after (min, median, 90th, max): %s", spread(agents, start))
 	waitLong(ctx, t, "status of generation 2 on every node", func() bool { return statusSays(agg.policies, 2, m) })
 	time.Sleep(3 * time.Second) // writes still trailing (Events, a last status)
 	after := scrape(ctx, t, kube)
@@ -325,6 +326,18 @@ func lastWritten(t *testing.T, agents []*benchAgent, p int) time.Time {
 		}
 	}
 	return last
+}
+
+// spread is when the agents received the changed policy after start: the
+// minimum, median, 90th percentile and maximum.
+func spread(agents []*benchAgent, start time.Time) string {
+	var ds []time.Duration
+	for _, b := range agents {
+		ds = append(ds, time.Unix(0, b.received.Load()).Sub(start))
+	}
+	slices.Sort(ds)
+	at := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1))].Round(time.Millisecond) }
+	return fmt.Sprintf("%s, %s, %s, %s", at(0), at(0.5), at(0.9), at(1))
 }
 
 // slowestReceived is when the last agent's informer received the changed
