@@ -19,6 +19,7 @@ import (
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/internal/apitest"
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // The load of BenchmarkAgent and BenchmarkWebhook: benchPods pods on node
@@ -86,7 +87,7 @@ func newBenchLoad(b *testing.B) *benchLoad {
 				"seccomp": map[string]any{"syscalls": calls, "action": "Allow"}},
 		}}
 	}
-	benchParallel(b, l.nPolicies, func(i int) error {
+	testenv.Parallel(b, l.nPolicies, 16, func(i int) error {
 		l.mu.Lock()
 		u := l.mkPolicy(i, "")
 		l.mu.Unlock()
@@ -98,31 +99,9 @@ func newBenchLoad(b *testing.B) *benchLoad {
 		l.pods[i] = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%d", i), Namespace: "bench", Labels: map[string]string{"app": fmt.Sprintf("a%d", i%benchApps)}},
 			Spec: corev1.PodSpec{NodeName: "node-a", Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}
 	}
-	benchParallel(b, benchPods, func(i int) error {
+	testenv.Parallel(b, benchPods, 16, func(i int) error {
 		_, err := srv.Client.CoreV1().Pods("bench").Create(ctx, l.pods[i], metav1.CreateOptions{})
 		return err
 	})
 	return l
-}
-
-// benchParallel runs fn(0) … fn(n-1), 16 at a time, and fails b on the
-// first error.
-func benchParallel(b *testing.B, n int, fn func(i int) error) {
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := fn(i); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
 }

@@ -153,7 +153,7 @@ func BenchmarkWebhook(b *testing.B) {
 			ready += float64(time.Since(start).Milliseconds())
 
 			start = time.Now()
-			benchParallel(b, len(reviews), func(i int) error {
+			testenv.Parallel(b, len(reviews), 16, func(i int) error {
 				resp, err := client.Post("https://"+addr+"/mutate-pods", "application/json", bytes.NewReader(reviews[i]))
 				if err != nil {
 					return err

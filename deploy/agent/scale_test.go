@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubearmor/kscmp/internal/apitest"
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // TestScaleBench is make bench-scale: M agents (KSCMP_BENCH_AGENTS) in this
@@ -67,8 +68,8 @@ func TestScaleBench(t *testing.T) {
 	kube := kubernetes.NewForConfigOrDie(admin)
 
 	setup := time.Now()
-	parallel(ctx, t, p, func(j int) error { return benchPolicy(ctx, dyn, j, "") })
-	parallel(ctx, t, m, func(i int) error {
+	testenv.Parallel(t, p, 8, func(j int) error { return benchPolicy(ctx, dyn, j, "") })
+	testenv.Parallel(t, m, 8, func(i int) error {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%04d", i), Namespace: "bench",
 			Labels: map[string]string{"app": "all", "id": benchName(1 + i%(p-1))}},
 			Spec: corev1.PodSpec{NodeName: benchNode(i), Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}
@@ -270,28 +271,6 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	k, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(k))
 	return k, err
-}
-
-// parallel runs f(0..n-1), eight at a time, and fails t on the first error.
-func parallel(ctx context.Context, t *testing.T, n int, f func(int) error) {
-	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 8)
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := f(i); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		t.Fatal(err)
-	}
 }
 
 func waitLong(ctx context.Context, t *testing.T, what string, cond func() bool) {

@@ -72,26 +72,8 @@ func agentViolationEvents(t *testing.T, srv *apitest.Server, bin, rt, action str
 	}
 
 	m := NewMetrics(t.TempDir(), 0)
-	ready := make(chan struct{})
-	a, err := New(srv.Client, dynamic.NewForConfigOrDie(srv.Config), Options{Node: node, SeccompDir: t.TempDir(), Metrics: m,
-		Violations: &ViolationOptions{Interval: 500 * time.Millisecond, Ready: func() { close(ready) }}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(actx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	}()
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		t.Fatal("the violations monitor did not subscribe")
-	}
+	a := startViolationAgent(ctx, t, srv, Options{Node: node, Metrics: m,
+		Violations: &ViolationOptions{Interval: 500 * time.Millisecond}})
 
 	rootfs := ocitest.BusyboxRootfs(t)
 	if err := os.WriteFile(filepath.Join(rootfs, "prog"), ocitest.LoopProgram(83, calls, 1), 0o755); err != nil {
@@ -182,31 +164,12 @@ func TestAgentExitErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			vo := &ViolationOptions{Interval: 500 * time.Millisecond}
-			ready := make(chan struct{})
-			vo.Ready = func() { close(ready) }
 			if on {
 				// ocitest keeps each run's runc state beside this test's
 				// temporary directory.
 				vo.ExitErrors = violations.RuntimeWatches([]string{filepath.Join(filepath.Dir(t.TempDir()), "*", "state")})
 			}
-			a, err := New(srv.Client, dynamic.NewForConfigOrDie(srv.Config), Options{Node: node, SeccompDir: t.TempDir(), Violations: vo})
-			if err != nil {
-				t.Fatal(err)
-			}
-			actx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- a.Run(actx) }()
-			defer func() {
-				stop()
-				if err := <-done; err != nil {
-					t.Errorf("agent: %v", err)
-				}
-			}()
-			select {
-			case <-ready:
-			case <-ctx.Done():
-				t.Fatal("the violations monitor did not subscribe")
-			}
+			a := startViolationAgent(ctx, t, srv, Options{Node: node, Violations: vo})
 			// The container waits a second: the monitor's next interval
 			// watches its cgroup before it calls. The logged call is the
 			// shell's own (cd: chdir), and the shell stays a second after:
@@ -266,4 +229,33 @@ func TestAgentExitErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startViolationAgent runs an agent with opts (opts.Violations set; a
+// seccomp directory of t's) against srv until t ends, and returns once its
+// violations monitor has subscribed to the audit records.
+func startViolationAgent(ctx context.Context, t *testing.T, srv *apitest.Server, opts Options) *Agent {
+	t.Helper()
+	ready := make(chan struct{})
+	opts.Violations.Ready = func() { close(ready) }
+	opts.SeccompDir = t.TempDir()
+	a, err := New(srv.Client, dynamic.NewForConfigOrDie(srv.Config), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		t.Fatal("the violations monitor did not subscribe")
+	}
+	return a
 }
