@@ -57,19 +57,7 @@ func agentViolationEvents(t *testing.T, srv *apitest.Server, bin, rt, action str
 	const calls = 3
 	id := "kscmp-agentviol-" + rt
 	node, pod := "node-"+rt, "web-"+rt
-	prof := "kubearmor/shop/web.json"
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: "shop"},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "bb", Image: "busybox",
-			SecurityContext: &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &prof}}}}}}
-	p, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "bb", Image: "busybox", ImageID: "busybox", ContainerID: rt + "://" + id,
-		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}
-	if _, err := srv.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	runningPod(ctx, t, srv, node, pod, rt+"://"+id)
 
 	m := NewMetrics(t.TempDir(), 0)
 	a := startViolationAgent(ctx, t, srv, Options{Node: node, Metrics: m,
@@ -85,7 +73,7 @@ func agentViolationEvents(t *testing.T, srv *apitest.Server, bin, rt, action str
 	}
 
 	// The calls may fall into two intervals: the Events' counts add up.
-	msg := regexp.MustCompile(`^` + regexp.QuoteMeta(want) + ` (once|(\d+) times) in container bb \(profile localhost/` + regexp.QuoteMeta(prof) + `\)$`)
+	msg := regexp.MustCompile(`^` + regexp.QuoteMeta(want) + ` (once|(\d+) times) in container bb \(profile localhost/` + regexp.QuoteMeta(violationProfile) + `\)$`)
 	var seen []string
 	waitFor(ctx, t, "Events with "+strconv.Itoa(calls)+" mkdir calls on pod "+pod, func() bool {
 		evs, err := srv.Client.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
@@ -150,19 +138,7 @@ func TestAgentExitErrors(t *testing.T) {
 			defer cancel()
 			id := "kscmp-agentexit-" + name
 			node, pod := "node-exit-"+name, "web-exit-"+name
-			prof := "kubearmor/shop/web.json"
-			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: "shop"},
-				Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "bb", Image: "busybox",
-					SecurityContext: &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &prof}}}}}}
-			p, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "bb", Image: "busybox", ImageID: "busybox", ContainerID: "runc://" + id,
-				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}
-			if _, err := srv.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			runningPod(ctx, t, srv, node, pod, "runc://"+id)
 			vo := &ViolationOptions{Interval: 500 * time.Millisecond}
 			if on {
 				// ocitest keeps each run's runc state beside this test's
@@ -211,7 +187,7 @@ func TestAgentExitErrors(t *testing.T) {
 				}
 				return
 			}
-			want := "kscmp refused mkdir once in container bb (profile localhost/" + prof + ")"
+			want := "kscmp refused mkdir once in container bb (profile localhost/" + violationProfile + ")"
 			waitFor(ctx, t, "the refused mkdir's Event", func() bool {
 				evs, err := srv.Client.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
 				if err != nil {
@@ -258,4 +234,28 @@ func startViolationAgent(ctx context.Context, t *testing.T, srv *apitest.Server,
 		t.Fatal("the violations monitor did not subscribe")
 	}
 	return a
+}
+
+// violationProfile is the Localhost profile of runningPod's container.
+const violationProfile = "kubearmor/shop/web.json"
+
+// runningPod makes pod, on node in namespace shop, what the kubelet would
+// report for one running container "bb" (containerID, e.g. runc://<id>)
+// started under violationProfile: what the agent names a
+// violation's container by.
+func runningPod(ctx context.Context, t *testing.T, srv *apitest.Server, node, pod, containerID string) {
+	t.Helper()
+	prof := violationProfile
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: "shop"},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "bb", Image: "busybox",
+			SecurityContext: &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &prof}}}}}}
+	p, err := srv.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "bb", Image: "busybox", ImageID: "busybox", ContainerID: containerID,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}
+	if _, err := srv.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
