@@ -210,7 +210,7 @@ func stopRecorders(ctx context.Context, client kubernetes.Interface, o *Options,
 func collect(ctx context.Context, o *Options, t *tracker) *report.Report {
 	u := NewUnion(t.run)
 	var (
-		mu       sync.Mutex
+		mu       sync.Mutex // guards u and coverage
 		coverage []report.NodeCoverage
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, max(1, o.Collectors))
@@ -218,7 +218,10 @@ func collect(ctx context.Context, o *Options, t *tracker) *report.Report {
 	for _, n := range t.status().Nodes {
 		if n.Phase == PhasePending || n.Phase == PhaseScheduled {
 			c := report.NodeCoverage{Name: n.Node, State: report.NodeNotStarted, Pod: n.Pod, Error: notStarted(n)}
+			// Under mu: the readers started for earlier nodes append too.
+			mu.Lock()
 			coverage = append(coverage, c)
+			mu.Unlock()
 			continue
 		}
 		sem <- struct{}{}
