@@ -118,9 +118,11 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./merge/...
 
 # The recorder's cost per system call against no tracing and an empty
-# program on the same hook (root; run on an idle machine).
+# program on the same hook, and the Exited program's (--attribute-exited)
+# per process exit (root; run on an idle machine).
 bench-overhead:
 	$(GO) test -count=1 -v -run='^$$' -bench=Overhead -benchtime=1x ./discover/
+	$(GO) test -count=1 -v -run='^$$' -bench=Exited -benchtime=1x ./discover/violations/
 
 # The agent with 1,000 policies and 500 pods on a real API server (make testbin).
 bench-agent:

@@ -194,7 +194,7 @@ func TestVerifier(t *testing.T) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
-	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){"Recorder": LoadRecorder, "Bench": LoadBench, "ExitErr": LoadExitErr} {
+	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){"Recorder": LoadRecorder, "Bench": LoadBench, "ExitErr": LoadExitErr, "Exited": LoadExited} {
 		spec, err := load()
 		if err != nil {
 			t.Fatal(err)

@@ -18,6 +18,12 @@
 // --exit-errors): on sys_exit it counts the -EPERM returns of calls that a
 // watched cgroup's profile refuses, the seccomp refusals runc cannot log.
 //
+// A third, Exited (c/exited.c), runs when a thread exits
+// (sched_process_exit): for a task under a seccomp filter it keeps its
+// thread group's cgroup id and, once per cgroup, the cgroup's path, so that
+// `kscmp violations` and the agent can name the workload of an audit record
+// whose process is gone before the record is read.
+//
 // Package discover loads and reads the recorder; this package only carries
 // the objects and the layout constants shared with the C code (recorder.h).
 package bpf

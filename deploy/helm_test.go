@@ -91,10 +91,11 @@ var overrides = map[string]any{
 	"kubeletRoot":      "/var/snap/microk8s/common/var/lib/kubelet",
 	"restartWorkloads": true,
 	"agent": map[string]any{
-		"exitErrors":   true,
-		"resources":    map[string]any{"limits": map[string]any{"memory": "256Mi"}},
-		"tolerations":  []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}},
-		"nodeSelector": map[string]any{"kubernetes.io/os": "linux"},
+		"exitErrors":      true,
+		"attributeExited": false,
+		"resources":       map[string]any{"limits": map[string]any{"memory": "256Mi"}},
+		"tolerations":     []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}},
+		"nodeSelector":    map[string]any{"kubernetes.io/os": "linux"},
 	},
 	"webhook": map[string]any{
 		"replicas":       3,
@@ -490,11 +491,15 @@ func TestAgentMetricsOnNodeIP(t *testing.T) {
 	}
 }
 
-// TestHelmExitErrors: agent.exitErrors (off by default, as in
-// deploy/manifests) gives the agent --exit-errors and what its eBPF program
-// needs, and nothing more: CAP_BPF and CAP_PERFMON, its own profile plus
-// bpf, read-only mounts of the runtime state and the cgroup tree (never
-// containerd's socket directory). Off, none of it is there.
+// TestHelmExitErrors: the agent's eBPF programs get what they need and
+// nothing more. By default (the chart as deploy/manifests) the agent
+// attributes exited processes (--attribute-exited is on): CAP_BPF,
+// CAP_PERFMON and its own profile plus bpf, no --exit-errors and no host
+// mount. agent.attributeExited=false takes all three away
+// (--attribute-exited=false, its own profile without bpf).
+// agent.exitErrors adds --exit-errors and read-only mounts of the runtime
+// state and the cgroup tree (never containerd's socket directory), and
+// keeps the capabilities and the profile whatever attributeExited says.
 func TestHelmExitErrors(t *testing.T) {
 	agentOf := func(objs []*unstructured.Unstructured) (map[string]any, []any) {
 		for _, u := range objs {
@@ -514,23 +519,33 @@ func TestHelmExitErrors(t *testing.T) {
 		p, _, _ := unstructured.NestedString(c, "securityContext", "seccompProfile", "localhostProfile")
 		return p
 	}
+	want := []string{"DAC_OVERRIDE", "CHOWN", "FOWNER", "AUDIT_READ", "AUDIT_CONTROL", "BPF", "PERFMON"}
 	for name, objs := range map[string][]*unstructured.Unstructured{"manifests": manifests(t), "chart defaults": renderChart(t, "kscmp-system", nil)} {
 		c, vols := agentOf(objs)
-		if slices.Contains(stringsOf(c["args"]), "--exit-errors") || slices.Contains(caps(c), "BPF") || slices.Contains(caps(c), "PERFMON") ||
-			profile(c) != agent.OwnProfile || len(vols) != 1 {
-			t.Errorf("%s: exit-errors is on or half on: args %v, caps %v, profile %s, %d volumes", name, c["args"], caps(c), profile(c), len(vols))
+		args := stringsOf(c["args"])
+		if slices.Contains(args, "--exit-errors") || slices.Contains(args, "--attribute-exited=false") || !slices.Equal(caps(c), want) ||
+			profile(c) != agent.OwnBPFProfile || len(vols) != 1 {
+			t.Errorf("%s: want --attribute-exited (the default) and no --exit-errors: args %v, caps %v, profile %s, %d volumes", name, args, caps(c), profile(c), len(vols))
 		}
 	}
-	c, vols := agentOf(renderChart(t, "kscmp-system", map[string]any{"agent": map[string]any{"exitErrors": true}}))
+	c, vols := agentOf(renderChart(t, "kscmp-system", map[string]any{"agent": map[string]any{"attributeExited": false}}))
+	if args := stringsOf(c["args"]); !slices.Contains(args, "--attribute-exited=false") || slices.Contains(caps(c), "BPF") || slices.Contains(caps(c), "PERFMON") ||
+		profile(c) != agent.OwnProfile || len(vols) != 1 {
+		t.Errorf("attributeExited=false: eBPF still half on: args %v, caps %v, profile %s, %d volumes", args, caps(c), profile(c), len(vols))
+	}
+	c, _ = agentOf(renderChart(t, "kscmp-system", map[string]any{"agent": map[string]any{"attributeExited": false, "exitErrors": true}}))
+	if !slices.Equal(caps(c), want) || profile(c) != agent.OwnBPFProfile {
+		t.Errorf("exitErrors without attributeExited: caps %v, profile %s", caps(c), profile(c))
+	}
+	c, vols = agentOf(renderChart(t, "kscmp-system", map[string]any{"agent": map[string]any{"exitErrors": true}}))
 	if !slices.Contains(stringsOf(c["args"]), "--exit-errors") {
 		t.Errorf("args %v lack --exit-errors", c["args"])
 	}
-	want := []string{"DAC_OVERRIDE", "CHOWN", "FOWNER", "AUDIT_READ", "AUDIT_CONTROL", "BPF", "PERFMON"}
 	if !slices.Equal(caps(c), want) {
 		t.Errorf("capabilities %v, want %v", caps(c), want)
 	}
-	if profile(c) != agent.OwnExitErrorsProfile {
-		t.Errorf("profile %s, want %s", profile(c), agent.OwnExitErrorsProfile)
+	if profile(c) != agent.OwnBPFProfile {
+		t.Errorf("profile %s, want %s", profile(c), agent.OwnBPFProfile)
 	}
 	mounts, _ := c["volumeMounts"].([]any)
 	paths := map[string]string{}

@@ -208,7 +208,8 @@ func applyAll(t *testing.T, apply func(*unstructured.Unstructured, bool) error, 
 	}
 }
 
-// checkAgentOwnProfile: the agent's container runs under its own profile,
+// checkAgentOwnProfile: the agent's container runs under its own profile
+// (the one with bpf, for its default --attribute-exited),
 // which an init container of the same image installs first with the same
 // restricted security context (not privileged, read-only root file system,
 // only the kubelet's seccomp directory) under RuntimeDefault; the webhook
@@ -236,8 +237,8 @@ func checkAgentOwnProfile(t *testing.T, docs []*unstructured.Unstructured) {
 		t.Fatalf("the DaemonSet has %d containers and %d init containers, want 1 and 1", len(spec.Containers), len(spec.InitContainers))
 	}
 	agentC, initC := spec.Containers[0], spec.InitContainers[0]
-	if sp := agentC.SecurityContext.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeLocalhost || sp.LocalhostProfile == nil || *sp.LocalhostProfile != agent.OwnProfile {
-		t.Errorf("the agent container's seccomp profile is %+v, want Localhost %s", sp, agent.OwnProfile)
+	if sp := agentC.SecurityContext.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeLocalhost || sp.LocalhostProfile == nil || *sp.LocalhostProfile != agent.OwnBPFProfile {
+		t.Errorf("the agent container's seccomp profile is %+v, want Localhost %s", sp, agent.OwnBPFProfile)
 	}
 	if sp := initC.SecurityContext.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("the init container's seccomp profile is %+v, want RuntimeDefault", sp)

@@ -89,8 +89,8 @@ func decodeNewKey(raw []byte) (NewKey, error) {
 		ABI:                   ABI(ev.Abi),
 		Syscall:               int(ev.Nr),
 		Start:                 time.Duration(ev.StartBoottime),
-		KernelExe:             leafFirstPath(ev.Exe[:], int(ev.ExeLen)),
-		KernelCgroup:          leafFirstPath(ev.Cgroup[:], int(ev.CgroupLen)),
+		KernelExe:             LeafFirstPath(ev.Exe[:], int(ev.ExeLen)),
+		KernelCgroup:          LeafFirstPath(ev.Cgroup[:], int(ev.CgroupLen)),
 		KernelExeTruncated:    ev.Flags&bpf.EventExeTruncated != 0,
 		KernelCgroupTruncated: ev.Flags&bpf.EventCgroupTruncated != 0,
 	}, nil
@@ -112,8 +112,10 @@ func cString(s []int8) string {
 	return string(b)
 }
 
-// leafFirstPath turns NUL-terminated components, leaf first, into "/a/b/c".
-func leafFirstPath(s []int8, n int) string {
+// LeafFirstPath turns the first n bytes of s, NUL-terminated path components
+// stored leaf first as the kernel programs walk them (bpf/c/cgpath.h), into
+// "/a/b/c".
+func LeafFirstPath(s []int8, n int) string {
 	n = min(max(n, 0), len(s))
 	parts := strings.Split(strings.TrimSuffix(string(int8sToBytes(s[:n])), "\x00"), "\x00")
 	var b strings.Builder

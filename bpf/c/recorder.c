@@ -40,6 +40,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "recorder.h"
+#include "cgpath.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -199,11 +200,6 @@ struct mnt_namespace___pre618 {
 	__u64 seq;
 } __attribute__((preserve_access_index));
 
-/* kernfs_node before 6.15 named its parent "parent". */
-struct kernfs_node___pre615 {
-	struct kernfs_node *parent;
-} __attribute__((preserve_access_index));
-
 /* task_free runs when the kernel frees a task (the tracepoint fires from
  * the RCU callback that drops the task's last reference after it was
  * reaped, so before its memory can be reused): from then on the address may
@@ -228,45 +224,12 @@ static __always_inline void count_lost(__u32 reason)
 		*n += 1; /* per-CPU slot; the program does not nest on one CPU */
 }
 
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
-{
-	if (bpf_core_field_exists(kn->__parent))
-		return BPF_CORE_READ(kn, __parent);
-	return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
-}
-
-/* The path walks keep their write offset in the event itself and reload it
- * through a volatile read: the verifier then sees an unknown but bounded
- * offset, so the states of all paths through one iteration are equal and
- * pruned, instead of growing with every combination of branches. */
-#define RELOAD(x) (*(volatile typeof(x) *)&(x))
-
 /* read_cgroup_path stores the components of the task's cgroup v2 path,
- * leaf first, each NUL-terminated. */
+ * leaf first, each NUL-terminated (cgpath.h). */
 static __always_inline void read_cgroup_path(struct task_struct *task, struct new_key_event *ev)
 {
-	struct kernfs_node *kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
-	struct kernfs_node *parent;
-	__u32 off;
-	long n;
-
-	ev->cgroup_len = 0;
-	for (int i = 0; i < KSCMP_PATH_DEPTH; i++) {
-		if (!kn)
-			return;
-		parent = kn_parent(kn);
-		if (!parent) /* the root, named "/": the path is complete */
-			return;
-		off = RELOAD(ev->cgroup_len);
-		if (off >= KSCMP_CGROUP_BUF)
-			break;
-		n = bpf_probe_read_kernel_str(&ev->cgroup[off], KSCMP_NAME_READ, BPF_CORE_READ(kn, name));
-		if (n <= 0)
-			break;
-		ev->cgroup_len = off + n;
-		kn = parent;
-	}
-	ev->flags |= KSCMP_EV_CGROUP_TRUNCATED;
+	if (read_cgroup_names(task, ev->cgroup, ev->cgroup_len))
+		ev->flags |= KSCMP_EV_CGROUP_TRUNCATED;
 }
 
 /* read_exe_path stores the components of the task's executable path, leaf

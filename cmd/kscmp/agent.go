@@ -28,7 +28,7 @@ func newAgentCmd() *cobra.Command {
 		workers                                      int
 		restartWorkloads, aggregate                  bool
 		leaseNamespace                               string
-		watchViolations, exitErrors                  bool
+		watchViolations, exitErrors, attributeExited bool
 		runtimeRoots                                 []string
 		violationInterval                            time.Duration
 		maxEvents                                    int
@@ -81,7 +81,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 				Family: api.Family(family), Runtime: r, Workers: workers, RestartWorkloads: restartWorkloads,
 				Aggregate: aggregate, LeaseNamespace: envDefault(leaseNamespace, "POD_NAMESPACE", "default")}
 			if watchViolations {
-				opts.Violations = &agent.ViolationOptions{Interval: violationInterval, MaxEvents: maxEvents}
+				opts.Violations = &agent.ViolationOptions{Interval: violationInterval, MaxEvents: maxEvents, AttributeExited: attributeExited}
 				if exitErrors {
 					opts.Violations.ExitErrors = violations.RuntimeWatches(runtimeRoots)
 				}
@@ -118,6 +118,7 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.DurationVar(&violationInterval, "violation-interval", agent.DefaultViolationInterval, "one Event per pod container, call and action per interval, with the count")
 	f.BoolVar(&exitErrors, "exit-errors", false, "also count EPERM refusals of runc containers at system call exit (eBPF on sys_exit, every call of the node: off by default, cost in BENCHMARKS.md; needs CAP_BPF, CAP_PERFMON, the runtime state directories and the host's cgroup tree); runc cannot log them to audit")
 	f.StringSliceVar(&runtimeRoots, "runtime-root", violations.DefaultRuntimeRoots, "with --exit-errors: runc state directories (globs) to find containers and their profiles in")
+	f.BoolVar(&attributeExited, "attribute-exited", true, attributeExitedUsage)
 	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
 	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP; HOST:PORT, an IPv6 host with or without brackets); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
@@ -186,9 +187,11 @@ system calls 'kscmp agent --mode enforce' was measured to make) with the
 shared merger, plus the start-up calls of both runc and crun. The agent never
 removes this file, and refuses a policy that would overwrite it.
 
-Beside it goes <kubelet-root>/seccomp/` + agent.OwnExitErrorsProfile + `:
-the same plus bpf, for an agent run with --exit-errors (the chart's
-agent.exitErrors names it); the default profile keeps bpf out.
+Beside it goes <kubelet-root>/seccomp/` + agent.OwnBPFProfile + `:
+the same plus bpf, for an agent that loads eBPF programs (--attribute-exited,
+the default, and --exit-errors; the DaemonSet names it). The other keeps bpf
+out, for an agent run with --attribute-exited=false and without --exit-errors
+(the chart's agent.attributeExited=false).
 
 The kubelet's root directory is found as for 'kscmp agent'.`,
 		Example: `  kscmp agent install-profile --kubelet-root /var/lib/kubelet

@@ -346,7 +346,9 @@ func agentJob(t *testing.T, bin string, launch agentLauncher) {
 }
 
 // TestAgentUnderOwnProfile runs the built `kscmp agent --mode enforce` under
-// the agent's own profile, as `kscmp agent install-profile` installs it, with
+// the agent's own profile that the DaemonSet names (the one with bpf, for
+// its default --attribute-exited), as `kscmp agent install-profile`
+// installs it, with
 // `kscmp exec` (the same filter, loaded in-process before the execve),
 // through its whole job against a real API server (agentJob). A system call
 // the agent needs and the profile lacks fails with EPERM, which the agent
@@ -360,7 +362,7 @@ func TestAgentUnderOwnProfile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("install-profile: %v\n%s", err, out)
 	}
-	profile := filepath.Join(dir, "seccomp", filepath.FromSlash(agent.OwnProfile))
+	profile := filepath.Join(dir, "seccomp", filepath.FromSlash(agent.OwnBPFProfile))
 	under := func(profile string) agentLauncher {
 		return func(t *testing.T, args []string) *agentProc {
 			cmd := exec.Command(bin, append([]string{"exec", "--profile", profile, "--", bin}, args...)...)
@@ -444,7 +446,13 @@ func TestAgentOwnProfileUnderRuntimes(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	profile, err := exec.Command(bin, "agent", "install-profile", "--dry-run").Output()
+	profileDir := t.TempDir()
+	if out, err := exec.Command(bin, "agent", "install-profile", "--kubelet-root", profileDir).CombinedOutput(); err != nil {
+		t.Fatalf("install-profile: %v\n%s", err, out)
+	}
+	// The profile the DaemonSet names: the agent's own plus bpf, for its
+	// default --attribute-exited.
+	profile, err := os.ReadFile(filepath.Join(profileDir, "seccomp", filepath.FromSlash(agent.OwnBPFProfile)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +486,7 @@ func TestAgentOwnProfileUnderRuntimes(t *testing.T) {
 				Args: []string{"/kscmp", "agent", "--mode", "enforce", "--kubeconfig", "/kubeconfig", "--node", "node-a", "--kubelet-root", "/var/lib/kubelet"},
 				// The DaemonSet's securityContext.
 				NoNewPrivileges: true, ReadonlyRootfs: true,
-				Capabilities: []string{"CAP_DAC_OVERRIDE", "CAP_CHOWN", "CAP_FOWNER", "CAP_AUDIT_READ", "CAP_AUDIT_CONTROL"},
+				Capabilities: []string{"CAP_DAC_OVERRIDE", "CAP_CHOWN", "CAP_FOWNER", "CAP_AUDIT_READ", "CAP_AUDIT_CONTROL", "CAP_BPF", "CAP_PERFMON"},
 				Mounts: []specs.Mount{
 					{Destination: "/var/lib/kubelet/seccomp", Type: "bind", Source: seccompDir, Options: []string{"rbind", "rw"}},
 					{Destination: "/kubeconfig", Type: "bind", Source: kubeconfig, Options: []string{"bind", "ro"}},

@@ -28,6 +28,7 @@ type violationsFlags struct {
 	cgroup              string
 	maxEntries          int
 	exitErrors          bool
+	attributeExited     bool
 	runtimeRoots        []string
 	kubeconfig, node    string
 	output              string
@@ -39,8 +40,14 @@ pod, container, systemd unit, process), system call, ABI and action, with a
 count, first and last seen, and the profile that decided it when known.
 
 It reads the kernel's seccomp audit records (type 1326) from the audit netlink
-multicast group, beside auditd if one runs, without its rate limit; by default
-it loads nothing into the kernel and adds nothing to any system call. The kernel logs
+multicast group, beside auditd if one runs, without its rate limit. A record
+names its process by pid and reaches user space a moment after the call, when
+a short-lived process (a command a shell forked, one a Kill action ended) is
+often gone: --attribute-exited (on by default) loads an eBPF program on
+process exit (sched_process_exit: once per exit of a process under seccomp,
+nothing on any system call) that keeps where such a process was, so that its
+records still name its workload; with --attribute-exited=false they are
+counted as unattributed. The kernel logs
 Kill and Audit (SCMP_ACT_LOG) always, and Block (SCMP_ACT_ERRNO) only when the
 profile carries SECCOMP_FILTER_FLAG_LOG: kscmp merge --runtime crun writes it;
 runc 1.1.5 refuses it, so Block refusals under runc are not seen by audit.
@@ -59,8 +66,12 @@ JSON (kind ViolationReport) to -o FILE or a pipe, a table on a terminal.
 Any non-zero lost counter means the report may be incomplete.
 
 Needs root (CAP_AUDIT_READ, CAP_AUDIT_CONTROL; CAP_BPF and CAP_PERFMON for
---exit-errors): exit code 4 when audit netlink (or, with --exit-errors, the
-sys_exit program) is not available.`
+--attribute-exited and --exit-errors): exit code 4 when audit netlink (or the
+process-exit or sys_exit program) is not available.`
+
+// attributeExitedUsage is the --attribute-exited flag's help, the same for
+// kscmp violations and kscmp agent.
+const attributeExitedUsage = "name the workload of a process gone before its record is read (eBPF on process exit, nothing on system calls; needs CAP_BPF, CAP_PERFMON); false: such records count as unattributed"
 
 func newViolationsCmd() *cobra.Command {
 	var fl violationsFlags
@@ -90,6 +101,7 @@ func (fl *violationsFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&fl.maxEntries, "max-entries", violations.DefaultMaxEntries, "distinct (workload, call, action) entries kept; more are counted as lost")
 	f.BoolVar(&fl.exitErrors, "exit-errors", false, "also count EPERM refusals of runc containers at system call exit (eBPF on sys_exit; runc cannot log them)")
 	f.StringSliceVar(&fl.runtimeRoots, "runtime-root", violations.DefaultRuntimeRoots, "with --exit-errors: runc state directories (globs) to find containers and their profiles in")
+	f.BoolVar(&fl.attributeExited, "attribute-exited", true, attributeExitedUsage)
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
 	f.StringVar(&fl.node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
 	f.StringVarP(&fl.output, "output", "o", "-", "report file (JSON), - for stdout (a table on a terminal)")
@@ -118,7 +130,7 @@ func (fl *violationsFlags) run(cmd *cobra.Command) error {
 	}
 	rep, err := violations.Monitor(cmd.Context(), opts)
 	if errors.Is(err, violations.ErrUnsupported) {
-		return &exitError{exitUnsupported, fmt.Errorf("%w (violations needs root: CAP_AUDIT_READ and CAP_AUDIT_CONTROL, and a kernel with audit)", err)}
+		return &exitError{exitUnsupported, fmt.Errorf("%w (violations needs root: CAP_AUDIT_READ and CAP_AUDIT_CONTROL, and a kernel with audit; CAP_BPF, CAP_PERFMON and kernel BTF for --attribute-exited, on by default, and --exit-errors)", err)}
 	}
 	if err != nil {
 		return err
@@ -159,7 +171,7 @@ func (fl *violationsFlags) options() (violations.Options, error) {
 	if fl.maxEntries < 1 {
 		return violations.Options{}, usageErr("--max-entries %d: must be at least 1", fl.maxEntries)
 	}
-	opts := violations.Options{Duration: fl.duration, MaxEntries: fl.maxEntries,
+	opts := violations.Options{Duration: fl.duration, MaxEntries: fl.maxEntries, AttributeExited: fl.attributeExited,
 		Filter: discover.Filter{Namespace: fl.namespace, Selector: sel, Container: fl.container, Unit: fl.unit, Cgroup: fl.cgroup}}
 	if fl.follow {
 		opts.Duration = 0

@@ -59,7 +59,7 @@ func NewMetrics(seccompDir string, maxSeries int) *Metrics {
 		Help: "System calls seccomp refused (Block, Kill) or logged (Audit) in this node's pods; past the series bound namespace, workload and syscall are \"other\"."},
 		[]string{"namespace", "workload", "syscall", "action"})
 	m.lost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kscmp_agent_audit_lost_total",
-		Help: "Seccomp audit records not counted, by reason (audit: socket overflow, overflow: monitor entry bound, unparsed)."},
+		Help: "Seccomp audit records not counted under a pod, by reason (audit: socket overflow, kernel: the kernel's audit backlog, overflow: monitor entry bound, unparsed, unattributed: the process was gone before it could be named, counted under its executable)."},
 		[]string{"reason"})
 	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "kscmp_agent_violation_events_dropped_total",
 		Help: "Violation Events not written because the interval's Event bound was reached."})
@@ -126,7 +126,7 @@ func (m *Metrics) AddLost(l violation.Lost) {
 	if m == nil {
 		return
 	}
-	for reason, n := range map[string]uint64{"audit": l.Audit, "overflow": l.Overflow, "unparsed": l.Unparsed} {
+	for reason, n := range map[string]uint64{"audit": l.Audit, "kernel": l.Kernel, "overflow": l.Overflow, "unparsed": l.Unparsed, "unattributed": l.Unattributed} {
 		if n > 0 {
 			m.lost.WithLabelValues(reason).Add(float64(n))
 		}

@@ -24,28 +24,28 @@ const (
 	// removes it, and never rolls a workload because of it; a policy whose
 	// profile would be this file (OwnNamespace/OwnName) is refused.
 	OwnProfile = ProfileDir + "/" + OwnNamespace + "/" + OwnName + ".json"
-	// OwnExitErrorsName and OwnExitErrorsProfile: the agent's own profile
-	// for `kscmp agent --exit-errors`, OwnProfile plus bpf (the eBPF
-	// program on sys_exit is loaded and attached with it). Installed
-	// beside OwnProfile and kept like it; the chart names it only when
-	// agent.exitErrors is set, so that the default agent cannot call bpf
-	// at all.
-	OwnExitErrorsName    = OwnName + "-exit-errors"
-	OwnExitErrorsProfile = ProfileDir + "/" + OwnNamespace + "/" + OwnExitErrorsName + ".json"
+	// OwnBPFName and OwnBPFProfile: the agent's own profile when it
+	// loads eBPF programs (`kscmp agent --attribute-exited`, the default,
+	// and --exit-errors): OwnProfile plus bpf. Installed beside OwnProfile
+	// and kept like it; the chart names OwnProfile instead when both
+	// agent.attributeExited and agent.exitErrors are off, so that such an
+	// agent cannot call bpf at all.
+	OwnBPFName    = OwnName + "-bpf"
+	OwnBPFProfile = ProfileDir + "/" + OwnNamespace + "/" + OwnBPFName + ".json"
 )
 
 // IsOwnProfile: path (under the kubelet's seccomp directory) is one of the
 // agent's own profiles, which no policy makes and the agent never removes.
 func IsOwnProfile(path string) bool {
-	return path == OwnProfile || path == OwnExitErrorsProfile
+	return path == OwnProfile || path == OwnBPFProfile
 }
 
-// exitErrorsSyscalls are what the exit-errors program adds to the agent's
-// own calls: bpf, to load the program and its maps, attach it, and read
-// and update the maps. The rest (the BTF file, the runtime state
+// bpfSyscalls are what the eBPF programs (exited, exit-errors) add to
+// the agent's own calls: bpf, to load the programs and their maps, attach
+// them, and read and update the maps. The rest (the BTF file, the runtime state
 // directories, the cgroup tree, the memlock limit) are calls the agent
 // makes already.
-var exitErrorsSyscalls = []string{"bpf"}
+var bpfSyscalls = []string{"bpf"}
 
 // ownPolicyYAML is the agent's own policy: the system calls `kscmp agent
 // --mode enforce` was measured to make; its comments say how.
@@ -84,28 +84,28 @@ func OwnProfileJSON(family api.Family) ([]byte, error) {
 	return merge.ComponentProfile(p, family, "agent", "the agent")
 }
 
-// OwnExitErrorsProfileJSON compiles the agent's own profile for
-// --exit-errors (OwnExitErrorsProfile): OwnProfileJSON's policy with bpf
+// OwnBPFProfileJSON compiles the agent's own profile for an agent that
+// loads eBPF programs (OwnBPFProfile): OwnProfileJSON's policy with bpf
 // allowed too.
-func OwnExitErrorsProfileJSON(family api.Family) ([]byte, error) {
+func OwnBPFProfileJSON(family api.Family) ([]byte, error) {
 	p, err := OwnPolicy()
 	if err != nil {
 		return nil, err
 	}
-	p.Name = OwnExitErrorsName
-	p.Spec.Seccomp.Rules = append(p.Spec.Seccomp.Rules, api.Rule{Syscalls: exitErrorsSyscalls, Action: api.ActionAllow})
-	return merge.ComponentProfile(p, family, "agent", "the agent (--exit-errors)")
+	p.Name = OwnBPFName
+	p.Spec.Seccomp.Rules = append(p.Spec.Seccomp.Rules, api.Rule{Syscalls: bpfSyscalls, Action: api.ActionAllow})
+	return merge.ComponentProfile(p, family, "agent", "the agent (with eBPF)")
 }
 
 // InstallOwnProfile writes the agent's own profiles to
-// seccompDir/OwnProfile and seccompDir/OwnExitErrorsProfile: atomically,
+// seccompDir/OwnProfile and seccompDir/OwnBPFProfile: atomically,
 // and not at all when they are already there. It returns the first file's
 // path and whether any was written.
 func InstallOwnProfile(seccompDir string, family api.Family) (path string, changed bool, err error) {
 	for _, f := range []struct {
 		rel     string
 		compile func(api.Family) ([]byte, error)
-	}{{OwnProfile, OwnProfileJSON}, {OwnExitErrorsProfile, OwnExitErrorsProfileJSON}} {
+	}{{OwnProfile, OwnProfileJSON}, {OwnBPFProfile, OwnBPFProfileJSON}} {
 		data, err := f.compile(family)
 		if err != nil {
 			return "", false, err

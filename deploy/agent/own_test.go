@@ -195,10 +195,10 @@ func TestOwnProfileKept(t *testing.T) {
 	}
 }
 
-// TestOwnExitErrorsProfile: the agent's own profile for --exit-errors is
+// TestOwnBPFProfile: the agent's own profile when it loads eBPF programs is
 // the default one plus bpf, and only that; install-profile writes both,
 // the agent keeps both, and a policy named like the variant is refused.
-func TestOwnExitErrorsProfile(t *testing.T) {
+func TestOwnBPFProfile(t *testing.T) {
 	allowed := func(data []byte) map[string]int {
 		var prof struct {
 			Syscalls []struct {
@@ -224,21 +224,21 @@ func TestOwnExitErrorsProfile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ee, err := OwnExitErrorsProfileJSON(fam)
+		ee, err := OwnBPFProfileJSON(fam)
 		if err != nil {
 			t.Fatal(err)
 		}
 		a, b := allowed(def), allowed(ee)
 		if a["bpf"] != 0 || b["bpf"] == 0 {
-			t.Errorf("%s: bpf allowed %d times in the default profile, %d in the exit-errors one; want 0 and some", fam, a["bpf"], b["bpf"])
+			t.Errorf("%s: bpf allowed %d times in the default profile, %d in the eBPF one; want 0 and some", fam, a["bpf"], b["bpf"])
 		}
 		delete(b, "bpf")
 		if !maps.Equal(a, b) {
-			t.Errorf("%s: the exit-errors profile differs from the default one beyond bpf", fam)
+			t.Errorf("%s: the eBPF profile differs from the default one beyond bpf", fam)
 		}
 	}
-	if OwnExitErrorsProfile != ProfilePath(OwnNamespace, OwnExitErrorsName) || !IsOwnProfile(OwnExitErrorsProfile) || !IsOwnProfile(OwnProfile) {
-		t.Errorf("OwnExitErrorsProfile %q", OwnExitErrorsProfile)
+	if OwnBPFProfile != ProfilePath(OwnNamespace, OwnBPFName) || !IsOwnProfile(OwnBPFProfile) || !IsOwnProfile(OwnProfile) {
+		t.Errorf("OwnBPFProfile %q", OwnBPFProfile)
 	}
 	dir := t.TempDir()
 	if _, changed, err := InstallOwnProfile(dir, api.FamilyAMD64); err != nil || !changed {
@@ -247,15 +247,15 @@ func TestOwnExitErrorsProfile(t *testing.T) {
 	if _, err := Sync(dir, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, rel := range []string{OwnProfile, OwnExitErrorsProfile} {
+	for _, rel := range []string{OwnProfile, OwnBPFProfile} {
 		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel))); err != nil {
 			t.Errorf("%s: %v", rel, err)
 		}
 	}
 	c := &PolicyCache{log: slog.New(slog.DiscardHandler), invalid: map[string]string{}, parsed: map[string]parsed{}}
 	u := &unstructured.Unstructured{}
-	yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: "+OwnExitErrorsName+", namespace: "+OwnNamespace+", resourceVersion: '1'}\nspec: {selector: {matchLabels: {app.kubernetes.io/name: kscmp-agent}}, seccomp: {syscalls: [read], action: Allow}}\n"), &u.Object)
-	if c.parse(u) != nil || !strings.Contains(c.Refused()[OwnNamespace+"/"+OwnExitErrorsName], OwnExitErrorsProfile) {
-		t.Errorf("a policy named like the agent's exit-errors profile was accepted: %v", c.Refused())
+	yaml.Unmarshal([]byte("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorSeccompPolicy\nmetadata: {name: "+OwnBPFName+", namespace: "+OwnNamespace+", resourceVersion: '1'}\nspec: {selector: {matchLabels: {app.kubernetes.io/name: kscmp-agent}}, seccomp: {syscalls: [read], action: Allow}}\n"), &u.Object)
+	if c.parse(u) != nil || !strings.Contains(c.Refused()[OwnNamespace+"/"+OwnBPFName], OwnBPFProfile) {
+		t.Errorf("a policy named like the agent's eBPF profile was accepted: %v", c.Refused())
 	}
 }

@@ -156,8 +156,8 @@ func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompP
 		return prev.policy
 	}
 	p := &api.KubeArmorSeccompPolicy{}
-	if key == OwnNamespace+"/"+OwnName || key == OwnNamespace+"/"+OwnExitErrorsName {
-		// Its profile would be OwnProfile (or OwnExitErrorsProfile), the
+	if key == OwnNamespace+"/"+OwnName || key == OwnNamespace+"/"+OwnBPFName {
+		// Its profile would be OwnProfile (or OwnBPFProfile), the
 		// file the agent itself runs under, which comes from the policy
 		// built into kscmp.
 		c.refuse(key, "the name of the agent's own policy, which is built into kscmp and installed by the agent's init container: its profile would overwrite "+ProfilePath(OwnNamespace, strings.TrimPrefix(key, OwnNamespace+"/"))+"; rename the policy")

@@ -50,6 +50,11 @@ type ViolationOptions struct {
 	// default, BENCHMARKS.md). When the node cannot load it, the watch
 	// goes on with audit records alone.
 	ExitErrors violations.WatchSource
+	// AttributeExited names the workload of a process gone before its
+	// record is read (violations.Options.AttributeExited: an eBPF program
+	// on process exit). When the node cannot load it, the watch goes on
+	// without it, and such records count as unattributed.
+	AttributeExited bool
 	// Monitor, when set, replaces the audit monitor (tests).
 	Monitor func(context.Context, violations.Options) (*violation.Report, error)
 	// Ready, when set, is called once the monitor is subscribed (tests).
@@ -96,18 +101,25 @@ func (w *violationWatch) run(ctx context.Context, pods discover.PodLookup) {
 	if monitor == nil {
 		monitor = violations.Monitor
 	}
-	exitErrors := w.opts.ExitErrors
+	exitErrors, exited := w.opts.ExitErrors, w.opts.AttributeExited
 	for ctx.Err() == nil {
 		ready := func() {
-			w.log.Info("agent: violations watched", "audit", true, "exit_errors", exitErrors != nil, "interval", w.opts.Interval)
+			w.log.Info("agent: violations watched", "audit", true, "exit_errors", exitErrors != nil, "attribute_exited", exited, "interval", w.opts.Interval)
 			if w.opts.Ready != nil {
 				w.opts.Ready()
 			}
 		}
 		_, err := monitor(ctx, violations.Options{Pods: pods, Interval: w.opts.Interval, Reset: true, ExitErrors: exitErrors,
-			Update: func(r *violation.Report) { w.handle(ctx, r) }, Ready: ready, Logger: w.log})
+			AttributeExited: exited, Update: func(r *violation.Report) { w.handle(ctx, r) }, Ready: ready, Logger: w.log})
 		if err == nil || ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, violations.ErrUnsupported) && exited && strings.Contains(err.Error(), "probe exited") {
+			// Records still come; those of processes gone before they are
+			// read are counted as unattributed.
+			w.log.Error("agent: --attribute-exited not available on this node (needs CAP_BPF, CAP_PERFMON and a kernel with BTF); processes that exit before their record is read are not named", "error", err)
+			exited = false
+			continue
 		}
 		if errors.Is(err, violations.ErrUnsupported) && exitErrors != nil && strings.Contains(err.Error(), "exit-errors") {
 			// The audit records may still come: the refusals under runc

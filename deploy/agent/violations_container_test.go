@@ -60,11 +60,14 @@ func agentViolationEvents(t *testing.T, srv *apitest.Server, bin, rt, action str
 	runningPod(ctx, t, srv, node, pod, rt+"://"+id)
 
 	m := NewMetrics(t.TempDir(), 0)
+	// AttributeExited, as kscmp agent runs by default: the container's
+	// process exits right after its calls, before the agent reads their
+	// records, and is still named.
 	a := startViolationAgent(ctx, t, srv, Options{Node: node, Metrics: m,
-		Violations: &ViolationOptions{Interval: 500 * time.Millisecond}})
+		Violations: &ViolationOptions{Interval: 500 * time.Millisecond, AttributeExited: true}})
 
 	rootfs := ocitest.BusyboxRootfs(t)
-	if err := os.WriteFile(filepath.Join(rootfs, "prog"), ocitest.LoopProgram(83, calls, 1), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(rootfs, "prog"), ocitest.LoopProgram(83, calls, 0), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	res, err := ocitest.Run(ctx, t, ocitest.Container{Runtime: bin, ID: id, Rootfs: rootfs, Args: []string{"/prog"}, Seccomp: profile})

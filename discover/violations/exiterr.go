@@ -195,13 +195,7 @@ func trimCgroup(p string) string {
 // nameCgroup names the workload of a watched cgroup as the audit path
 // names a process in it, and tells whether the filter selects it.
 func (m *monitor) nameCgroup(cgroup string) (report.Identity, bool) {
-	id := m.opts.Resolver.FromCgroup(cgroup, "", true)
-	if m.opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
-		m.opts.Pods.Complete(&id)
-	}
-	if id.Kind == report.KindContainer || id.Kind == report.KindPod || id.Kind == report.KindSystemd {
-		id.Exe = ""
-	}
+	id := m.name(cgroup, "", true)
 	return id, m.opts.Filter.Match(0, id)
 }
 

@@ -82,8 +82,17 @@ type Options struct {
 	// (ExitErrors) are the kernel's, cumulative: the monitor subtracts
 	// what it reported before the reset.
 	Reset bool
+	// AttributeExited loads the Exited eBPF program (bpf/c/exited.c, on
+	// sched_process_exit: once per thread exit, nothing on the system
+	// call path), which keeps where each process under seccomp
+	// was when it exited. Without it a record whose process exited before
+	// the monitor read it (a command a shell forked, a process a Kill
+	// action ended) is named only by its executable and counted as
+	// unattributed. Needs CAP_BPF and CAP_PERFMON; a system without them
+	// is an error wrapping ErrUnsupported.
+	AttributeExited bool
 	// Ready, when set, is called once the socket is subscribed (and the
-	// exit-errors program attached): records from then on are seen.
+	// eBPF programs attached): records from then on are seen.
 	Ready  func()
 	Logger *slog.Logger
 }
@@ -98,6 +107,12 @@ type monitor struct {
 	entries map[entryKey]*violation.Violation
 	pids    map[int]cachedPID
 	lost    violation.Lost
+	// gone is the Exited program, nil without Options.AttributeExited;
+	// pending are the records that wait for it (retryPending), kick wakes
+	// wait's retries when one is added.
+	gone    *exited
+	pending []pendingRecord
+	kick    chan struct{}
 	// ex, exits and exitLost: the exit-errors program and what it
 	// counted at its last read (absolute counts, replaced each time).
 	ex       *exitErrors
@@ -136,7 +151,8 @@ func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 		return nil, err
 	}
 	defer sock.Close()
-	m := &monitor{opts: opts, start: time.Now(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{}}
+	m := &monitor{opts: opts, start: time.Now(), entries: map[entryKey]*violation.Violation{}, pids: map[int]cachedPID{},
+		kick: make(chan struct{}, 1)}
 	m.hostNS, _ = discover.MountNSOf(filepath.Join(opts.ProcRoot, "self"))
 	if opts.ExitErrors != nil {
 		if m.ex, err = openExitErrors(opts.ExitErrors, opts.MaxEntries); err != nil {
@@ -146,6 +162,12 @@ func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 		if err := m.ex.sync(m.nameCgroup); err != nil {
 			return nil, err
 		}
+	}
+	if opts.AttributeExited {
+		if m.gone, err = openExited(DefaultExitedEntries); err != nil {
+			return nil, err
+		}
+		defer m.gone.Close()
 	}
 	if opts.Ready != nil {
 		opts.Ready()
@@ -161,6 +183,7 @@ func Monitor(ctx context.Context, opts Options) (*violation.Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("violations: %w", err)
 	}
+	m.retryPending(time.Now(), true)
 	m.pollExits()
 	if st1, err := auditlog.ReadStatus(); err == nil && st1.Lost >= st0.Lost {
 		m.mu.Lock()
@@ -206,8 +229,17 @@ func (m *monitor) wait(ctx context.Context, done <-chan error) error {
 	}
 	tick := time.NewTicker(m.opts.Interval)
 	defer tick.Stop()
+	retry := time.NewTimer(pendingRetry)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
+		case <-m.kick:
+			retry.Reset(pendingRetry)
+		case now := <-retry.C:
+			if m.retryPending(now, false) {
+				retry.Reset(pendingRetry)
+			}
 		case <-ctx.Done():
 			return nil
 		case <-deadline:
@@ -259,13 +291,24 @@ func (m *monitor) add(text string, now time.Time) {
 }
 
 // addRecord counts a parsed record under its workload's entry, or as
-// overflow when the entries are at their bound. The caller holds mu.
+// overflow when the entries are at their bound. A record whose process is
+// exiting but not yet kept by the Exited program waits in pending (see
+// identity). The caller holds mu.
 func (m *monitor) addRecord(rec auditlog.Record, now time.Time) {
 	action, ok := rec.Action()
 	if !ok {
 		return
 	}
-	c := m.identity(rec, now)
+	c, named := m.identity(rec, now, false)
+	if !named {
+		m.postpone(rec, now)
+		return
+	}
+	m.count(rec, action, c)
+}
+
+// count adds the record under its workload's entry. The caller holds mu.
+func (m *monitor) count(rec auditlog.Record, action string, c cachedPID) {
 	if !c.keep {
 		return
 	}
@@ -290,20 +333,33 @@ func (m *monitor) addRecord(rec auditlog.Record, now time.Time) {
 }
 
 // identity names the record's process, from the cache while it is fresh
-// and the executable matches, else from /proc (as discover names a new
-// workload). The kernel's audit thread delivers records a moment after the
-// call, so a flooding process has often exited when its last records are
-// read: a pid gone from /proc keeps the identity it had (it cannot have
-// been reused while /proc has no such pid). A process gone before it was
-// ever named is named by its executable and counted as unattributed. The
-// caller holds mu.
-func (m *monitor) identity(rec auditlog.Record, now time.Time) cachedPID {
+// and the executable matches, else from where the Exited program saw the
+// process exit, else from /proc (as discover names a new workload). The
+// kernel's audit thread delivers records a moment after the call, so the
+// process has often exited by then: a command a shell forked is reaped at
+// once, a process a Kill action ended is gone. An exit kept by the kernel
+// at or after the record's time is that process's, whatever /proc now
+// holds under its pid (a zombie, or a new process with the reused pid).
+//
+// A process that is exiting (PF_EXITING) when its record is read may not
+// have reached the exit tracepoint yet: unless final, identity then
+// reports false, and the record waits (postpone) until the kernel has kept
+// the exit. When final, or without the Exited program
+// (Options.AttributeExited off), a pid gone from /proc keeps the identity
+// it had, and a process gone before it was named is named by its
+// executable and counted as unattributed. The caller holds mu.
+func (m *monitor) identity(rec auditlog.Record, now time.Time, final bool) (cachedPID, bool) {
 	old, cached := m.pids[rec.PID]
 	if cached && old.exe == rec.Exe && now.Sub(old.at) < pidCacheTTL {
-		return old
+		return old, true
+	}
+	if m.gone != nil {
+		if p, ok := m.gone.lookup(rec.PID, rec.Time); ok {
+			id := m.name(p.cgroup, rec.Exe, p.mntns != 0 && p.mntns != m.hostNS)
+			return m.remember(rec, id, now), true
+		}
 	}
 	dir := filepath.Join(m.opts.ProcRoot, strconv.Itoa(rec.PID))
-	var id report.Identity
 	cg, err := discover.ProcCgroup(dir)
 	if err == nil && zombie(dir) {
 		// An exited process not yet reaped has left its cgroup: it reads
@@ -311,23 +367,88 @@ func (m *monitor) identity(rec auditlog.Record, now time.Time) cachedPID {
 		err = errors.New("zombie")
 	}
 	switch {
+	case err != nil && m.gone != nil && !final:
+		return cachedPID{}, false
 	case err != nil && cached && old.exe == rec.Exe:
 		old.at = now
 		m.pids[rec.PID] = old
-		return old
+		return old, true
 	case err != nil:
 		m.lost.Unattributed++
-		id = report.Identity{Kind: report.KindProcess, Exe: rec.Exe}
+		return m.remember(rec, report.Identity{Kind: report.KindProcess, Exe: rec.Exe}, now), true
+	}
+	ns, _ := discover.MountNSOf(dir)
+	return m.remember(rec, m.name(cg, rec.Exe, ns != 0 && ns != m.hostNS), now), true
+}
+
+// Pending records: those of processes still exiting when read.
+const (
+	// maxPending bounds them; a record past it is named at once (final).
+	maxPending = 1024
+	// pendingRetry is how often they are looked up again, pendingWait how
+	// long a record waits at most: the exit tracepoint follows the call
+	// by microseconds (do_exit's first steps), unless the task is stopped
+	// or dumping core.
+	pendingRetry = 10 * time.Millisecond
+	pendingWait  = time.Second
+)
+
+type pendingRecord struct {
+	rec auditlog.Record
+	at  time.Time // when it was read
+}
+
+// postpone keeps the record until its process's exit is kept, and wakes the
+// retries (wait). The caller holds mu.
+func (m *monitor) postpone(rec auditlog.Record, now time.Time) {
+	if len(m.pending) >= maxPending {
+		action, _ := rec.Action()
+		c, _ := m.identity(rec, now, true)
+		m.count(rec, action, c)
+		return
+	}
+	m.pending = append(m.pending, pendingRecord{rec: rec, at: now})
+	select {
+	case m.kick <- struct{}{}:
 	default:
-		ns, _ := discover.MountNSOf(dir)
-		id = m.opts.Resolver.FromCgroup(cg, rec.Exe, ns != 0 && ns != m.hostNS)
-		if m.opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
-			m.opts.Pods.Complete(&id)
+	}
+}
+
+// retryPending names the pending records whose exit is kept by now, and
+// those that waited pendingWait as they are (final). It reports whether
+// any remain. all names every one (the end of the monitoring).
+func (m *monitor) retryPending(now time.Time, all bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	left := m.pending[:0]
+	for _, p := range m.pending {
+		action, _ := p.rec.Action()
+		c, named := m.identity(p.rec, now, all || now.Sub(p.at) >= pendingWait)
+		if !named {
+			left = append(left, p)
+			continue
 		}
+		m.count(p.rec, action, c)
+	}
+	clear(m.pending[len(left):])
+	m.pending = left
+	return len(left) > 0
+}
+
+// name is the workload of a process in the cgroup, as discover names it.
+func (m *monitor) name(cgroup, exe string, ownNS bool) report.Identity {
+	id := m.opts.Resolver.FromCgroup(cgroup, exe, ownNS)
+	if m.opts.Pods != nil && (id.Kind == report.KindPod || id.Kind == report.KindContainer) {
+		m.opts.Pods.Complete(&id)
 	}
 	if id.Kind == report.KindContainer || id.Kind == report.KindPod || id.Kind == report.KindSystemd {
 		id.Exe = "" // a workload runs many executables; one entry each call
 	}
+	return id
+}
+
+// remember caches the identity of the record's pid. The caller holds mu.
+func (m *monitor) remember(rec auditlog.Record, id report.Identity, now time.Time) cachedPID {
 	c := cachedPID{id: id, exe: rec.Exe, at: now, keep: m.opts.Filter.Match(0, id)}
 	if len(m.pids) >= pidCacheSize {
 		clear(m.pids)

@@ -16,6 +16,22 @@ func ExitProgram(code byte) []byte {
 	})
 }
 
+// StrictExitProgram returns a minimal x86-64 ELF executable that puts
+// itself under seccomp's strict mode (prctl(PR_SET_SECCOMP,
+// SECCOMP_MODE_STRICT)) and calls exit(0), which strict mode allows: the
+// cheapest process that exits under seccomp, one thread, no libc.
+func StrictExitProgram() []byte {
+	return program([]byte{
+		0xbf, 22, 0, 0, 0, // mov edi, 22 (PR_SET_SECCOMP)
+		0xbe, 1, 0, 0, 0, // mov esi, 1 (SECCOMP_MODE_STRICT)
+		0xb8, 157, 0, 0, 0, // mov eax, 157 (prctl)
+		0x0f, 0x05, // syscall
+		0x31, 0xff, // xor edi, edi
+		0xb8, 60, 0, 0, 0, // mov eax, 60 (exit; strict mode refuses exit_group)
+		0x0f, 0x05, // syscall
+	})
+}
+
 // LoopProgram returns a minimal x86-64 ELF executable that makes system
 // call nr n times (n >= 1) with the path "/x" as its first argument and 0
 // as its second (mkdir("/x", 0) for nr 83), ignoring the results, then
