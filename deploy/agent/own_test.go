@@ -125,14 +125,15 @@ func daemonSetPod(t *testing.T) *corev1.Pod {
 }
 
 // TestOwnProfileKept: the agent's garbage collection never removes its own
-// profile. The DaemonSet's pod on the node is seen as using it (InUse), and
+// profiles. The DaemonSet's pod on the node is seen as using the one it
+// names (OwnBPFProfile, for its default --attribute-exited) (InUse), and
 // the file is kept even without that pod (say, between its deletion and
 // its replacement's start); the agent never writes it from policies, never
 // rolls its own DaemonSet because of it, and refuses a policy named like it.
 func TestOwnProfileKept(t *testing.T) {
 	own := daemonSetPod(t)
-	if !InUse([]*corev1.Pod{own})[OwnProfile] {
-		t.Errorf("the agent's pod is not seen as using %s: %v", OwnProfile, InUse([]*corev1.Pod{own}))
+	if !InUse([]*corev1.Pod{own})[OwnBPFProfile] {
+		t.Errorf("the agent's pod is not seen as using %s: %v", OwnBPFProfile, InUse([]*corev1.Pod{own}))
 	}
 	var agentC corev1.Container
 	for _, c := range own.Spec.Containers {
@@ -140,8 +141,8 @@ func TestOwnProfileKept(t *testing.T) {
 			agentC = c
 		}
 	}
-	if got := boundProfile(own, agentC); got != OwnProfile {
-		t.Fatalf("the DaemonSet's agent container runs with %q, want %q", got, OwnProfile)
+	if got := boundProfile(own, agentC); got != OwnBPFProfile {
+		t.Fatalf("the DaemonSet's agent container runs with %q, want %q", got, OwnBPFProfile)
 	}
 
 	dir := t.TempDir()
@@ -161,8 +162,10 @@ func TestOwnProfileKept(t *testing.T) {
 		if _, err := c.sync(); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(OwnProfile))); err != nil {
-			t.Fatalf("%s: the agent's own profile was removed: %v", c.name, err)
+		for _, p := range []string{OwnProfile, OwnBPFProfile} {
+			if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(p))); err != nil {
+				t.Fatalf("%s: the agent's own profile %s was removed: %v", c.name, p, err)
+			}
 		}
 	}
 	if _, err := os.Stat(other); !os.IsNotExist(err) {
@@ -177,7 +180,7 @@ func TestOwnProfileKept(t *testing.T) {
 	if got := restartTargets([]*corev1.Pod{own}, nil, nil, nil, false); len(got) != 0 {
 		t.Errorf("the agent would roll its own DaemonSet: %v", got)
 	}
-	if got := restartTargets([]*corev1.Pod{own}, nil, nil, []string{OwnProfile}, false); len(got) != 0 {
+	if got := restartTargets([]*corev1.Pod{own}, nil, nil, []string{OwnProfile, OwnBPFProfile}, false); len(got) != 0 {
 		t.Errorf("the agent would roll its own DaemonSet: %v", got)
 	}
 
