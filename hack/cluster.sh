@@ -549,9 +549,13 @@ preflight() {
 # manifests writes $S/manifests: deploy/manifests as these nodes need it, for
 # `kubectl apply -k`. The agent's hostPath is the kubelet's seccomp directory
 # under $S (the DaemonSet names /var/lib/kubelet's), the agent rolls the
-# workloads whose profile changed (--restart-workloads), as a demo wants, and
+# workloads whose profile changed (--restart-workloads), as a demo wants,
 # sums violations every 5 s instead of every minute (--violation-interval),
-# so that a test or a demo sees its Events and status in seconds.
+# so that a test or a demo sees its Events and status in seconds, and counts
+# runc's EPERM refusals (--exit-errors, as the chart's agent.exitErrors; runc
+# cannot log them to audit) with what that needs, the chart's read-only
+# mounts at this cluster's paths: both nodes' runc state (containerd's runc
+# Root) and bundles, and the host's cgroup tree.
 manifests() {
   mkdir -p "$S/manifests"
   cat >"$S/manifests/kustomization.yaml.new" <<EOF
@@ -575,8 +579,37 @@ patches:
     - op: add
       path: /spec/template/spec/containers/0/args/-
       value: --violation-interval=5s
+$(exit_errors_patch)
 EOF
   mv -f "$S/manifests/kustomization.yaml.new" "$S/manifests/kustomization.yaml"
+}
+
+# exit_errors_patch prints the kustomize patch of the agent DaemonSet for
+# --exit-errors on this cluster (see manifests).
+exit_errors_patch() {
+  local n i=0 roots="" dirs=("$S/containerd/runc" "$S/containerd/state/io.containerd.runtime.v2.task" "$N2/containerd/runc" "$N2/containerd/state/io.containerd.runtime.v2.task" /sys/fs/cgroup)
+  for n in "$S" "$N2"; do roots+="${roots:+,}$n/containerd/runc/*"; done
+  cat <<EOF
+- target: {kind: DaemonSet, name: kscmp-agent}
+  patch: |-
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --exit-errors
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --runtime-root=$roots
+EOF
+  for n in "${dirs[@]}"; do
+    cat <<EOF
+    - op: add
+      path: /spec/template/spec/containers/0/volumeMounts/-
+      value: {name: exit-errors-$i, mountPath: $n, readOnly: true}
+    - op: add
+      path: /spec/template/spec/volumes/-
+      value: {name: exit-errors-$i, hostPath: {path: $n, type: DirectoryOrCreate}}
+EOF
+    i=$((i + 1))
+  done
 }
 
 up() {
