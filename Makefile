@@ -67,7 +67,8 @@ cluster-down:
 # and the new pod is refused the removed call; the policy and the Deployment
 # deleted -> the profile file goes; complain mode (defaultAction: Audit):
 # mkdir runs, and the pod's Event, the agent's /metrics and the policy's
-# status.violations name it; switched to enforce -> rolled, mkdir EPERM.
+# status.violations name it; switched to enforce -> rolled, mkdir EPERM,
+# named in a SeccompBlock Event and the metrics (--exit-errors under runc).
 test-cluster: deps image
 	hack/testbin.sh cluster >/dev/null
 	KSCMP_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 15m -v -run '^TestCluster$$' ./internal/clustertest/
