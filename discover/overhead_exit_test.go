@@ -2,7 +2,6 @@ package discover
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/kubearmor/kscmp/bpf"
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // The exit-errors overhead benchmark (kscmp violations --exit-errors), with
@@ -75,13 +75,11 @@ func BenchmarkOverheadExit(b *testing.B) {
 // of the exit-errors program with the kernel's BPF statistics, as
 // programCost does for the recorder: only the difference counts.
 func exitProgramCost(b *testing.B, nsw *nsWorker) {
-	const knob = "/proc/sys/kernel/bpf_stats_enabled"
-	old, err := os.ReadFile(knob)
-	if err != nil || os.WriteFile(knob, []byte("1"), 0) != nil {
-		b.Logf("no BPF statistics: %v", err)
+	restore, ok := testenv.EnableBPFStats(b)
+	if !ok {
 		return
 	}
-	defer os.WriteFile(knob, old, 0)
+	defer restore()
 	samples := map[string][]float64{}
 	names := []string{"empty_exit_btf", bpf.ExitErrProgSysExitEperm}
 	for round := range getppidRounds {

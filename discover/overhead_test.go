@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/kubearmor/kscmp/bpf"
+	"github.com/kubearmor/kscmp/internal/testenv"
 )
 
 // The overhead benchmark. Run it alone, on an idle machine if there is one:
@@ -198,17 +199,11 @@ const (
 // their own floor per syscall is higher than getppid's (colder caches), so
 // with getppid's the estimate errs high.
 func programCost(b *testing.B, nsw *nsWorker, floor, coldFloor float64) {
-	const knob = "/proc/sys/kernel/bpf_stats_enabled"
-	old, err := os.ReadFile(knob)
-	if err != nil {
-		b.Logf("no BPF statistics: %v", err)
+	restore, ok := testenv.EnableBPFStats(b)
+	if !ok {
 		return
 	}
-	if err := os.WriteFile(knob, []byte("1"), 0); err != nil {
-		b.Logf("no BPF statistics: %v", err)
-		return
-	}
-	defer os.WriteFile(knob, old, 0)
+	defer restore()
 
 	samples := map[string][]float64{}
 	measure := func(name string, p *ebpf.Program, work func()) {

@@ -87,13 +87,11 @@ func BenchmarkExited(b *testing.B) {
 // exitedRunTime logs the Exited program's own run time per exit of each
 // process kind, from the kernel's BPF statistics.
 func exitedRunTime(b *testing.B, progs map[string]string) {
-	const knob = "/proc/sys/kernel/bpf_stats_enabled"
-	old, err := os.ReadFile(knob)
-	if err != nil || os.WriteFile(knob, []byte("1"), 0) != nil {
-		b.Logf("no BPF statistics: %v", err)
+	restore, ok := testenv.EnableBPFStats(b)
+	if !ok {
 		return
 	}
-	defer os.WriteFile(knob, old, 0)
+	defer restore()
 	x, err := openExited(DefaultExitedEntries)
 	if err != nil {
 		b.Fatal(err)
