@@ -50,7 +50,13 @@ type Options struct {
 	Violations *ViolationOptions
 	// Metrics, when set, records reconciles and violations.
 	Metrics *Metrics
-	Logger  *slog.Logger
+	// StatusDelay: the node's status object is written this long after
+	// the first change that needs it, with every change made meanwhile
+	// (DefaultStatusDelay if 0). Profiles are never delayed; the status
+	// is, so that its writes do not compete with delivering a policy
+	// change to the other nodes.
+	StatusDelay time.Duration
+	Logger      *slog.Logger
 }
 
 // Agent keeps the node's profiles equal to the merge of the current
@@ -100,6 +106,9 @@ const (
 	violationsKey = "\x00violations"
 )
 
+// DefaultStatusDelay is Options.StatusDelay when not set.
+const DefaultStatusDelay = time.Second
+
 // New makes an agent; Run starts it.
 func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent, error) {
 	if opts.Node == "" || opts.SeccompDir == "" {
@@ -113,6 +122,9 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 2
+	}
+	if opts.StatusDelay <= 0 {
+		opts.StatusDelay = DefaultStatusDelay
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -361,10 +373,11 @@ func (a *Agent) runStatusWorker(ctx context.Context) {
 }
 
 // processNextStatus folds the latest state queued for one namespace into
-// the node's status, and writes it once the queue is empty: a burst of
-// reconciles (a start, a policy selecting many namespaces) is one write.
-// A failed write is retried with a growing delay. It returns false when
-// the queue is shut down.
+// the node's status, and writes it StatusDelay after the first change,
+// once the queue is empty: a burst of reconciles (a start, a policy
+// selecting many namespaces, a policy changed twice) is one write. A
+// failed write is retried with a growing delay. It returns false when the
+// queue is shut down.
 func (a *Agent) processNextStatus(ctx context.Context) bool {
 	ns, quit := a.statusQ.Get()
 	if quit {
@@ -381,7 +394,16 @@ func (a *Agent) processNextStatus(ctx context.Context) bool {
 	if ns == violationsKey {
 		a.rep.setViolations(a.viol.summaryOf(""))
 	}
-	if a.statusQ.Len() > 0 {
+	switch {
+	case ns == flushKey && a.statusQ.Len() > 0:
+		a.statusQ.Add(flushKey) // due: written after what is queued
+		return true
+	case a.statusQ.Len() > 0:
+		return true
+	case ns != flushKey:
+		// A flush already waiting keeps its earlier time: changes that
+		// keep coming are still written every StatusDelay.
+		a.statusQ.AddAfter(flushKey, a.opts.StatusDelay)
 		return true
 	}
 	if err := a.rep.flush(ctx); err != nil {

@@ -62,6 +62,9 @@ func TestScaleBench(t *testing.T) {
 	}
 	// KSCMP_BENCH_CONN=own: each agent on a connection of its own.
 	ownConn := os.Getenv("KSCMP_BENCH_CONN") == "own"
+	// The status delays, to compare (a duration; the defaults if unset).
+	statusDelay, _ := time.ParseDuration(os.Getenv("KSCMP_BENCH_STATUS_DELAY"))
+	hold, _ := time.ParseDuration(os.Getenv("KSCMP_BENCH_HOLD"))
 	srv := apitest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -96,7 +99,7 @@ func TestScaleBench(t *testing.T) {
 			// connection): a node's agent has its own connection.
 			cfg.Proxy = http.ProxyFromEnvironment
 		}
-		a, err := New(kubernetes.NewForConfigOrDie(cfg), dynamic.NewForConfigOrDie(cfg), Options{Node: benchNode(i), SeccompDir: b.dir, Workers: 1, Logger: quiet})
+		a, err := New(kubernetes.NewForConfigOrDie(cfg), dynamic.NewForConfigOrDie(cfg), Options{Node: benchNode(i), SeccompDir: b.dir, Workers: 1, StatusDelay: statusDelay, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +116,7 @@ func TestScaleBench(t *testing.T) {
 		wg.Go(func() { a.Run(actx) })
 	}
 	aggCfg := fastConfig(srv.Config, nil)
-	agg := NewAggregator(kubernetes.NewForConfigOrDie(aggCfg), dynamic.NewForConfigOrDie(aggCfg), NewPolicyCache(dynamic.NewForConfigOrDie(aggCfg), nil), AggregatorOptions{Logger: quiet})
+	agg := NewAggregator(kubernetes.NewForConfigOrDie(aggCfg), dynamic.NewForConfigOrDie(aggCfg), NewPolicyCache(dynamic.NewForConfigOrDie(aggCfg), nil), AggregatorOptions{Hold: hold, Logger: quiet})
 	if !agg.policies.Start(actx) {
 		t.Fatal("aggregator's policies not listed")
 	}
