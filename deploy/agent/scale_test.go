@@ -50,7 +50,13 @@ import (
 // Events included, and the bench's own update of the policy; the leader's
 // Lease renewals left out) divided by M; E
 // counts every add/update/delete the agent's informers received, divided
-// by M. Skipped unless KSCMP_BENCH_AGENTS is set.
+// by M. It also logs when the agents received the change and the CPU time
+// of this process, the API server and etcd until converged. To compare:
+// KSCMP_BENCH_CPUPROFILE=file profiles this process in that window,
+// KSCMP_BENCH_CONN=own gives each agent a connection of its own (as on a
+// cluster; otherwise all share one), KSCMP_BENCH_STATUS_DELAY and
+// KSCMP_BENCH_HOLD (durations) set Options.StatusDelay and
+// AggregatorOptions.Hold. Skipped unless KSCMP_BENCH_AGENTS is set.
 func TestScaleBench(t *testing.T) {
 	m, _ := strconv.Atoi(os.Getenv("KSCMP_BENCH_AGENTS"))
 	if m <= 0 {
