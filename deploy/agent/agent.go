@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +51,13 @@ type Options struct {
 	Violations *ViolationOptions
 	// Metrics, when set, records reconciles and violations.
 	Metrics *Metrics
-	Logger  *slog.Logger
+	// StatusDelay: the node's status object is written this long after
+	// the first change that needs it, with every change made meanwhile
+	// (DefaultStatusDelay if 0). Profiles are never delayed; the status
+	// is, so that its writes do not compete with delivering a policy
+	// change to the other nodes.
+	StatusDelay time.Duration
+	Logger      *slog.Logger
 }
 
 // Agent keeps the node's profiles equal to the merge of the current
@@ -87,9 +94,33 @@ type Agent struct {
 }
 
 type statusSnapshot struct {
-	objs     []*unstructured.Unstructured
+	gens     map[string]int64 // installed policy key → the generation merged
 	assigned []Assignment
 	err      error
+}
+
+// mergedGenerations is the generation of each policy the assignments are
+// made of, as merged (from the policies given to the merge): the node's
+// status needs these few, and reading them from the parsed policies, not
+// from every policy object of the namespace, keeps a reconcile's status
+// work from growing with the number of policies.
+func mergedGenerations(policies []*api.KubeArmorSeccompPolicy, assigned []Assignment) map[string]int64 {
+	type ref struct{ namespace, name string }
+	want := map[ref]string{}
+	for k := range installedPolicies(assigned) {
+		ns, name, _ := strings.Cut(k, "/")
+		want[ref{ns, name}] = k
+	}
+	gens := make(map[string]int64, len(want))
+	for _, p := range policies {
+		if len(gens) == len(want) {
+			break
+		}
+		if k, ok := want[ref{p.Namespace, p.Name}]; ok {
+			gens[k] = p.Generation
+		}
+	}
+	return gens
 }
 
 // flushKey is the status queue's item that retries a failed status write;
@@ -99,6 +130,9 @@ const (
 	flushKey      = "\x00flush"
 	violationsKey = "\x00violations"
 )
+
+// DefaultStatusDelay is Options.StatusDelay when not set.
+const DefaultStatusDelay = time.Second
 
 // New makes an agent; Run starts it.
 func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent, error) {
@@ -113,6 +147,9 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, opts Options) (*Agent
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 2
+	}
+	if opts.StatusDelay <= 0 {
+		opts.StatusDelay = DefaultStatusDelay
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -280,14 +317,14 @@ func (a *Agent) processNextNamespace(ctx context.Context) bool {
 // pods here, and removal of every namespace's leftovers.
 func (a *Agent) reconcileAll() error {
 	pods := a.nodePods("")
-	set := merge.NewSet(a.policies.Policies(""))
-	files, assigned, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
+	policies := a.policies.Policies("")
+	files, assigned, err := Desired(merge.NewSet(policies), pods, a.opts.Family, a.opts.Runtime, &a.memo)
 	if err != nil {
 		return err
 	}
 	a.memo.forget(ProfileDir+"/", files)
 	res, err := Sync(a.opts.SeccompDir, files, InUse(pods))
-	a.queueStatus("", statusSnapshot{a.policies.Objects(""), assigned, err})
+	a.queueStatus("", statusSnapshot{mergedGenerations(policies, assigned), assigned, err})
 	a.opts.Logger.Info("agent: reconciled all", "profiles", len(files), "written", res.Written, "removed", res.Removed, "kept_in_use", res.KeptInUse)
 	return err
 }
@@ -299,14 +336,14 @@ func (a *Agent) reconcileAll() error {
 func (a *Agent) reconcile(ctx context.Context, namespace string) error {
 	pods := a.nodePods(namespace)
 	a.opts.Logger.Debug("agent: reconcile", "namespace", namespace, "pods", len(pods))
-	set := merge.NewSet(a.policies.Policies(namespace))
-	files, assigned, err := Desired(set, pods, a.opts.Family, a.opts.Runtime, &a.memo)
+	policies := a.policies.Policies(namespace)
+	files, assigned, err := Desired(merge.NewSet(policies), pods, a.opts.Family, a.opts.Runtime, &a.memo)
 	if err != nil {
 		return err
 	}
 	a.memo.forget(ProfileDir+"/"+namespace+"/", files)
 	res, err := SyncNamespace(a.opts.SeccompDir, namespace, files, InUse(pods))
-	a.queueStatus(namespace, statusSnapshot{a.policies.Objects(namespace), assigned, err})
+	a.queueStatus(namespace, statusSnapshot{mergedGenerations(policies, assigned), assigned, err})
 	if err != nil {
 		return err
 	}
@@ -361,10 +398,11 @@ func (a *Agent) runStatusWorker(ctx context.Context) {
 }
 
 // processNextStatus folds the latest state queued for one namespace into
-// the node's status, and writes it once the queue is empty: a burst of
-// reconciles (a start, a policy selecting many namespaces) is one write.
-// A failed write is retried with a growing delay. It returns false when
-// the queue is shut down.
+// the node's status, and writes it StatusDelay after the first change,
+// once the queue is empty: a burst of reconciles (a start, a policy
+// selecting many namespaces, a policy changed twice) is one write. A
+// failed write is retried with a growing delay. It returns false when the
+// queue is shut down.
 func (a *Agent) processNextStatus(ctx context.Context) bool {
 	ns, quit := a.statusQ.Get()
 	if quit {
@@ -376,12 +414,21 @@ func (a *Agent) processNextStatus(ctx context.Context) bool {
 	delete(a.pending, ns)
 	a.smu.Unlock()
 	if ok {
-		a.rep.update(ns, s.objs, s.assigned, s.err)
+		a.rep.update(ns, s.gens, s.assigned, s.err)
 	}
 	if ns == violationsKey {
 		a.rep.setViolations(a.viol.summaryOf(""))
 	}
-	if a.statusQ.Len() > 0 {
+	switch {
+	case ns == flushKey && a.statusQ.Len() > 0:
+		a.statusQ.Add(flushKey) // due: written after what is queued
+		return true
+	case a.statusQ.Len() > 0:
+		return true
+	case ns != flushKey:
+		// A flush already waiting keeps its earlier time: changes that
+		// keep coming are still written every StatusDelay.
+		a.statusQ.AddAfter(flushKey, a.opts.StatusDelay)
 		return true
 	}
 	if err := a.rep.flush(ctx); err != nil {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,5 +167,23 @@ func TestDesiredMemo(t *testing.T) {
 	c, _, _ := Desired(merge.NewSet([]*api.KubeArmorSeccompPolicy{changed}), pods, api.FamilyAMD64, merge.RuntimeRunc, &memo)
 	if &c[path][0] != &b[path][0] {
 		t.Error("an unchanged policy set was merged again")
+	}
+}
+
+// TestMergedGenerations: the node's status gets the generation each
+// installed policy was merged at, and nothing for the policies no
+// container here is made of.
+func TestMergedGenerations(t *testing.T) {
+	pol := func(ns, name string, gen int64) *api.KubeArmorSeccompPolicy {
+		p := &api.KubeArmorSeccompPolicy{}
+		p.Namespace, p.Name, p.Generation = ns, name, gen
+		return p
+	}
+	policies := []*api.KubeArmorSeccompPolicy{pol("a", "p", 3), pol("b", "p", 7), pol("a", "q", 1), pol("a", "unused", 9)}
+	assigned := []Assignment{{Path: "kubearmor/a/p+q.json", Policies: []string{"a/p", "a/q"}}, {Path: "kubearmor/b/p.json", Policies: []string{"b/p"}}}
+	got := mergedGenerations(policies, assigned)
+	want := map[string]int64{"a/p": 3, "a/q": 1, "b/p": 7}
+	if !maps.Equal(got, want) {
+		t.Fatalf("mergedGenerations = %v, want %v", got, want)
 	}
 }

@@ -44,8 +44,19 @@ type AggregatorOptions struct {
 	// violation counts is written at most once per ViolationInterval
 	// (DefaultViolationInterval if 0).
 	ViolationInterval time.Duration
-	Logger            *slog.Logger
+	// Hold: the status of a new generation (or a new policy) whose
+	// rollout is in progress is first written Hold after the aggregator
+	// saw it, unless the rollout finished or failed before (then that is
+	// written at once). A change the nodes take in within Hold is then
+	// one status version (installed), not two, and no status version
+	// reaches every agent's watch while the new spec itself is still
+	// being delivered to them. DefaultHold if 0.
+	Hold   time.Duration
+	Logger *slog.Logger
 }
+
+// DefaultHold is AggregatorOptions.Hold when not set.
+const DefaultHold = 5 * time.Second
 
 // Aggregator summarises the agents' per-node statuses into each policy's
 // status: counts and at most api.MaxFailures failing nodes, written with
@@ -64,6 +75,7 @@ type Aggregator struct {
 	dirty    map[string]bool                      // policy keys whose status may be stale
 	had      map[string]int                       // policy key → nodes it was on, for the Deleted Event
 	written  map[string]time.Time                 // policy key → its last status write
+	seen     map[string]seenGeneration            // policy key → its newest generation, and since when
 	recorder record.EventRecorder
 }
 
@@ -79,6 +91,9 @@ func NewAggregator(kube kubernetes.Interface, dyn dynamic.Interface, policies *P
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
+	}
+	if opts.Hold <= 0 {
+		opts.Hold = DefaultHold
 	}
 	if opts.ViolationInterval <= 0 {
 		opts.ViolationInterval = DefaultViolationInterval
@@ -119,7 +134,7 @@ func (g *Aggregator) Run(ctx context.Context) {
 func (g *Aggregator) lead(ctx context.Context) error {
 	g.mu.Lock()
 	g.byNode, g.byPolicy, g.dirty, g.had = map[string][]api.NodePolicy{}, map[string]map[string]api.NodePolicy{}, map[string]bool{}, map[string]int{}
-	g.written = map[string]time.Time{}
+	g.written, g.seen = map[string]time.Time{}, map[string]seenGeneration{}
 	g.mu.Unlock()
 	b := record.NewBroadcaster()
 	defer b.Shutdown()
@@ -141,8 +156,12 @@ func (g *Aggregator) lead(ctx context.Context) error {
 			obj = d.Obj
 		}
 		if u, ok := obj.(*unstructured.Unstructured); ok {
+			k := u.GetNamespace() + "/" + u.GetName()
 			g.mu.Lock()
-			g.dirty[u.GetNamespace()+"/"+u.GetName()] = true
+			g.dirty[k] = true
+			if s := g.seen[k]; s.generation != u.GetGeneration() || s.uid != u.GetUID() {
+				g.seen[k] = seenGeneration{u.GetUID(), u.GetGeneration(), time.Now()}
+			}
 			g.mu.Unlock()
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubearmor/kscmp/api"
 )
@@ -117,6 +118,7 @@ func (g *Aggregator) write(ctx context.Context, key string) error {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		delete(g.written, key)
+		delete(g.seen, key)
 		if n := g.had[key]; n > 0 && len(entries) == 0 {
 			delete(g.had, key)
 			ns, name, _ := strings.Cut(key, "/")
@@ -145,6 +147,14 @@ func (g *Aggregator) write(ctx context.Context, key string) error {
 	}
 	if equality.Semantic.DeepEqual(want, cur) {
 		return nil
+	}
+	if want.ObservedGeneration != cur.ObservedGeneration && rollingOut(want) {
+		g.mu.Lock()
+		s := g.seen[key]
+		g.mu.Unlock()
+		if s.generation == want.ObservedGeneration && time.Since(s.at) < g.opts.Hold {
+			return errDeferred
+		}
 	}
 	if pendingAgain(cur, want) || violationsAgain(cur, want) {
 		wait := progressInterval
@@ -234,6 +244,21 @@ const progressInterval = 10 * time.Second
 
 // errDeferred: the status write waits for progressInterval.
 var errDeferred = errors.New("deferred")
+
+// rollingOut: the status is of a valid policy whose rollout is in
+// progress (Installed=False, Pending): nothing failed, and not every node
+// has it yet.
+func rollingOut(st api.PolicyStatus) bool {
+	acc, inst := findCondition(st.Conditions, "Accepted"), findCondition(st.Conditions, "Installed")
+	return acc != nil && acc.Status == metav1.ConditionTrue && inst != nil && inst.Reason == "Pending"
+}
+
+// seenGeneration is when the aggregator first saw a policy's generation.
+type seenGeneration struct {
+	uid        types.UID
+	generation int64
+	at         time.Time
+}
 
 // pendingAgain: both statuses are a rollout in progress of the same
 // generation, differing only in how far it got.

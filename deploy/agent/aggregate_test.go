@@ -41,3 +41,25 @@ func TestSummarizeBounded(t *testing.T) {
 		t.Fatalf("small cluster: %+v", small)
 	}
 }
+
+// TestRollingOut: only a valid policy's rollout in progress is held back
+// (AggregatorOptions.Hold); done, failed, not selected or refused is
+// written at once.
+func TestRollingOut(t *testing.T) {
+	entries := map[string]api.NodePolicy{"a": {Generation: 2}, "b": {Generation: 1}}
+	for _, c := range []struct {
+		name string
+		st   api.PolicyStatus
+		want bool
+	}{
+		{"pending", Summarize(entries, 2, ""), true},
+		{"all installed", Summarize(map[string]api.NodePolicy{"a": {Generation: 2}}, 2, ""), false},
+		{"failed", Summarize(map[string]api.NodePolicy{"a": {Generation: 2, Error: "disk full"}, "b": {Generation: 1}}, 2, ""), false},
+		{"not selected", Summarize(nil, 2, ""), false},
+		{"refused", Summarize(entries, 2, "unknown system call"), false},
+	} {
+		if got := rollingOut(c.st); got != c.want {
+			t.Errorf("%s: rollingOut = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -3,8 +3,8 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,10 +112,25 @@ func (c *PolicyCache) forget(obj any) {
 // parseVersion is what a parse is valid for: the generation of this UID,
 // else the resourceVersion.
 func parseVersion(u *unstructured.Unstructured) string {
-	if g := u.GetGeneration(); g != 0 {
-		return fmt.Sprintf("gen:%d:%s", g, u.GetUID())
+	_, v := identity(u)
+	return v
+}
+
+// identity is a policy's key (namespace/name) and parseVersion, read from
+// its metadata map at once: Policies needs both for every policy of a
+// namespace on each reconcile, and there the accessors' repeated lookups
+// and a Sprintf were most of the agent's time with 1,000 policies.
+func identity(u *unstructured.Unstructured) (key, version string) {
+	md, _ := u.Object["metadata"].(map[string]any)
+	ns, _ := md["namespace"].(string)
+	name, _ := md["name"].(string)
+	key = ns + "/" + name
+	if g, _ := md["generation"].(int64); g != 0 {
+		uid, _ := md["uid"].(string)
+		return key, "gen:" + strconv.FormatInt(g, 10) + ":" + uid
 	}
-	return "rv:" + u.GetResourceVersion()
+	rv, _ := md["resourceVersion"].(string)
+	return key, "rv:" + rv
 }
 
 // Changes counts the policy events the cache has seen that can change what
@@ -147,8 +162,7 @@ func (c *PolicyCache) Policies(namespace string) []*api.KubeArmorSeccompPolicy {
 
 // parse converts and validates a policy, once per generation.
 func (c *PolicyCache) parse(u *unstructured.Unstructured) *api.KubeArmorSeccompPolicy {
-	key := u.GetNamespace() + "/" + u.GetName()
-	version := parseVersion(u)
+	key, version := identity(u)
 	c.mu.Lock()
 	prev, ok := c.parsed[key]
 	c.mu.Unlock()

@@ -11,11 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,7 +50,13 @@ import (
 // Events included, and the bench's own update of the policy; the leader's
 // Lease renewals left out) divided by M; E
 // counts every add/update/delete the agent's informers received, divided
-// by M. Skipped unless KSCMP_BENCH_AGENTS is set.
+// by M. It also logs when the agents received the change and the CPU time
+// of this process, the API server and etcd until converged. To compare:
+// KSCMP_BENCH_CPUPROFILE=file profiles this process in that window,
+// KSCMP_BENCH_CONN=own gives each agent a connection of its own (as on a
+// cluster; otherwise all share one), KSCMP_BENCH_STATUS_DELAY and
+// KSCMP_BENCH_HOLD (durations) set Options.StatusDelay and
+// AggregatorOptions.Hold. Skipped unless KSCMP_BENCH_AGENTS is set.
 func TestScaleBench(t *testing.T) {
 	m, _ := strconv.Atoi(os.Getenv("KSCMP_BENCH_AGENTS"))
 	if m <= 0 {
@@ -58,6 +66,11 @@ func TestScaleBench(t *testing.T) {
 	if p < 2 {
 		p = 100
 	}
+	// KSCMP_BENCH_CONN=own: each agent on a connection of its own.
+	ownConn := os.Getenv("KSCMP_BENCH_CONN") == "own"
+	// The status delays, to compare (a duration; the defaults if unset).
+	statusDelay, _ := time.ParseDuration(os.Getenv("KSCMP_BENCH_STATUS_DELAY"))
+	hold, _ := time.ParseDuration(os.Getenv("KSCMP_BENCH_HOLD"))
 	srv := apitest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -86,7 +99,13 @@ func TestScaleBench(t *testing.T) {
 	for i := range m {
 		b := &benchAgent{dir: filepath.Join(base, benchNode(i)), pod: i}
 		cfg := fastConfig(srv.Config, &b.bytes)
-		a, err := New(kubernetes.NewForConfigOrDie(cfg), dynamic.NewForConfigOrDie(cfg), Options{Node: benchNode(i), SeccompDir: b.dir, Workers: 1, Logger: quiet})
+		if ownConn {
+			// A transport of its own (client-go shares one per TLS
+			// configuration, so all agents would share one HTTP/2
+			// connection): a node's agent has its own connection.
+			cfg.Proxy = http.ProxyFromEnvironment
+		}
+		a, err := New(kubernetes.NewForConfigOrDie(cfg), dynamic.NewForConfigOrDie(cfg), Options{Node: benchNode(i), SeccompDir: b.dir, Workers: 1, StatusDelay: statusDelay, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +122,7 @@ func TestScaleBench(t *testing.T) {
 		wg.Go(func() { a.Run(actx) })
 	}
 	aggCfg := fastConfig(srv.Config, nil)
-	agg := NewAggregator(kubernetes.NewForConfigOrDie(aggCfg), dynamic.NewForConfigOrDie(aggCfg), NewPolicyCache(dynamic.NewForConfigOrDie(aggCfg), nil), AggregatorOptions{Logger: quiet})
+	agg := NewAggregator(kubernetes.NewForConfigOrDie(aggCfg), dynamic.NewForConfigOrDie(aggCfg), NewPolicyCache(dynamic.NewForConfigOrDie(aggCfg), nil), AggregatorOptions{Hold: hold, Logger: quiet})
 	if !agg.policies.Start(actx) {
 		t.Fatal("aggregator's policies not listed")
 	}
@@ -126,6 +145,11 @@ func TestScaleBench(t *testing.T) {
 	t.Logf("start settled %s after setup began", time.Since(setup).Round(time.Millisecond))
 	before := scrape(ctx, t, kube)
 	ev0, by0 := totals(agents)
+	stopProfile := func() {}
+	if f := os.Getenv("KSCMP_BENCH_CPUPROFILE"); f != "" {
+		stopProfile = cpuProfile(t, f) // the window until converged
+	}
+	cpu0, api0, etcd0 := selfCPU(), before.cpu, etcdCPU(ctx, t, srv.EtcdURL)
 
 	start := time.Now()
 	if err := benchPolicy(ctx, dyn, 0, "flock"); err != nil {
@@ -140,11 +164,63 @@ func TestScaleBench(t *testing.T) {
 	t.Logf("the changed policy reached every agent's informer after %s; the last profile was written after %s",
 		received.Sub(start).Round(time.Millisecond), converge.Round(time.Millisecond))
 	t.Logf("received by the agents after (min, median, 90th, max): %s", spread(agents, start))
+	stopProfile()
+	cpu1, api1, etcd1 := selfCPU(), scrape(ctx, t, kube).cpu, etcdCPU(ctx, t, srv.EtcdURL)
+	t.Logf("CPU until then: this process (agents, aggregator) %.2f s, the API server %.2f s, etcd %.2f s", cpu1-cpu0, api1-api0, etcd1-etcd0)
 	waitLong(ctx, t, "status of generation 2 on every node", func() bool { return statusSays(agg.policies, 2, m) })
 	time.Sleep(3 * time.Second) // writes still trailing (Events, a last status)
 	after := scrape(ctx, t, kube)
 	ev1, by1 := totals(agents)
 	printScale(t, m, p, before, after, float64(ev1-ev0)/float64(m), float64(by1-by0)/float64(m), converge)
+}
+
+// selfCPU is this process's user and system CPU time so far, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// etcdCPU is etcd's process_cpu_seconds_total, from its /metrics.
+func etcdCPU(ctx context.Context, t *testing.T, url string) float64 {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("etcd /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	t.Fatalf("etcd /metrics: no process_cpu_seconds_total (%v)", sc.Err())
+	return 0
+}
+
+// cpuProfile writes this process's CPU profile to file from now until the
+// returned function is called.
+func cpuProfile(t *testing.T, file string) func() {
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 // benchAgent is one simulated node's counters.

@@ -71,9 +71,10 @@ func newReporter(kube kubernetes.Interface, dyn dynamic.Interface, node string) 
 }
 
 // update replaces the entries of the namespace's policies (all namespaces
-// for "") with what this node has installed now. It talks to nobody:
-// flush writes.
-func (r *reporter) update(namespace string, objs []*unstructured.Unstructured, assigned []Assignment, syncErr error) {
+// for "") with what this node has installed now: gens holds the generation
+// each installed policy was merged at (mergedGenerations). It talks to
+// nobody: flush writes.
+func (r *reporter) update(namespace string, gens map[string]int64, assigned []Assignment, syncErr error) {
 	inScope := func(k string) bool { return namespace == "" || strings.HasPrefix(k, namespace+"/") }
 	maps.DeleteFunc(r.state, func(k string, _ api.NodePolicy) bool { return inScope(k) })
 	maps.DeleteFunc(r.profiles, func(path string, _ []string) bool {
@@ -83,16 +84,12 @@ func (r *reporter) update(namespace string, objs []*unstructured.Unstructured, a
 		r.profiles[as.Path] = as.Policies
 	}
 	installed := installedPolicies(assigned)
-	gen := make(map[string]int64, len(objs))
-	for _, u := range objs {
-		gen[u.GetNamespace()+"/"+u.GetName()] = u.GetGeneration()
-	}
 	msg := ""
 	if syncErr != nil {
 		msg = truncate(fmt.Sprintf("node %s: %v", r.node, syncErr))
 	}
 	for k := range installed {
-		if g, ok := gen[k]; ok && inScope(k) {
+		if g, ok := gens[k]; ok && inScope(k) {
 			r.state[k] = api.NodePolicy{Policy: k, Generation: g, Error: msg}
 		}
 	}

@@ -145,3 +145,29 @@ func TestPolicyCacheCompact(t *testing.T) {
 		t.Errorf("status kept in the parse: %+v", a.Status)
 	}
 }
+
+// TestIdentity: a policy's key and parse version read from its metadata
+// map are what the unstructured accessors give.
+func TestIdentity(t *testing.T) {
+	withGen := &unstructured.Unstructured{}
+	withGen.SetNamespace("shop")
+	withGen.SetName("web")
+	withGen.SetGeneration(4)
+	withGen.SetUID("u-1")
+	withGen.SetResourceVersion("77")
+	noGen := &unstructured.Unstructured{}
+	noGen.SetName("cluster")
+	noGen.SetResourceVersion("78")
+	for _, c := range []struct {
+		u            *unstructured.Unstructured
+		key, version string
+	}{
+		{withGen, "shop/web", "gen:4:u-1"},
+		{noGen, "/cluster", "rv:78"},
+		{&unstructured.Unstructured{Object: map[string]any{}}, "/", "rv:"},
+	} {
+		if k, v := identity(c.u); k != c.key || v != c.version {
+			t.Errorf("identity = %q, %q; want %q, %q", k, v, c.key, c.version)
+		}
+	}
+}
