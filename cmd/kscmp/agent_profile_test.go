@@ -286,6 +286,10 @@ func agentJob(t *testing.T, bin string, launch agentLauncher) {
 	both := agent.ProfilePath("shop", "web+web2")
 	setPolicy("shop", "web2", "web", "read, getppid")
 	waitFor("merged profile, the old one removed", func() bool { return file(both) != "" && file(webProfile) == "" })
+	// The node's status says web2 is installed a second after the change
+	// (agent.DefaultStatusDelay); deleted before that, web2 was never on a
+	// node as far as the status goes, and gets no Deleted Event.
+	waitFor("web2's Installed event", event("web2", agent.ReasonInstalled))
 	if err := policies.Namespace("shop").Delete(ctx, "web2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
