@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -114,14 +113,14 @@ func (w *violationWatch) run(ctx context.Context, pods discover.PodLookup) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, violations.ErrUnsupported) && exited && strings.Contains(err.Error(), "probe exited") {
+		if errors.Is(err, violations.ErrExitedUnsupported) && exited {
 			// Records still come; those of processes gone before they are
 			// read are counted as unattributed.
 			w.log.Error("agent: --attribute-exited not available on this node (needs CAP_BPF, CAP_PERFMON and a kernel with BTF); processes that exit before their record is read are not named", "error", err)
 			exited = false
 			continue
 		}
-		if errors.Is(err, violations.ErrUnsupported) && exitErrors != nil && strings.Contains(err.Error(), "exit-errors") {
+		if errors.Is(err, violations.ErrExitErrorsUnsupported) && exitErrors != nil {
 			// The audit records may still come: the refusals under runc
 			// are then not seen, as without the option.
 			w.log.Error("agent: --exit-errors not available on this node (needs CAP_BPF, CAP_PERFMON and a kernel with BTF); watching audit records only", "error", err)

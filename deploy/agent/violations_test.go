@@ -17,6 +17,7 @@ import (
 
 	"github.com/kubearmor/kscmp/api/report"
 	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/discover/violations"
 )
 
 // scrape returns the metrics text the handler serves.
@@ -193,5 +194,34 @@ func TestViolationsByPolicy(t *testing.T) {
 	}
 	if len(got) != 2 {
 		t.Errorf("policies %v, want shop/web and shop/base only", slices.Collect(maps.Keys(got)))
+	}
+}
+
+// TestViolationsProbeFallback: a node that cannot load the Exited or the
+// exit-errors program (the sentinel errors of their probes) is watched on
+// with audit records alone, the failed option off; an audit failure ends
+// the watch.
+func TestViolationsProbeFallback(t *testing.T) {
+	var calls []violations.Options
+	monitor := func(_ context.Context, o violations.Options) (*violation.Report, error) {
+		calls = append(calls, o)
+		switch {
+		case o.AttributeExited:
+			return nil, fmt.Errorf("%w: load: operation not permitted", violations.ErrExitedUnsupported)
+		case o.ExitErrors != nil:
+			return nil, fmt.Errorf("%w: attach: operation not permitted", violations.ErrExitErrorsUnsupported)
+		}
+		return nil, violations.ErrUnsupported
+	}
+	w := &violationWatch{log: slog.New(slog.DiscardHandler), opts: ViolationOptions{AttributeExited: true, Monitor: monitor,
+		ExitErrors: func() ([]violations.Watch, error) { return nil, nil }}}
+	w.run(context.Background(), nil)
+	if len(calls) != 3 || !calls[0].AttributeExited || calls[1].AttributeExited || calls[1].ExitErrors == nil || calls[2].ExitErrors != nil {
+		t.Errorf("monitor calls (AttributeExited, ExitErrors set): %v", func() (out [][2]bool) {
+			for _, c := range calls {
+				out = append(out, [2]bool{c.AttributeExited, c.ExitErrors != nil})
+			}
+			return out
+		}())
 	}
 }

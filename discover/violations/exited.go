@@ -49,12 +49,17 @@ type exitedProcess struct {
 	mntns  uint32
 }
 
+// ErrExitedUnsupported is wrapped when the Exited program cannot be loaded
+// or attached (no CAP_BPF or CAP_PERFMON, no BTF, no tp_btf); it wraps
+// ErrUnsupported.
+var ErrExitedUnsupported = fmt.Errorf("%w: probe exited (tp_btf/sched_process_exit)", ErrUnsupported)
+
 // openExited loads and attaches the Exited program, remembering up to
 // entries exited thread groups. It is the named feature probe "exited
-// (tp_btf/sched_process_exit)": its errors wrap ErrUnsupported.
+// (tp_btf/sched_process_exit)": its errors wrap ErrExitedUnsupported.
 func openExited(entries int) (*exited, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("%w: probe exited: memlock: %w", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: memlock: %w", ErrExitedUnsupported, err)
 	}
 	spec, err := bpf.LoadExited()
 	if err != nil {
@@ -64,12 +69,12 @@ func openExited(entries int) (*exited, error) {
 	spec.Maps[bpf.ExitedMapPaths].MaxEntries = exitedPaths
 	x := &exited{paths: map[uint64]string{}}
 	if err := spec.LoadAndAssign(&x.objs, nil); err != nil {
-		return nil, fmt.Errorf("%w: probe exited (tp_btf/sched_process_exit): load: %w", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: load: %w", ErrExitedUnsupported, err)
 	}
 	x.link, err = link.AttachTracing(link.TracingOptions{Program: x.objs.ProcessExit, AttachType: ebpf.AttachTraceRawTp})
 	if err != nil {
 		x.objs.Close()
-		return nil, fmt.Errorf("%w: probe exited (tp_btf/sched_process_exit): attach: %w", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: attach: %w", ErrExitedUnsupported, err)
 	}
 	return x, nil
 }

@@ -52,16 +52,21 @@ type exitErrors struct {
 	abi    string                     // the native ABI's name
 }
 
+// ErrExitErrorsUnsupported is wrapped when the exit-errors program cannot
+// be loaded or attached (no native ABI known, no CAP_BPF or CAP_PERFMON,
+// no BTF, no tp_btf); it wraps ErrUnsupported.
+var ErrExitErrorsUnsupported = fmt.Errorf("%w: probe exit-errors (tp_btf/sys_exit)", ErrUnsupported)
+
 // openExitErrors loads and attaches the exit-errors program with a count
 // map of maxEntries pairs. It is the named feature probe "exit-errors
-// (tp_btf/sys_exit)": its errors wrap ErrUnsupported.
+// (tp_btf/sys_exit)": its errors wrap ErrExitErrorsUnsupported.
 func openExitErrors(source WatchSource, maxEntries int) (*exitErrors, error) {
 	abi := nativeABI()
 	if abi == "" {
-		return nil, fmt.Errorf("%w: probe exit-errors: no native ABI known for %s", ErrUnsupported, runtime.GOARCH)
+		return nil, fmt.Errorf("%w: no native ABI known for %s", ErrExitErrorsUnsupported, runtime.GOARCH)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("%w: probe exit-errors: memlock: %w", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: memlock: %w", ErrExitErrorsUnsupported, err)
 	}
 	spec, err := bpf.LoadExitErr()
 	if err != nil {
@@ -71,12 +76,12 @@ func openExitErrors(source WatchSource, maxEntries int) (*exitErrors, error) {
 	spec.Maps[bpf.ExitErrMapCounts].MaxEntries = uint32(maxEntries)
 	x := &exitErrors{source: source, ids: map[uint64]report.Identity{}, abi: abi}
 	if err := spec.LoadAndAssign(&x.objs, nil); err != nil {
-		return nil, fmt.Errorf("%w: probe exit-errors (tp_btf/sys_exit): load: %w", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: load: %w", ErrExitErrorsUnsupported, err)
 	}
 	x.link, err = link.AttachTracing(link.TracingOptions{Program: x.objs.SysExitEperm, AttachType: ebpf.AttachTraceRawTp})
 	if err != nil {
 		x.objs.Close()
-		return nil, fmt.Errorf("%w: probe exit-errors (tp_btf/sys_exit): attach: %w", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: attach: %w", ErrExitErrorsUnsupported, err)
 	}
 	return x, nil
 }
