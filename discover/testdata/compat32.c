@@ -1,5 +1,6 @@
-/* compat32.c: a 32-bit (i386) test workload for the recorder, built by the
- * tests with gcc -m32 -static. It enters a new mount namespace, then makes a
+/* compat32.c: a 32-bit (int $0x80) test workload for the recorder, built by
+ * TestCompat32 twice with gcc -static: as amd64 (the kernel takes int $0x80
+ * from a 64-bit program as a compat call too) and with -m32 as i386. It enters a new mount namespace, then makes a
  * few syscalls through int $0x80 whose i386 numbers mean something else on
  * x86_64, so that naming them with the wrong table shows:
  *
