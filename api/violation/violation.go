@@ -62,6 +62,28 @@ type Report struct {
 	// Lost counts what the monitor could not record; all zero means the
 	// report is complete.
 	Lost Lost `json:"lost"`
+	// Nodes is set in a report collected from a cluster's agents (kscmp
+	// violations --cluster): one entry per agent asked, sorted by node,
+	// saying whether its report is in this one. Node is then empty and
+	// Lost the sum of the collected nodes'.
+	Nodes []Node `json:"nodes,omitempty"`
+}
+
+// Node is one agent's part of a report collected from a cluster.
+type Node struct {
+	// Name is the node's name; Agent the agent pod asked.
+	Name  string `json:"name"`
+	Agent string `json:"agent"`
+	// Collected is true when the agent's report is in this one; else Error
+	// says why not.
+	Collected bool   `json:"collected"`
+	Error     string `json:"error,omitempty"`
+	// Start is when the agent began watching: its counts cover Start to
+	// the report's End.
+	Start time.Time `json:"start,omitzero"`
+	// Violations is the number of entries it gave; Lost its counters.
+	Violations int  `json:"violations"`
+	Lost       Lost `json:"lost"`
 }
 
 // Violation is one (workload, system call, ABI, action) and how often
@@ -113,6 +135,12 @@ type Lost struct {
 // Total sums the counters that mean a violation may be missing.
 func (l Lost) Total() uint64 { return l.Audit + l.Kernel + l.Overflow + l.Unparsed }
 
+// Plus returns the counters of l and o summed.
+func (l Lost) Plus(o Lost) Lost {
+	return Lost{Audit: l.Audit + o.Audit, Kernel: l.Kernel + o.Kernel, Overflow: l.Overflow + o.Overflow,
+		Unparsed: l.Unparsed + o.Unparsed, Unattributed: l.Unattributed + o.Unattributed}
+}
+
 // New returns an empty report of this version and kind.
 func New() *Report {
 	return &Report{APIVersion: APIVersion, Kind: Kind, Violations: []Violation{}}
@@ -145,6 +173,58 @@ func (r *Report) Add(v Violation) {
 		return
 	}
 	r.Violations = append(r.Violations, v)
+}
+
+// Union merges reports (each valid) into one: entries with equal keys
+// summed as Add does, the lost counters summed, Start the earliest and End
+// the latest. It takes time linear in the entries, where Add, one at a
+// time, is quadratic. Node, Kernel, Arch and Source are kept when every
+// report agrees, else left empty; Nodes is left to the caller.
+func Union(reports ...*Report) *Report {
+	out := New()
+	index := map[string]int{}
+	for i, r := range reports {
+		if i == 0 {
+			out.Node, out.Kernel, out.Arch, out.Source = r.Node, r.Kernel, r.Arch, r.Source
+		}
+		out.Node, out.Kernel = agree(out.Node, r.Node), agree(out.Kernel, r.Kernel)
+		out.Arch, out.Source = agree(out.Arch, r.Arch), agree(out.Source, r.Source)
+		if !r.Start.IsZero() && (out.Start.IsZero() || r.Start.Before(out.Start)) {
+			out.Start = r.Start
+		}
+		if r.End.After(out.End) {
+			out.End = r.End
+		}
+		out.Lost = out.Lost.Plus(r.Lost)
+		for _, v := range r.Violations {
+			k := v.Key()
+			j, ok := index[k]
+			if !ok {
+				index[k] = len(out.Violations)
+				out.Violations = append(out.Violations, v)
+				continue
+			}
+			e := &out.Violations[j]
+			e.Count += v.Count
+			if !v.FirstSeen.IsZero() && (e.FirstSeen.IsZero() || v.FirstSeen.Before(e.FirstSeen)) {
+				e.FirstSeen = v.FirstSeen
+			}
+			if v.LastSeen.After(e.LastSeen) {
+				e.LastSeen = v.LastSeen
+			}
+			e.Profile = cmp.Or(e.Profile, v.Profile)
+		}
+	}
+	out.Sort()
+	return out
+}
+
+// agree is a when b is equal to it, else "".
+func agree(a, b string) string {
+	if a == b {
+		return a
+	}
+	return ""
 }
 
 // Sort orders the violations, for deterministic output.

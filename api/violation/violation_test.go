@@ -122,3 +122,36 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// TestUnionIsAdd: Union of reports equals adding their entries one by one
+// (counts summed, spans widened), with the lost counters summed, the span
+// of all reports, and the node kept only when the reports agree on it.
+func TestUnionIsAdd(t *testing.T) {
+	a, b := sample(), sample()
+	b.Node, b.Start, b.End = "m", b.Start.Add(-time.Hour), b.End.Add(time.Hour)
+	b.Violations[0].LastSeen = b.Violations[0].LastSeen.Add(time.Hour)
+	u := Union(a, b)
+	want := sample()
+	for _, v := range b.Violations {
+		want.Add(v)
+	}
+	want.Sort()
+	if len(u.Violations) != len(want.Violations) {
+		t.Fatalf("%d entries, want %d", len(u.Violations), len(want.Violations))
+	}
+	for i := range u.Violations {
+		g, w := u.Violations[i], want.Violations[i]
+		if g.Key() != w.Key() || g.Count != w.Count || !g.FirstSeen.Equal(w.FirstSeen) || !g.LastSeen.Equal(w.LastSeen) || g.Profile != w.Profile {
+			t.Errorf("entry %d: %+v, want %+v", i, g, w)
+		}
+	}
+	if u.Node != "" || u.Kernel != "6.18" || !u.Start.Equal(b.Start) || !u.End.Equal(b.End) || u.Lost != (Lost{Audit: 2, Overflow: 4}) {
+		t.Errorf("node %q kernel %q span %v–%v lost %+v", u.Node, u.Kernel, u.Start, u.End, u.Lost)
+	}
+	if a.Violations[0].Count != 5 {
+		t.Errorf("Union changed its input: %+v", a.Violations[0])
+	}
+	if u := Union(); u.Violations == nil || len(u.Violations) != 0 {
+		t.Errorf("Union() = %+v, want an empty report", u)
+	}
+}

@@ -90,15 +90,18 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 			}
 			if metricsAddr != "" {
 				opts.Metrics = agent.NewMetrics(opts.SeccompDir, 0)
-				// Metrics are an add-on: a taken port is logged, and the
-				// profiles, the agent's job, still install.
-				if err := serveMetrics(cmd.Context(), metricsAddr, opts.Metrics); err != nil {
-					slog.Error("agent: metrics not served", "error", err)
-				}
 			}
 			a, err := agent.New(kube, dyn, opts)
 			if err != nil {
 				return err
+			}
+			if metricsAddr != "" {
+				// Metrics and the violation report are an add-on: a taken
+				// port is logged, and the profiles, the agent's job, still
+				// install.
+				if err := serveMetrics(cmd.Context(), metricsAddr, opts.Metrics, a.ViolationsHandler()); err != nil {
+					slog.Error("agent: metrics not served", "error", err)
+				}
 			}
 			return a.Run(cmd.Context())
 		},
@@ -120,20 +123,23 @@ else a known distribution's default, else /var/lib/kubelet (see README).`,
 	f.StringSliceVar(&runtimeRoots, "runtime-root", violations.DefaultRuntimeRoots, "with --exit-errors: runc state directories (globs) to find containers and their profiles in")
 	f.BoolVar(&attributeExited, "attribute-exited", true, attributeExitedUsage)
 	f.IntVar(&maxEvents, "violation-max-events", agent.DefaultMaxEvents, "at most this many violation Events per interval (largest counts first; the rest only in metrics)")
-	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics on (plain HTTP; HOST:PORT, an IPv6 host with or without brackets); \"\" for none")
+	f.StringVar(&metricsAddr, "metrics-addr", ":9476", "address to serve Prometheus /metrics and the node's violation report (/violations, for kscmp violations --cluster) on (plain HTTP; HOST:PORT, an IPv6 host with or without brackets); \"\" for none")
 	cmd.AddCommand(newAgentInstallProfileCmd())
 	return cmd
 }
 
 // serveMetrics listens on addr now (a taken port is an error here, not in
-// a goroutine later) and serves /metrics until ctx is done.
-func serveMetrics(ctx context.Context, addr string, m *agent.Metrics) error {
+// a goroutine later) and serves /metrics and the node's violation report
+// (agent.ViolationsPath, read by kscmp violations --cluster) until ctx is
+// done.
+func serveMetrics(ctx context.Context, addr string, m *agent.Metrics, violations http.Handler) error {
 	ln, err := net.Listen("tcp", listenAddr(addr))
 	if err != nil {
 		return fmt.Errorf("--metrics-addr %q: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
+	mux.Handle(agent.ViolationsPath, violations)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -4,15 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/discover"
 	"github.com/kubearmor/kscmp/discover/violations"
 	"github.com/kubearmor/kscmp/internal/escape"
@@ -32,7 +35,15 @@ type violationsFlags struct {
 	runtimeRoots        []string
 	kubeconfig, node    string
 	output              string
+	// --cluster: the agents' reports instead of this node's audit records.
+	cluster, allowPartial         bool
+	agentNamespace, agentSelector string
+	since                         time.Duration
 }
+
+// violationsLocalOnly are the flags of a watch on this node, which --cluster (the
+// agents' reports) does not take.
+var violationsLocalOnly = []string{"duration", "follow", "systemd-unit", "cgroup", "max-entries", "exit-errors", "runtime-root", "attribute-exited", "node"}
 
 const violationsLong = `Violations reports what seccomp enforcement refused (Block, Kill) or logged
 (Audit) on this node or host: per workload (named like discover names them:
@@ -67,7 +78,16 @@ Any non-zero lost counter means the report may be incomplete.
 
 Needs root (CAP_AUDIT_READ, CAP_AUDIT_CONTROL; CAP_BPF and CAP_PERFMON for
 --attribute-exited and --exit-errors): exit code 4 when audit netlink (or the
-process-exit or sys_exit program) is not available.`
+process-exit or sys_exit program) is not available.
+
+--cluster reads no audit record here: it asks every kscmp agent (the
+DaemonSet, which watches its node the same way) for what it has seen since it
+started, through the API server's pod proxy, and writes their union, one
+report with a "nodes" list saying which agents answered; --namespace,
+--selector and --container filter it, --since keeps what was last seen
+within that time. Needs list on pods and get on pods/proxy in the agents'
+namespace (the manifests' kscmp-violations role). A node whose agent did not
+answer is named on stderr and the exit code is 6, unless --allow-partial.`
 
 // attributeExitedUsage is the --attribute-exited flag's help, the same for
 // kscmp violations and kscmp agent.
@@ -82,6 +102,7 @@ func newViolationsCmd() *cobra.Command {
 		Example: `  kscmp violations --duration 10m -o violations.json
   kscmp violations --duration 10m --exit-errors -o violations.json
   kscmp violations --follow --namespace shop --selector app=web
+  kscmp violations --cluster --namespace shop --since 24h -o violations.json
   kscmp recommend --from violations.json --existing policies/ -o policies/`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return fl.run(cmd) },
@@ -105,11 +126,24 @@ func (fl *violationsFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&fl.kubeconfig, "kubeconfig", "", "kubeconfig to resolve pods with; default in-cluster, $KUBECONFIG, ~/.kube/config, else pods are not resolved")
 	f.StringVar(&fl.node, "node", "", "this node's name in Kubernetes; default $NODE_NAME, else the host name")
 	f.StringVarP(&fl.output, "output", "o", "-", "report file (JSON), - for stdout (a table on a terminal)")
+	f.BoolVar(&fl.cluster, "cluster", false, "the union of every kscmp agent's report (through the API server) instead of watching this node")
+	f.StringVar(&fl.agentNamespace, "agent-namespace", "kscmp-system", "with --cluster: the agents' namespace")
+	f.StringVar(&fl.agentSelector, "agent-selector", "app.kubernetes.io/name=kscmp-agent", "with --cluster: the agent pods' labels")
+	f.DurationVar(&fl.since, "since", 0, "with --cluster: only entries last seen within this time; 0 keeps all since each agent started")
+	f.BoolVar(&fl.allowPartial, "allow-partial", false, "with --cluster: exit 0 although some agent did not answer")
 }
 
 // run watches with the options the flags give and writes the report.
 func (fl *violationsFlags) run(cmd *cobra.Command) error {
 	fl.durationSet = cmd.Flags().Changed("duration")
+	if fl.cluster {
+		return fl.runCluster(cmd)
+	}
+	for _, name := range []string{"agent-namespace", "agent-selector", "since", "allow-partial"} {
+		if cmd.Flags().Changed(name) {
+			return usageErr("--%s is for --cluster", name)
+		}
+	}
 	opts, err := fl.options()
 	if err != nil {
 		return err
@@ -135,17 +169,22 @@ func (fl *violationsFlags) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	return fl.write(cmd, rep, !(table && fl.follow))
+}
+
+// write writes rep to -o (JSON), or to stdout: a table (with its header
+// when header) on a terminal, else JSON.
+func (fl *violationsFlags) write(cmd *cobra.Command, rep *violation.Report, header bool) error {
+	out := cmd.OutOrStdout()
 	switch {
-	case toFile:
+	case fl.output != "-" && fl.output != "":
 		if _, err := rep.WriteFile(fl.output); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "kscmp: %d violations in %s (lost: %d)\n", len(rep.Violations), fl.output, rep.Lost.Total())
 		return nil
-	case table && fl.follow:
-		return writeViolationTable(out, rep, nil, false)
-	case table:
-		return writeViolationTable(out, rep, nil, true)
+	case isTerminal(out):
+		return writeViolationTable(out, rep, nil, header)
 	}
 	data, err := rep.Marshal()
 	if err != nil {
@@ -153,6 +192,59 @@ func (fl *violationsFlags) run(cmd *cobra.Command) error {
 	}
 	_, err = out.Write(data)
 	return err
+}
+
+// runCluster is --cluster: every agent's report through the API server,
+// united, filtered, written; a node whose agent did not answer is named
+// and makes the exit code exitPartial unless --allow-partial.
+func (fl *violationsFlags) runCluster(cmd *cobra.Command) error {
+	for _, name := range violationsLocalOnly {
+		if cmd.Flags().Changed(name) {
+			return usageErr("--%s watches this node; --cluster reads the agents' reports (filter them with --namespace, --selector, --container, --since)", name)
+		}
+	}
+	if fl.since < 0 {
+		return usageErr("--since %v: must not be negative", fl.since)
+	}
+	sel, err := api.ParseLabels(fl.selector)
+	if err != nil {
+		return usageErr("--selector: %w", err)
+	}
+	if fl.output != "-" && fl.output != "" {
+		if err := fsutil.CheckWritable(fl.output); err != nil {
+			return fmt.Errorf("-o: %w", err)
+		}
+	}
+	cfg, err := restConfig(fl.kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	rep, err := agent.CollectViolations(cmd.Context(), kube, agent.CollectOptions{Namespace: fl.agentNamespace, Selector: fl.agentSelector})
+	if err != nil {
+		return err
+	}
+	filter := discover.Filter{Namespace: fl.namespace, Selector: sel, Container: fl.container}
+	rep.Violations = slices.DeleteFunc(rep.Violations, func(v violation.Violation) bool {
+		return !filter.Match(0, v.Identity) || (fl.since > 0 && v.LastSeen.Before(rep.End.Add(-fl.since)))
+	})
+	if err := fl.write(cmd, rep, true); err != nil {
+		return err
+	}
+	var bad []string
+	for _, n := range rep.Nodes {
+		if !n.Collected {
+			bad = append(bad, n.Name)
+			fmt.Fprintf(cmd.ErrOrStderr(), "kscmp: node %s: agent %s not collected: %s\n", escape.Line(orDash(n.Name)), n.Agent, escape.Line(n.Error))
+		}
+	}
+	if len(bad) > 0 && !fl.allowPartial {
+		return &exitError{exitPartial, fmt.Errorf("violations of %d of %d nodes not collected: %s (--allow-partial accepts it)", len(bad), len(rep.Nodes), strings.Join(bad, ", "))}
+	}
+	return nil
 }
 
 // options turns the flags into violations.Options; a problem names its

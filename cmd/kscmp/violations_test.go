@@ -29,6 +29,12 @@ func TestViolationsFlags(t *testing.T) {
 		{[]string{"violations", "--follow", "-d", "5s"}, "--follow and --duration: give one"},
 		{[]string{"violations", "--max-entries", "0"}, "--max-entries 0: must be at least 1"},
 		{[]string{"violations", "-l", "=x", "-o", filepath.Join(dir, "v.json")}, "--selector: "},
+		{[]string{"violations", "--since", "1h"}, "--since is for --cluster"},
+		{[]string{"violations", "--allow-partial"}, "--allow-partial is for --cluster"},
+		{[]string{"violations", "--cluster", "-d", "1m"}, "--duration watches this node; --cluster reads the agents' reports"},
+		{[]string{"violations", "--cluster", "--exit-errors"}, "--exit-errors watches this node"},
+		{[]string{"violations", "--cluster", "--since", "-1h"}, "--since -1h0m0s: must not be negative"},
+		{[]string{"violations", "--cluster", "-l", "=x"}, "--selector: "},
 	} {
 		code, _, errs := runCLI(t, tc.args...)
 		if code != exitUsage || !strings.Contains(errs, tc.want) {

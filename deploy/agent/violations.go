@@ -80,8 +80,9 @@ type violationWatch struct {
 	metrics *Metrics
 	log     *slog.Logger
 
-	mu      sync.Mutex
+	mu      sync.Mutex                    // guards summary and total
 	summary map[[5]string]*ViolationCount // (ns, pod, container, syscall, action); bounded by maxSummary
+	total   cumulative                    // every entry since the watch began, for ViolationReport
 
 	// handled, when set, is called after each interval's report: the
 	// agent then puts the summary into the node status.
@@ -144,6 +145,9 @@ func (w *violationWatch) run(ctx context.Context, pods discover.PodLookup) {
 // most MaxEvents.
 func (w *violationWatch) handle(ctx context.Context, r *violation.Report) {
 	w.metrics.AddLost(r.Lost)
+	w.mu.Lock()
+	w.total.add(r)
+	w.mu.Unlock()
 	vs := slices.Clone(r.Violations)
 	slices.SortStableFunc(vs, func(a, b violation.Violation) int { return cmp.Compare(b.Count, a.Count) })
 	written, dropped := 0, 0

@@ -1,78 +1,20 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubearmor/kscmp/discover/cluster"
 	"github.com/kubearmor/kscmp/discover/cluster/sim"
 	"github.com/kubearmor/kscmp/internal/apitest"
 )
-
-// applyRBAC creates the objects of deploy/manifests/recorder/rbac.yaml.
-func applyRBAC(t *testing.T, cs kubernetes.Interface) {
-	data, err := os.ReadFile("../../deploy/manifests/recorder/rbac.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		conv := func(into any) {
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
-				t.Fatal(err)
-			}
-		}
-		switch u.GetKind() {
-		case "ServiceAccount":
-			var o corev1.ServiceAccount
-			conv(&o)
-			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-		case "ClusterRole":
-			var o rbacv1.ClusterRole
-			conv(&o)
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, &o, metav1.CreateOptions{})
-		case "ClusterRoleBinding":
-			var o rbacv1.ClusterRoleBinding
-			conv(&o)
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &o, metav1.CreateOptions{})
-		case "Role":
-			var o rbacv1.Role
-			conv(&o)
-			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-		case "RoleBinding":
-			var o rbacv1.RoleBinding
-			conv(&o)
-			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-		default:
-			t.Fatalf("rbac.yaml: unexpected kind %s", u.GetKind())
-		}
-		if err != nil {
-			t.Fatalf("create %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-	}
-}
 
 // TestRBAC: a user with only the shipped bindings (group kscmp-discover)
 // can plan, start, stop, collect and clean up a run; the recorders'
@@ -87,7 +29,7 @@ func TestRBAC(t *testing.T) {
 	e.node(t, "n2", corev1.ConditionTrue)
 	e.pod(t, "shop", "web-a", "n1", map[string]string{"app": "web"})
 	e.pod(t, "shop", "web-b", "n2", map[string]string{"app": "web"})
-	applyRBAC(t, admin)
+	apitest.ApplyRBAC(t, admin, "deploy/manifests/recorder/rbac.yaml")
 
 	user, err := kubernetes.NewForConfig(srv.UserConfig(t, "alice", "kscmp-discover"))
 	if err != nil {

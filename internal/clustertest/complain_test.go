@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubearmor/kscmp/api/violation"
 )
 
 // complainNS is the opted-in namespace of testComplain.
@@ -109,6 +111,19 @@ func testComplain(t *testing.T, c *Cluster) {
 	}
 	t.Logf("Event: %s; metrics: %s; status.violations: %s", event, series, status)
 
+	// The fourth place: the ViolationReport, as a person gets it from a
+	// workstation (kscmp violations --cluster, the admin's kubeconfig):
+	// every agent's report through the API server's pod proxy, united.
+	kscmp := filepath.Join(dir, "complain", "kscmp")
+	if err := os.MkdirAll(filepath.Dir(kscmp), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.run(t, 5*time.Minute, "go", "build", "-o", kscmp, "./cmd/kscmp")
+	audited := clusterViolations(t, c, kscmp, filepath.Join(dir, "complain", "audit.json"))
+	if got := violationCount(audited, pod.Name, "mkdir", "Audit"); got != made {
+		t.Errorf("kscmp violations --cluster: mkdir Audit under pod %s counted %d times, want %d:\n%+v", pod.Name, got, made, audited.Violations)
+	}
+
 	// Enforce: the profile file changes, the agent rolls the Deployment,
 	// the new pod runs under the refusing profile.
 	apply("complain-enforce.yaml", complainPolicy("Block"))
@@ -142,7 +157,57 @@ func testComplain(t *testing.T, c *Cluster) {
 		t.Fatalf("enforce mode's refused mkdir (%d made): Event %q, metrics %q: %v", refused, event, series, err)
 	}
 	t.Logf("refused: Event: %s; metrics: %s (mkdir refused %d times)", event, series, refused)
+
+	// The refusal in the ViolationReport, and back into the loop: kscmp
+	// recommend --from it widens the reviewed policy by mkdir, listed as
+	// refused in production.
+	vfile := filepath.Join(dir, "complain", "refused.json")
+	if got := violationCount(clusterViolations(t, c, kscmp, vfile), rolled.Name, "mkdir", "Block"); got == 0 {
+		t.Errorf("kscmp violations --cluster: no mkdir Block under the rolled pod %s", rolled.Name)
+	}
+	policies := filepath.Join(dir, "complain", "policies")
+	write(t, filepath.Join(policies, complainNS, "busybox-demo.yaml"), complainPolicy("Block"))
+	summary := filepath.Join(dir, "complain", "summary.md")
+	c.run(t, time.Minute, kscmp, "recommend", "--from", vfile, "-o", policies, "--summary", summary)
+	widened, _ := os.ReadFile(filepath.Join(policies, complainNS, "busybox-demo.yaml"))
+	md, _ := os.ReadFile(summary)
+	if !strings.Contains(string(widened), "- mkdir") || !strings.Contains(string(md), "`mkdir`: refused in production") {
+		t.Errorf("kscmp recommend --from the cluster's violations: policy\n%s\nsummary\n%s\nwant mkdir added, refused in production", widened, md)
+	}
 	t.Logf("complain → enforce on the cluster: %s", time.Since(start).Round(time.Second))
+}
+
+// clusterViolations runs kscmp violations --cluster for complainNS into
+// file and returns the report, each of the two nodes' agents collected.
+func clusterViolations(t *testing.T, c *Cluster, kscmp, file string) *violation.Report {
+	t.Helper()
+	c.run(t, time.Minute, kscmp, "violations", "--cluster", "--kubeconfig", c.Kubeconfig, "-n", complainNS, "-o", file)
+	r, err := violation.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var collected []string
+	for _, n := range r.Nodes {
+		if n.Collected {
+			collected = append(collected, n.Name)
+		}
+	}
+	if len(collected) != 2 || len(r.Nodes) != 2 {
+		t.Errorf("kscmp violations --cluster: nodes %+v, want both collected", r.Nodes)
+	}
+	return r
+}
+
+// violationCount sums r's entries of pod (in complainNS) with call and
+// action.
+func violationCount(r *violation.Report, pod, call, action string) uint64 {
+	var n uint64
+	for _, v := range r.Violations {
+		if v.Identity.Namespace == complainNS && v.Identity.Pod == pod && v.Syscall == call && v.Action == action {
+			n += v.Count
+		}
+	}
+	return n
 }
 
 // agentEvent is the message of the agent's Event of reason and type on pod
