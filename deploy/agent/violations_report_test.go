@@ -221,7 +221,7 @@ func TestViolationsRBAC(t *testing.T) {
 	admin := srv.Client
 	srv.CreateNamespace(t, "kscmp-system")
 	srv.CreateNamespace(t, "shop")
-	apitest.ApplyRBAC(t, admin, "deploy/manifests/agent/rbac.yaml")
+	srv.ApplyRBAC(t, "deploy/manifests/agent/rbac.yaml")
 	ctx := context.Background()
 	pod, err := admin.CoreV1().Pods("kscmp-system").Create(ctx, agentPod("kscmp-agent-x", "n1", ""), metav1.CreateOptions{})
 	if err != nil {
@@ -244,6 +244,7 @@ func TestViolationsRBAC(t *testing.T) {
 	if len(r.Nodes) != 1 || r.Nodes[0].Collected || r.Nodes[0].Error == "" || strings.Contains(strings.ToLower(r.Nodes[0].Error), "forbidden") {
 		t.Errorf("as a member: nodes %+v, want the one agent not collected for want of the pod, not forbidden", r.Nodes)
 	}
+	t.Logf("as a member: %s", r.Nodes[0].Error)
 	outsider, err := kubernetes.NewForConfig(srv.UserConfig(t, "bob"))
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ func TestRBAC(t *testing.T) {
 	e.node(t, "n2", corev1.ConditionTrue)
 	e.pod(t, "shop", "web-a", "n1", map[string]string{"app": "web"})
 	e.pod(t, "shop", "web-b", "n2", map[string]string{"app": "web"})
-	apitest.ApplyRBAC(t, admin, "deploy/manifests/recorder/rbac.yaml")
+	srv.ApplyRBAC(t, "deploy/manifests/recorder/rbac.yaml")
 
 	user, err := kubernetes.NewForConfig(srv.UserConfig(t, "alice", "kscmp-discover"))
 	if err != nil {

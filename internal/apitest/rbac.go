@@ -9,64 +9,53 @@ import (
 	"path/filepath"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/dynamic"
 )
 
-// ApplyRBAC creates the objects of the manifest at path (relative to the
-// module root): ServiceAccounts, ClusterRoles, ClusterRoleBindings, Roles
-// and RoleBindings; any other kind fails t.
-func ApplyRBAC(t testing.TB, cs kubernetes.Interface, path string) {
+// rbacResources are the kinds ApplyRBAC creates.
+var rbacResources = map[string]schema.GroupVersionResource{
+	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
+	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+}
+
+// ApplyRBAC creates, as the admin, the objects of the manifest at path
+// (relative to the module root): ServiceAccounts, ClusterRoles,
+// ClusterRoleBindings, Roles and RoleBindings; any other kind fails t.
+func (s *Server) ApplyRBAC(t testing.TB, path string) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(moduleRoot(), path))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	dyn, err := dynamic.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for {
 		u := &unstructured.Unstructured{}
 		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
 			return
 		} else if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", path, err)
 		}
-		conv := func(into any) {
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
-				t.Fatal(err)
-			}
-		}
-		switch u.GetKind() {
-		case "ServiceAccount":
-			var o corev1.ServiceAccount
-			conv(&o)
-			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-		case "ClusterRole":
-			var o rbacv1.ClusterRole
-			conv(&o)
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, &o, metav1.CreateOptions{})
-		case "ClusterRoleBinding":
-			var o rbacv1.ClusterRoleBinding
-			conv(&o)
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &o, metav1.CreateOptions{})
-		case "Role":
-			var o rbacv1.Role
-			conv(&o)
-			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-		case "RoleBinding":
-			var o rbacv1.RoleBinding
-			conv(&o)
-			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-		default:
+		gvr, ok := rbacResources[u.GetKind()]
+		if !ok {
 			t.Fatalf("%s: unexpected kind %s", path, u.GetKind())
 		}
-		if err != nil {
-			t.Fatalf("create %s %s: %v", u.GetKind(), u.GetName(), err)
+		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
+		if ns := u.GetNamespace(); ns != "" {
+			ri = dyn.Resource(gvr).Namespace(ns)
+		}
+		if _, err := ri.Create(context.Background(), u, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("%s: create %s %s: %v", path, u.GetKind(), u.GetName(), err)
 		}
 	}
 }
