@@ -241,6 +241,7 @@ func (fl *violationsFlags) runCluster(cmd *cobra.Command) error {
 			fmt.Fprintf(cmd.ErrOrStderr(), "kscmp: node %s: agent %s not collected: %s\n", escape.Line(orDash(n.Name)), n.Agent, escape.Line(n.Error))
 		}
 	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "kscmp: the reports of %d of %d agents\n", len(rep.Nodes)-len(bad), len(rep.Nodes))
 	if len(bad) > 0 && !fl.allowPartial {
 		return &exitError{exitPartial, fmt.Errorf("violations of %d of %d nodes not collected: %s (--allow-partial accepts it)", len(bad), len(rep.Nodes), strings.Join(bad, ", "))}
 	}
