@@ -166,7 +166,10 @@ func testComplain(t *testing.T, c *Cluster) {
 		t.Errorf("kscmp violations --cluster: no mkdir Block under the rolled pod %s", rolled.Name)
 	}
 	policies := filepath.Join(dir, "complain", "policies")
-	write(t, filepath.Join(policies, complainNS, "busybox-demo.yaml"), complainPolicy("Block"))
+	// The reviewed policy as in a repository: the policy document alone
+	// (complainPolicy's YAML starts with its Namespace).
+	reviewed := complainPolicy("Block")
+	write(t, filepath.Join(policies, complainNS, "busybox-demo.yaml"), reviewed[strings.LastIndex(reviewed, "---\n")+4:])
 	summary := filepath.Join(dir, "complain", "summary.md")
 	c.run(t, time.Minute, kscmp, "recommend", "--from", vfile, "-o", policies, "--summary", summary)
 	widened, _ := os.ReadFile(filepath.Join(policies, complainNS, "busybox-demo.yaml"))
@@ -174,6 +177,7 @@ func testComplain(t *testing.T, c *Cluster) {
 	if !strings.Contains(string(widened), "- mkdir") || !strings.Contains(string(md), "`mkdir`: refused in production") {
 		t.Errorf("kscmp recommend --from the cluster's violations: policy\n%s\nsummary\n%s\nwant mkdir added, refused in production", widened, md)
 	}
+	t.Logf("kscmp recommend --from the cluster's violations: the summary says %q", strings.TrimSpace(string(md[strings.Index(string(md), "`mkdir`"):])))
 	t.Logf("complain → enforce on the cluster: %s", time.Since(start).Round(time.Second))
 }
 
@@ -195,6 +199,11 @@ func clusterViolations(t *testing.T, c *Cluster, kscmp, file string) *violation.
 	if len(collected) != 2 || len(r.Nodes) != 2 {
 		t.Errorf("kscmp violations --cluster: nodes %+v, want both collected", r.Nodes)
 	}
+	var entries []string
+	for _, v := range r.Violations {
+		entries = append(entries, fmt.Sprintf("%s %s %s %d", v.Identity, v.Syscall, v.Action, v.Count))
+	}
+	t.Logf("kscmp violations --cluster: from %v: %s", collected, strings.Join(entries, "; "))
 	return r
 }
 
