@@ -223,13 +223,20 @@ func (fl *violationsFlags) runCluster(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	rep, err := agent.CollectViolations(cmd.Context(), kube, agent.CollectOptions{Namespace: fl.agentNamespace, Selector: fl.agentSelector})
+	var since time.Time
+	if fl.since > 0 {
+		since = time.Now().Add(-fl.since)
+	}
+	// The agents filter what they send; the union is filtered again, so
+	// that the output holds nothing else whatever an agent sent.
+	rep, err := agent.CollectViolations(cmd.Context(), kube, agent.CollectOptions{Namespace: fl.agentNamespace, Selector: fl.agentSelector,
+		Filter: agent.ReportFilter{Namespace: fl.namespace, Selector: fl.selector, Container: fl.container, Since: since}})
 	if err != nil {
 		return err
 	}
 	filter := discover.Filter{Namespace: fl.namespace, Selector: sel, Container: fl.container}
 	rep.Violations = slices.DeleteFunc(rep.Violations, func(v violation.Violation) bool {
-		return !filter.Match(0, v.Identity) || (fl.since > 0 && v.LastSeen.Before(rep.End.Add(-fl.since)))
+		return !filter.Match(0, v.Identity) || v.LastSeen.Before(since)
 	})
 	if err := fl.write(cmd, rep, true); err != nil {
 		return err

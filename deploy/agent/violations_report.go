@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -17,7 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubearmor/kscmp/api"
 	"github.com/kubearmor/kscmp/api/violation"
+	"github.com/kubearmor/kscmp/discover"
 )
 
 // The agent's violation report over HTTP: GET ViolationsPath on the
@@ -100,8 +103,49 @@ func (a *Agent) ViolationReport() *violation.Report {
 	return r
 }
 
-// ViolationsHandler serves ViolationReport as JSON at GET ViolationsPath;
-// 404 when the violations are not watched (kscmp agent --violations=false).
+// ReportFilter selects the entries of a node's report the agent sends:
+// the query of GET ViolationsPath, so that a cluster's collection moves and
+// holds only what was asked for.
+type ReportFilter struct {
+	// Namespace, Selector (pod labels, k=v[,k=v]) and Container as in
+	// kscmp violations; Since keeps entries last seen at or after it.
+	Namespace, Selector, Container string
+	Since                          time.Time
+}
+
+// query is f as ViolationsPath's query parameters.
+func (f ReportFilter) query() url.Values {
+	q := url.Values{}
+	for k, v := range map[string]string{"namespace": f.Namespace, "selector": f.Selector, "container": f.Container} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+	}
+	return q
+}
+
+// parseReportFilter reads the query q; a bad value names its parameter.
+func parseReportFilter(q url.Values) (discover.Filter, time.Time, error) {
+	sel, err := api.ParseLabels(q.Get("selector"))
+	if err != nil {
+		return discover.Filter{}, time.Time{}, fmt.Errorf("selector: %w", err)
+	}
+	var since time.Time
+	if s := q.Get("since"); s != "" {
+		if since, err = time.Parse(time.RFC3339Nano, s); err != nil {
+			return discover.Filter{}, time.Time{}, fmt.Errorf("since %q: want an RFC 3339 time", s)
+		}
+	}
+	return discover.Filter{Namespace: q.Get("namespace"), Selector: sel, Container: q.Get("container")}, since, nil
+}
+
+// ViolationsHandler serves ViolationReport as JSON at GET ViolationsPath,
+// the entries the query's ReportFilter keeps (all without one); 404 when
+// the violations are not watched (kscmp agent --violations=false), 400 for
+// a bad query.
 func (a *Agent) ViolationsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
@@ -109,11 +153,19 @@ func (a *Agent) ViolationsHandler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
+		filter, since, err := parseReportFilter(req.URL.Query())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		r := a.ViolationReport()
 		if r == nil {
 			http.Error(w, "violations are not watched on this node (kscmp agent --violations=false)", http.StatusNotFound)
 			return
 		}
+		r.Violations = slices.DeleteFunc(r.Violations, func(v violation.Violation) bool {
+			return !filter.Match(0, v.Identity) || v.LastSeen.Before(since)
+		})
 		data, err := r.Marshal()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -129,6 +181,8 @@ type CollectOptions struct {
 	// Namespace and Selector find the agent pods (kscmp-system,
 	// app.kubernetes.io/name=kscmp-agent: the manifests' and the chart's).
 	Namespace, Selector string
+	// Filter is sent to every agent: only the entries it keeps travel.
+	Filter ReportFilter
 	// Parallel agents are asked at once (16 if 0); Timeout bounds each
 	// (30 s if 0).
 	Parallel int
@@ -154,7 +208,11 @@ func CollectViolations(ctx context.Context, kube kubernetes.Interface, opts Coll
 	opts.Timeout = cmp.Or(opts.Timeout, 30*time.Second)
 	if opts.Fetch == nil {
 		opts.Fetch = func(ctx context.Context, pod *corev1.Pod, port int) (io.ReadCloser, error) {
-			return kube.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(port), ViolationsPath, nil).Stream(ctx)
+			params := map[string]string{}
+			for k, v := range opts.Filter.query() {
+				params[k] = v[0]
+			}
+			return kube.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(port), ViolationsPath, params).Stream(ctx)
 		}
 	}
 	pods, err := kube.CoreV1().Pods(opts.Namespace).List(ctx, metav1.ListOptions{LabelSelector: opts.Selector})

@@ -74,6 +74,29 @@ func TestViolationReportCumulative(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("entries %v, want %v", got, want)
 	}
+	// The query's filter: only what it keeps is sent.
+	for query, want := range map[string]string{
+		"?namespace=shop&container=bb":                          "2",
+		"?namespace=bank":                                       "0",
+		"?selector=app%3Dweb":                                   "0",
+		"?since=" + t0.Add(30*time.Minute).Format(time.RFC3339): "1",
+		"?since=yesterday":                                      "400",
+		"?selector=%3Dx":                                        "400",
+	} {
+		rec := httptest.NewRecorder()
+		a.ViolationsHandler().ServeHTTP(rec, httptest.NewRequest("GET", ViolationsPath+query, nil))
+		got := fmt.Sprint(rec.Code)
+		if rec.Code == http.StatusOK {
+			r, err := violation.Read(rec.Body, query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = fmt.Sprint(len(r.Violations))
+		}
+		if got != want {
+			t.Errorf("GET %s: %s, want %s", query, got, want)
+		}
+	}
 	if code, _ := getViolations(t, a, "POST"); code != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %d, want 405", code)
 	}

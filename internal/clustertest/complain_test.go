@@ -1,6 +1,7 @@
 package clustertest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -122,6 +123,34 @@ func testComplain(t *testing.T, c *Cluster) {
 	audited := clusterViolations(t, c, kscmp, filepath.Join(dir, "complain", "audit.json"))
 	if got := violationCount(audited, pod.Name, "mkdir", "Audit"); got != made {
 		t.Errorf("kscmp violations --cluster: mkdir Audit under pod %s counted %d times, want %d:\n%+v", pod.Name, got, made, audited.Violations)
+	}
+	// The agent filters what it sends (the query reaches it through the
+	// pod proxy): the pod's node's agent, asked for another namespace,
+	// sends nothing.
+	gctx, gcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer gcancel()
+	agentPods, err := c.Client.CoreV1().Pods("kscmp-system").List(gctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/name=kscmp-agent", FieldSelector: "spec.nodeName=" + pod.Spec.NodeName})
+	if err != nil || len(agentPods.Items) != 1 {
+		t.Fatalf("the agent pod of node %s: %v", pod.Spec.NodeName, err)
+	}
+	for ns, want := range map[string]uint64{complainNS: made, "elsewhere": 0} {
+		body, err := c.Client.CoreV1().Pods("kscmp-system").ProxyGet("http", agentPods.Items[0].Name, "9476", "/violations",
+			map[string]string{"namespace": ns}).DoRaw(gctx)
+		if err != nil {
+			t.Fatalf("GET /violations?namespace=%s of %s: %v", ns, agentPods.Items[0].Name, err)
+		}
+		r, err := violation.Read(bytes.NewReader(body), "/violations?namespace="+ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var all uint64
+		for _, v := range r.Violations {
+			all += v.Count
+		}
+		if got := violationCount(r, pod.Name, "mkdir", "Audit"); got != want || all != want {
+			t.Errorf("GET /violations?namespace=%s of %s: mkdir Audit %d, all %d; want %d", ns, agentPods.Items[0].Name, got, all, want)
+		}
 	}
 
 	// Enforce: the profile file changes, the agent rolls the Deployment,
