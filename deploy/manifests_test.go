@@ -3,8 +3,6 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -52,22 +49,7 @@ func manifests(t *testing.T) []*unstructured.Unstructured {
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range k.Resources {
-		f, err := os.ReadFile(filepath.Join(dir, r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(f), 4096)
-		for {
-			u := &unstructured.Unstructured{}
-			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", r, err)
-			}
-			if len(u.Object) > 0 {
-				out = append(out, u)
-			}
-		}
+		out = append(out, apitest.Documents(t, filepath.Join("deploy", dir, r))...)
 	}
 	return out
 }

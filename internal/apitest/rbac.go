@@ -25,27 +25,39 @@ var rbacResources = map[string]schema.GroupVersionResource{
 	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
 }
 
-// ApplyRBAC creates, as the admin, the objects of the manifest at path
-// (relative to the module root): ServiceAccounts, ClusterRoles,
-// ClusterRoleBindings, Roles and RoleBindings; any other kind fails t.
-func (s *Server) ApplyRBAC(t testing.TB, path string) {
+// Documents returns the YAML documents of the file at path (relative to
+// the module root), empty ones left out.
+func Documents(t testing.TB, path string) []*unstructured.Unstructured {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(moduleRoot(), path))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn, err := dynamic.NewForConfig(s.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var out []*unstructured.Unstructured
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for {
 		u := &unstructured.Unstructured{}
 		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return
+			return out
 		} else if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+// ApplyRBAC creates, as the admin, the objects of the manifest at path
+// (relative to the module root): ServiceAccounts, ClusterRoles,
+// ClusterRoleBindings, Roles and RoleBindings; any other kind fails t.
+func (s *Server) ApplyRBAC(t testing.TB, path string) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range Documents(t, path) {
 		gvr, ok := rbacResources[u.GetKind()]
 		if !ok {
 			t.Fatalf("%s: unexpected kind %s", path, u.GetKind())
