@@ -3,9 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -19,7 +17,6 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/kubearmor/kscmp/deploy/agent"
 	"github.com/kubearmor/kscmp/internal/apitest"
@@ -56,31 +53,12 @@ func renderChart(t *testing.T, ns string, vals map[string]any) []*unstructured.U
 	}
 	var out []*unstructured.Unstructured
 	for _, crd := range ch.CRDObjects() {
-		out = append(out, decodeAll(t, crd.Filename, crd.File.Data)...)
+		out = append(out, apitest.Decode(t, crd.Filename, crd.File.Data)...)
 	}
 	for _, m := range sorted {
-		out = append(out, decodeAll(t, m.Name, []byte(m.Content))...)
+		out = append(out, apitest.Decode(t, m.Name, []byte(m.Content))...)
 	}
 	return out
-}
-
-// decodeAll decodes every non-empty YAML document of data (named name in
-// errors).
-func decodeAll(t *testing.T, name string, data []byte) []*unstructured.Unstructured {
-	t.Helper()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return out
-		} else if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
-	}
 }
 
 // overrides sets every value the chart has to something other than its

@@ -33,6 +33,13 @@ func Documents(t testing.TB, path string) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Decode(t, path, data)
+}
+
+// Decode returns every non-empty YAML document of data (named name in
+// errors).
+func Decode(t testing.TB, name string, data []byte) []*unstructured.Unstructured {
+	t.Helper()
 	var out []*unstructured.Unstructured
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for {
@@ -40,7 +47,7 @@ func Documents(t testing.TB, path string) []*unstructured.Unstructured {
 		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
 			return out
 		} else if err != nil {
-			t.Fatalf("%s: %v", path, err)
+			t.Fatalf("%s: %v", name, err)
 		}
 		if len(u.Object) > 0 {
 			out = append(out, u)
