@@ -151,6 +151,19 @@ func (v *Violation) Key() string {
 	return strings.Join([]string{v.Identity.Key(), v.ABI, fmt.Sprintf("%08d", v.Number), v.Action}, "\x00")
 }
 
+// Merge adds v, an entry with the same key, into e: the counts summed, the
+// time span widened, e's profile kept when it has one.
+func (e *Violation) Merge(v Violation) {
+	e.Count += v.Count
+	if !v.FirstSeen.IsZero() && (e.FirstSeen.IsZero() || v.FirstSeen.Before(e.FirstSeen)) {
+		e.FirstSeen = v.FirstSeen
+	}
+	if v.LastSeen.After(e.LastSeen) {
+		e.LastSeen = v.LastSeen
+	}
+	e.Profile = cmp.Or(e.Profile, v.Profile)
+}
+
 // Add merges v into the report: an entry with the same key gets the sum of
 // the counts and the widest time span.
 func (r *Report) Add(v Violation) {
@@ -160,16 +173,7 @@ func (r *Report) Add(v Violation) {
 		if e.Key() != k {
 			continue
 		}
-		e.Count += v.Count
-		if !v.FirstSeen.IsZero() && (e.FirstSeen.IsZero() || v.FirstSeen.Before(e.FirstSeen)) {
-			e.FirstSeen = v.FirstSeen
-		}
-		if v.LastSeen.After(e.LastSeen) {
-			e.LastSeen = v.LastSeen
-		}
-		if e.Profile == "" {
-			e.Profile = v.Profile
-		}
+		e.Merge(v)
 		return
 	}
 	r.Violations = append(r.Violations, v)
@@ -204,15 +208,7 @@ func Union(reports ...*Report) *Report {
 				out.Violations = append(out.Violations, v)
 				continue
 			}
-			e := &out.Violations[j]
-			e.Count += v.Count
-			if !v.FirstSeen.IsZero() && (e.FirstSeen.IsZero() || v.FirstSeen.Before(e.FirstSeen)) {
-				e.FirstSeen = v.FirstSeen
-			}
-			if v.LastSeen.After(e.LastSeen) {
-				e.LastSeen = v.LastSeen
-			}
-			e.Profile = cmp.Or(e.Profile, v.Profile)
+			out.Violations[j].Merge(v)
 		}
 	}
 	out.Sort()

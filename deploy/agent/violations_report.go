@@ -73,10 +73,7 @@ func (c *cumulative) add(r *violation.Report) {
 			c.report.Violations = append(c.report.Violations, v)
 			continue
 		}
-		e := &c.report.Violations[i]
-		e.Count += v.Count
-		e.LastSeen = maxTime(e.LastSeen, v.LastSeen)
-		e.Profile = cmp.Or(e.Profile, v.Profile)
+		c.report.Violations[i].Merge(v)
 	}
 }
 
